@@ -1,0 +1,113 @@
+"""Admin for reference data and a read-only view of payments and their evidence. Support queues and
+dangerous actions belong to the `support` app."""
+
+from django.contrib import admin
+
+from .models import (
+    ApiKey,
+    Asset,
+    ChainObservation,
+    ChainTip,
+    ConfirmationRule,
+    Event,
+    Merchant,
+    Network,
+    NetworkAsset,
+    PaymentIntent,
+    Resolution,
+    StateTransition,
+    Wallet,
+)
+
+
+class NetworkAssetInline(admin.TabularInline):
+    model = NetworkAsset
+    extra = 0
+
+
+@admin.register(Network)
+class NetworkAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "chain", "chain_id", "bech32_hrp", "is_testnet", "enabled")
+    list_filter = ("chain", "is_testnet", "enabled")
+    inlines = [NetworkAssetInline]
+
+
+@admin.register(Asset)
+class AssetAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "peg_currency")
+
+
+@admin.register(NetworkAsset)
+class NetworkAssetAdmin(admin.ModelAdmin):
+    list_display = ("asset", "network", "contract_address", "decimals", "default_confirmations", "enabled")
+    list_filter = ("network", "asset", "enabled")
+
+
+class ConfirmationRuleInline(admin.TabularInline):
+    model = ConfirmationRule
+    extra = 0
+
+
+class WalletInline(admin.TabularInline):
+    model = Wallet
+    extra = 0
+    fields = ("chain", "network", "account_key", "next_index", "is_active")
+    readonly_fields = ("account_key", "next_index")
+    verbose_name = "wallet (next_index = highest derived index + 1; mind the gap limit)"
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "is_active", "created_at")
+    inlines = [ConfirmationRuleInline, WalletInline]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "merchant", "name", "scopes", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "digest", "created_at", "last_used_at")
+
+
+class TransitionInline(admin.TabularInline):
+    model = StateTransition
+    extra = 0
+    can_delete = False
+    readonly_fields = ("from_state", "to_state", "reason", "created_at", "cause")
+    fields = readonly_fields
+
+
+class ObservationInline(admin.TabularInline):
+    model = ChainObservation
+    extra = 0
+    can_delete = False
+    fields = ("network", "tx_hash", "output_index", "amount_base_units", "block_height", "canonical")
+    readonly_fields = fields
+
+
+@admin.register(PaymentIntent)
+class PaymentIntentAdmin(admin.ModelAdmin):
+    list_display = ("id", "merchant", "state", "merchant_order_id", "network_asset", "created_at")
+    list_filter = ("state", "network_asset")
+    search_fields = ("id", "merchant_order_id", "address__address")
+    readonly_fields = [f.name for f in PaymentIntent._meta.fields]
+    inlines = [ObservationInline, TransitionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class EvidenceAdmin(admin.ModelAdmin):
+    """Evidence and its consequences are append-only: viewable, never edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+for model in (ChainObservation, ChainTip, Resolution, StateTransition, Event):
+    admin.site.register(model, EvidenceAdmin)

@@ -1,0 +1,64 @@
+"""Bearer API keys with scopes. Kept in its own module: DRF imports it from the settings."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from payments.accounts import api_key_authenticate
+
+
+class MerchantPrincipal:
+    """The authenticated caller: a merchant acting through one API key."""
+
+    is_authenticated = True
+
+    def __init__(self, api_key):
+        self.api_key = api_key
+        self.merchant = api_key.merchant
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if not header:
+            return None
+        if header[0].lower() != self.keyword or len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "use 'Authorization: Bearer <api key>'", code="invalid_authorization_header"
+            )
+        try:
+            presented = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("malformed API key", code="invalid_api_key") from None
+        api_key = api_key_authenticate(presented=presented, now=timezone.now())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("unknown API key", code="invalid_api_key")
+        if api_key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("this API key was revoked", code="api_key_revoked")
+        if not api_key.merchant.is_active:
+            raise exceptions.AuthenticationFailed("the merchant is disabled", code="merchant_disabled")
+        return (MerchantPrincipal(api_key), api_key)
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="api"'
+
+
+class HasScope(BasePermission):
+    """Reads need `payments:read`, writes `payments:write` (a view may name other scopes)."""
+
+    message = "this API key lacks the scope this request needs"
+
+    def has_permission(self, request, view):
+        if request.auth is None:
+            raise exceptions.NotAuthenticated("an API key is required", code="authentication_required")
+        needed = getattr(view, "read_scope" if request.method in SAFE_METHODS else "write_scope", None)
+        if needed is None:
+            needed = "payments:read" if request.method in SAFE_METHODS else "payments:write"
+        if needed not in request.auth.scopes:
+            raise exceptions.PermissionDenied(f"this API key lacks the scope {needed}", code="missing_scope")
+        return True

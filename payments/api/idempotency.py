@@ -1,0 +1,73 @@
+"""`Idempotency-Key` on POST, with Stripe's semantics.
+
+The record is inserted (ON CONFLICT DO NOTHING) in the same transaction as the request's effects and
+its response, so a key maps to exactly one committed outcome. A concurrent request with the same key
+waits on the unique index until the first commits, then replays its response; if the first fails, its
+record rolls back with it and the next request runs. A key reused with another body is a 422.
+Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from payments.errors import IdempotencyKeyReused, InvalidRequest
+from payments.models import IdempotencyRecord, Merchant
+
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(request: Request) -> str:
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Response]) -> Response:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        with transaction.atomic():
+            return handler()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            code="invalid_idempotency_key",
+        )
+    fingerprint = request_fingerprint(request)
+    now = timezone.now()
+    ttl = timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)
+    for _ in range(2):  # a second round only after dropping an expired record
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id",
+                    [merchant.pk, key, fingerprint, now],
+                )
+                row = cursor.fetchone()
+            if row is not None:
+                response = handler()
+                IdempotencyRecord.objects.filter(pk=row[0]).update(
+                    response_status=response.status_code, response_body=response.data
+                )
+                return response
+        record = IdempotencyRecord.objects.get(merchant=merchant, key=key)
+        if record.created_at < now - ttl:
+            IdempotencyRecord.objects.filter(pk=record.pk, created_at=record.created_at).delete()
+            continue
+        if record.request_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with other parameters; use a new key for a new request"
+            )
+        return Response(
+            record.response_body, status=record.response_status, headers={"Idempotent-Replayed": "true"}
+        )
+    raise InvalidRequest("could not claim the Idempotency-Key", code="invalid_idempotency_key")

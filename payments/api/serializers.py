@@ -1,0 +1,169 @@
+"""Request parsing for the merchant API. Shapes and sizes here; business rules in services."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+
+from rest_framework import serializers
+
+from payments.models import PaymentState
+
+# Digits, optionally a dot and more digits: no sign, no exponent, no NaN/Infinity, no spaces.
+_AMOUNT = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
+METADATA_MAX_KEYS = 50
+METADATA_MAX_BYTES = 16 * 1024
+METADATA_KEY_MAX = 40
+
+
+class AmountField(serializers.Field):
+    """A positive decimal given as a string ("49.00"): never a JSON number, which may be a float."""
+
+    default_error_messages = {
+        "invalid_amount": 'amount must be a decimal string like "49.00" (no sign, exponent or NaN)',
+        "amount_not_positive": "amount must be greater than zero",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not _AMOUNT.match(data):
+            self.fail("invalid_amount")
+        try:
+            value = Decimal(data)
+        except InvalidOperation:
+            self.fail("invalid_amount")
+        if value <= 0:
+            self.fail("amount_not_positive")
+        return value
+
+    def to_representation(self, value):
+        return f"{value:f}"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses parameters it does not know (a typo should not be silently ignored)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {
+                    "non_field_errors": [
+                        serializers.ErrorDetail("the body must be a JSON object", code="invalid_body")
+                    ]
+                }
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    unknown[0]: [
+                        serializers.ErrorDetail(f"unknown parameter {unknown[0]!r}", code="unknown_parameter")
+                    ]
+                }
+            )
+        return super().to_internal_value(data)
+
+
+def validate_metadata(value):
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("metadata must be a JSON object", code="invalid_metadata")
+    if len(value) > METADATA_MAX_KEYS:
+        raise serializers.ValidationError(
+            f"metadata may have at most {METADATA_MAX_KEYS} keys", code="metadata_too_many_keys"
+        )
+    for key in value:
+        if len(key) > METADATA_KEY_MAX:
+            raise serializers.ValidationError(
+                f"metadata keys have at most {METADATA_KEY_MAX} characters", code="invalid_metadata"
+            )
+    if len(json.dumps(value, ensure_ascii=False).encode()) > METADATA_MAX_BYTES:
+        raise serializers.ValidationError(
+            f"metadata may be at most {METADATA_MAX_BYTES} bytes as JSON", code="metadata_too_large"
+        )
+    return value
+
+
+class PaymentIntentCreateSerializer(StrictSerializer):
+    amount = AmountField(help_text='price as a decimal string, e.g. "49.00"')
+    currency = serializers.CharField(max_length=12, help_text="USD, EUR ... or an asset code (BTC, USDC ...)")
+    asset = serializers.CharField(max_length=12, required=False, help_text="chosen now, or later on checkout")
+    network = serializers.CharField(max_length=40, required=False)
+    merchant_order_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    customer_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    expires_in_minutes = serializers.IntegerField(required=False, min_value=1, max_value=7 * 24 * 60)
+    success_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
+    cancel_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
+    metadata = serializers.JSONField(required=False, default=dict, validators=[validate_metadata])
+
+    def validate_currency(self, value: str) -> str:
+        return value.strip().upper()
+
+    def validate(self, attrs):
+        if ("asset" in attrs) != ("network" in attrs):
+            missing = "network" if "asset" in attrs else "asset"
+            raise serializers.ValidationError(
+                {
+                    missing: [
+                        serializers.ErrorDetail("asset and network go together", code="parameter_missing")
+                    ]
+                }
+            )
+        if "asset" in attrs:
+            attrs["asset"] = attrs["asset"].strip().upper()
+        return attrs
+
+
+class SelectAssetSerializer(StrictSerializer):
+    asset = serializers.CharField(max_length=12)
+    network = serializers.CharField(max_length=40)
+
+    def validate_asset(self, value: str) -> str:
+        return value.strip().upper()
+
+
+class PaymentIntentListQuery(serializers.Serializer):
+    state = serializers.MultipleChoiceField(choices=PaymentState.values, required=False)
+    merchant_order_id = serializers.CharField(max_length=200, required=False)
+    customer_id = serializers.CharField(max_length=200, required=False)
+    created_gte = serializers.DateTimeField(required=False)
+    created_lt = serializers.DateTimeField(required=False)
+
+
+class MoneySerializer(serializers.Serializer):
+    value = serializers.CharField(help_text="decimal string in whole units of the asset")
+    base_units = serializers.CharField(help_text="integer string in base units (satoshi, wei ...)")
+
+
+class PaymentIntentSerializer(serializers.Serializer):
+    """The intent as returned by every endpoint (documentation of `selectors.intent_representation`)."""
+
+    id = serializers.CharField()
+    object = serializers.CharField()
+    state = serializers.ChoiceField(choices=PaymentState.values)
+    merchant_order_id = serializers.CharField()
+    customer_id = serializers.CharField()
+    price = serializers.DictField()
+    asset = serializers.CharField(allow_null=True)
+    network = serializers.CharField(allow_null=True)
+    token_contract = serializers.CharField(allow_null=True)
+    address = serializers.CharField(allow_null=True)
+    amount_due = MoneySerializer(allow_null=True)
+    amount_seen = MoneySerializer(allow_null=True)
+    amount_confirmed = MoneySerializer(allow_null=True)
+    required_confirmations = serializers.IntegerField(allow_null=True)
+    quote = serializers.DictField(allow_null=True)
+    expires_at = serializers.DateTimeField()
+    canceled_at = serializers.DateTimeField(allow_null=True)
+    checkout_url = serializers.URLField()
+    payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681")
+    success_url = serializers.URLField(allow_null=True)
+    cancel_url = serializers.URLField(allow_null=True)
+    metadata = serializers.DictField()
+    flags = serializers.ListField(child=serializers.CharField())
+    sequence = serializers.IntegerField(help_text="sequence number of the latest event of this payment")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.DictField(help_text='{"code": stable code, "message": text, "param": field or null}')

@@ -1,0 +1,171 @@
+"""Merchant API views: parse, call one service, render. No business rules here."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from payments import services
+from payments.errors import NotFound
+from payments.models import NetworkAsset
+from payments.selectors import intent_get_for_merchant, intent_queryset, intent_representation
+
+from .idempotency import idempotent
+from .serializers import (
+    ErrorSerializer,
+    PaymentIntentCreateSerializer,
+    PaymentIntentListQuery,
+    PaymentIntentSerializer,
+    SelectAssetSerializer,
+)
+
+ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    409: ErrorSerializer,
+    422: ErrorSerializer,
+}
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Same key and body within 24 h: the original response. Same key, other body: 422.",
+)
+
+
+class IntentCursorPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 20
+    page_size_query_param = "limit"
+    max_page_size = 100
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "object": "list",
+                "data": data,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+            }
+        )
+
+
+def _network_asset(asset_code: str, network_code: str) -> NetworkAsset:
+    return services.network_asset_resolve(asset_code=asset_code, network_code=network_code)
+
+
+class PaymentIntentListCreateView(APIView):
+    @extend_schema(
+        request=PaymentIntentCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: PaymentIntentSerializer, **ERRORS},
+        summary="Create a payment intent",
+    )
+    def post(self, request):
+        merchant = request.user.merchant
+
+        def create():
+            serializer = PaymentIntentCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            network_asset = _network_asset(data["asset"], data["network"]) if "asset" in data else None
+            intent = services.payment_intent_create(
+                merchant=merchant,
+                data=services.IntentInput(
+                    price_amount=data["amount"],
+                    price_currency=data["currency"],
+                    network_asset=network_asset,
+                    merchant_order_id=data["merchant_order_id"],
+                    customer_id=data["customer_id"],
+                    expires_in_minutes=data.get("expires_in_minutes"),
+                    success_url=data["success_url"],
+                    cancel_url=data["cancel_url"],
+                    metadata=data["metadata"],
+                ),
+                now=timezone.now(),
+            )
+            return Response(intent_representation(intent), status=status.HTTP_201_CREATED)
+
+        return idempotent(request, merchant, create)
+
+    @extend_schema(
+        parameters=[PaymentIntentListQuery, OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
+        responses={200: PaymentIntentSerializer(many=True), **ERRORS},
+        summary="List payment intents",
+    )
+    def get(self, request):
+        query = PaymentIntentListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        intents = intent_queryset().filter(merchant=request.user.merchant)
+        if filters.get("state"):
+            intents = intents.filter(state__in=filters["state"])
+        for name in ("merchant_order_id", "customer_id"):
+            if name in filters:
+                intents = intents.filter(**{name: filters[name]})
+        if "created_gte" in filters:
+            intents = intents.filter(created_at__gte=filters["created_gte"])
+        if "created_lt" in filters:
+            intents = intents.filter(created_at__lt=filters["created_lt"])
+        paginator = IntentCursorPagination()
+        page = paginator.paginate_queryset(intents, request, view=self)
+        return paginator.get_paginated_response([intent_representation(i) for i in page])
+
+
+class PaymentIntentDetailView(APIView):
+    @extend_schema(responses={200: PaymentIntentSerializer, **ERRORS}, summary="Retrieve a payment intent")
+    def get(self, request, intent_id: str):
+        intent = intent_get_for_merchant(merchant=request.user.merchant, intent_id=intent_id)
+        if intent is None:
+            raise NotFound(f"no payment intent {intent_id}", code="intent_not_found")
+        return Response(intent_representation(intent))
+
+
+class PaymentIntentCancelView(APIView):
+    @extend_schema(
+        request=None,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: PaymentIntentSerializer, **ERRORS},
+        summary="Cancel a payment intent",
+    )
+    def post(self, request, intent_id: str):
+        merchant = request.user.merchant
+
+        def cancel():
+            intent = services.payment_intent_cancel(
+                merchant=merchant, intent_id=intent_id, now=timezone.now()
+            )
+            return Response(intent_representation(intent))
+
+        return idempotent(request, merchant, cancel)
+
+
+class PaymentIntentSelectAssetView(APIView):
+    @extend_schema(
+        request=SelectAssetSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: PaymentIntentSerializer, **ERRORS},
+        summary="Choose the asset and network of an intent created without them",
+    )
+    def post(self, request, intent_id: str):
+        merchant = request.user.merchant
+
+        def select():
+            serializer = SelectAssetSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            network_asset = _network_asset(
+                serializer.validated_data["asset"], serializer.validated_data["network"]
+            )
+            intent = services.payment_intent_select_asset(
+                merchant=merchant, intent_id=intent_id, network_asset=network_asset, now=timezone.now()
+            )
+            return Response(intent_representation(intent))
+
+        return idempotent(request, merchant, select)

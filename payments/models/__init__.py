@@ -1,0 +1,25 @@
+from .evidence import ChainObservation, ChainTip, Event, Resolution, StateTransition
+from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
+from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, Wallet
+from .reference import Asset, Chain, Network, NetworkAsset
+
+__all__ = [
+    "ApiKey",
+    "Asset",
+    "Chain",
+    "ChainObservation",
+    "ChainTip",
+    "ConfirmationRule",
+    "Event",
+    "IdempotencyRecord",
+    "Merchant",
+    "Network",
+    "NetworkAsset",
+    "PaymentAddress",
+    "PaymentIntent",
+    "PaymentState",
+    "Quote",
+    "Resolution",
+    "StateTransition",
+    "Wallet",
+]

@@ -1,0 +1,131 @@
+"""Merchants, their payment policy, API keys and watch-only wallets."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from .ids import merchant_id
+from .reference import Chain, Network, NetworkAsset
+
+NUMERIC_UINT256 = {"max_digits": 78, "decimal_places": 0}
+
+
+class Merchant(models.Model):
+    """A merchant and its payment policy. The policy is copied onto each intent when it is assigned,
+    so a later policy change never rewrites the evidence of an existing payment."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=merchant_id, editable=False)
+    name = models.CharField(max_length=120)
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=True)
+    expiry_minutes = models.PositiveIntegerField(default=15)
+    late_payment_window_minutes = models.PositiveIntegerField(default=24 * 60)
+    underpayment_tolerance_bps = models.PositiveIntegerField(
+        default=0, help_text="accepted shortfall, in basis points of the amount due (100 = 1 %)"
+    )
+    overpayment_tolerance_bps = models.PositiveIntegerField(
+        default=0, help_text="excess not flagged as overpaid, in basis points of the amount due"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(underpayment_tolerance_bps__lte=10000), name="merchant_underpay_bps_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(expiry_minutes__gte=1), name="merchant_expiry_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class ConfirmationRule(models.Model):
+    """Confirmations a merchant requires for an asset on a network, optionally from an amount upward.
+    The rule with the highest `min_amount_base_units` not above the amount due applies."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="confirmation_rules")
+    network_asset = models.ForeignKey(NetworkAsset, on_delete=models.CASCADE, related_name="+")
+    min_amount_base_units = models.DecimalField(default=0, **NUMERIC_UINT256)
+    confirmations = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "network_asset", "min_amount_base_units"], name="confirmation_rule_unique"
+            ),
+        ]
+
+
+class ApiKey(models.Model):
+    """A merchant API key. Only a SHA-256 digest of the secret is stored; the key is shown once."""
+
+    SCOPES = ("payments:read", "payments:write")
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80, blank=True)
+    prefix = models.CharField(max_length=16, help_text="first characters of the key, to recognise it")
+    digest = models.CharField(max_length=64, unique=True)
+    scopes = ArrayField(models.CharField(max_length=32))
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.merchant_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Wallet(models.Model):
+    """A watch-only account key (xpub/zpub/vpub) from which payment addresses are derived.
+
+    One EVM wallet serves every EVM network (same address everywhere, one index sequence); a
+    Bitcoin-family wallet belongs to one network (its address prefix). `next_index` is allocated under
+    a row lock."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="wallets")
+    chain = models.CharField(max_length=16, choices=Chain.choices)
+    network = models.ForeignKey(
+        Network, null=True, blank=True, on_delete=models.PROTECT, help_text="empty for EVM (all networks)"
+    )
+    account_key = models.CharField(max_length=120, help_text="account-level extended public key")
+    next_index = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "chain", "network"],
+                condition=models.Q(is_active=True),
+                nulls_distinct=False,
+                name="wallet_one_active_per_chain_network",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain} wallet of {self.merchant_id}"
+
+
+class PaymentAddress(models.Model):
+    """An address derived for exactly one intent. Unique by constraint: never reused."""
+
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="addresses")
+    derivation_index = models.PositiveIntegerField()
+    address = models.CharField(max_length=100, unique=True, help_text="lower case for EVM")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wallet", "derivation_index"], name="address_wallet_index_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address

@@ -1,0 +1,81 @@
+"""Assets and networks: reference data, editable in the admin, seeded by a data migration."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Chain(models.TextChoices):
+    """Chain family: decides how addresses are derived and how the chain is watched."""
+
+    BITCOIN = "bitcoin", "Bitcoin"
+    LITECOIN = "litecoin", "Litecoin"
+    EVM = "evm", "EVM"
+
+
+class Network(models.Model):
+    """One chain network (e.g. `ethereum`, `litecoin-regtest`). EVM networks are told apart by chain id."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=80)
+    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="EVM chain id")
+    bech32_hrp = models.CharField(max_length=8, blank=True, help_text="Bitcoin-family bech32 prefix")
+    is_testnet = models.BooleanField(default=False)
+    uri_scheme = models.CharField(max_length=16, help_text="bitcoin, litecoin or ethereum")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id"], name="network_chain_id_unique"),
+            models.CheckConstraint(
+                condition=~models.Q(chain="evm") | models.Q(chain_id__isnull=False),
+                name="network_evm_has_chain_id",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(chain="evm") | ~models.Q(bech32_hrp=""),
+                name="network_utxo_has_hrp",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Asset(models.Model):
+    """A currency that can be paid (BTC, ETH, USDC ...). Stablecoins carry their peg currency."""
+
+    code = models.CharField(max_length=12, unique=True)
+    name = models.CharField(max_length=60)
+    peg_currency = models.CharField(max_length=3, blank=True, help_text="e.g. USD for a USD stablecoin")
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class NetworkAsset(models.Model):
+    """An asset as it exists on one network: native coin (no contract) or token (contract, decimals)."""
+
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="assets")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="networks")
+    contract_address = models.CharField(max_length=64, blank=True, help_text="empty for the native coin")
+    decimals = models.PositiveSmallIntegerField()
+    default_confirmations = models.PositiveIntegerField()
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["network__code", "asset__code"]
+        constraints = [
+            models.UniqueConstraint(fields=["network", "asset"], name="network_asset_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset.code} on {self.network.code}"
+
+    @property
+    def is_native(self) -> bool:
+        return not self.contract_address

@@ -1,0 +1,168 @@
+"""Reads: the facts `policy.evaluate` needs, and the one representation of an intent that the API and
+the event snapshots share."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from eth_utils import to_checksum_address
+
+from . import policy
+from .models import ChainObservation, ChainTip, Merchant, PaymentIntent, Resolution
+from .pricing import format_amount
+
+INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
+
+
+def intent_queryset() -> QuerySet[PaymentIntent]:
+    return PaymentIntent.objects.select_related(*INTENT_RELATED)
+
+
+def intent_get_for_merchant(*, merchant: Merchant, intent_id: str) -> PaymentIntent | None:
+    return intent_queryset().filter(merchant=merchant, pk=intent_id).first()
+
+
+def intent_facts(intent: PaymentIntent) -> policy.IntentFacts:
+    na = intent.network_asset
+    return policy.IntentFacts(
+        amount_due=int(intent.amount_due_base_units) if intent.amount_due_base_units is not None else None,
+        network=na.network.code if na else None,
+        token_contract=na.contract_address.lower() if na else "",
+        required_confirmations=intent.required_confirmations or 0,
+        expires_at=intent.expires_at,
+        canceled_at=intent.canceled_at,
+        underpayment_tolerance_bps=intent.underpayment_tolerance_bps,
+        overpayment_tolerance_bps=intent.overpayment_tolerance_bps,
+        late_payment_window=timedelta(minutes=intent.late_payment_window_minutes),
+    )
+
+
+def observation_facts(o: ChainObservation, network_code: str) -> policy.ObservationFacts:
+    return policy.ObservationFacts(
+        network=network_code,
+        tx_hash=o.tx_hash,
+        output_index=o.output_index,
+        token_contract=o.token_contract.lower(),
+        amount=int(o.amount_base_units),
+        block_height=o.block_height,
+        block_hash=o.block_hash,
+        position_in_block=o.position_in_block,
+        block_time=o.block_time,
+        seen_unconfirmed_at=o.seen_unconfirmed_at,
+        canonical=o.canonical,
+    )
+
+
+def intent_evidence(
+    intent: PaymentIntent,
+) -> tuple[policy.IntentFacts, list[policy.ObservationFacts], list[policy.ResolutionFacts], dict[str, int]]:
+    """Everything `evaluate` needs for one intent, read from the database."""
+    observations = list(ChainObservation.objects.filter(intent=intent).select_related("network"))
+    resolutions = [
+        policy.ResolutionFacts(
+            id=r.id,
+            kind=r.kind,
+            observation_key=(
+                (r.observation.network.code, r.observation.tx_hash, r.observation.output_index)
+                if r.observation_id
+                else None
+            ),
+        )
+        for r in Resolution.objects.filter(intent=intent).select_related("observation__network")
+    ]
+    network_ids = {o.network_id for o in observations}
+    if intent.network_asset_id:
+        network_ids.add(intent.network_asset.network_id)
+    tips = {
+        t.network.code: t.height
+        for t in ChainTip.objects.filter(network_id__in=network_ids).select_related("network")
+    }
+    facts = [observation_facts(o, o.network.code) for o in observations]
+    return intent_facts(intent), facts, resolutions, tips
+
+
+def intent_evaluate(intent: PaymentIntent, now: datetime) -> policy.Verdict:
+    facts, observations, resolutions, tips = intent_evidence(intent)
+    return policy.evaluate(facts, observations, resolutions, tips, now)
+
+
+def _money(amount: Decimal | int | None, decimals: int | None) -> dict[str, str] | None:
+    if amount is None or decimals is None:
+        return None
+    return {"value": format_amount(int(amount), decimals), "base_units": str(int(amount))}
+
+
+def payment_uri(intent: PaymentIntent) -> str | None:
+    """BIP21 for Bitcoin-family, EIP-681 for EVM (native value, or ERC-20 `transfer`)."""
+    na = intent.network_asset
+    if na is None or intent.address is None or intent.amount_due_base_units is None:
+        return None
+    network = na.network
+    amount = int(intent.amount_due_base_units)
+    address = display_address(intent)
+    if network.chain == "evm":
+        if na.is_native:
+            return f"ethereum:{address}@{network.chain_id}?value={amount}"
+        return (
+            f"ethereum:{to_checksum_address(na.contract_address)}@{network.chain_id}/transfer"
+            f"?address={address}&uint256={amount}"
+        )
+    return f"{network.uri_scheme}:{address}?amount={format_amount(amount, na.decimals)}"
+
+
+def display_address(intent: PaymentIntent) -> str | None:
+    if intent.address is None:
+        return None
+    if intent.network_asset and intent.network_asset.network.chain == "evm":
+        return to_checksum_address(intent.address.address)
+    return intent.address.address
+
+
+def intent_representation(intent: PaymentIntent) -> dict[str, Any]:
+    """The intent as the API returns it and as event snapshots carry it."""
+    na = intent.network_asset
+    decimals = na.decimals if na else None
+    quote = intent.quote
+    return {
+        "id": intent.id,
+        "object": "payment_intent",
+        "state": intent.state,
+        "merchant_order_id": intent.merchant_order_id,
+        "customer_id": intent.customer_id,
+        "price": {"amount": f"{intent.price_amount.normalize():f}", "currency": intent.price_currency},
+        "asset": na.asset.code if na else None,
+        "network": na.network.code if na else None,
+        "token_contract": (na.contract_address or None) if na else None,
+        "address": display_address(intent),
+        "amount_due": _money(intent.amount_due_base_units, decimals),
+        "amount_seen": _money(intent.amount_seen_base_units, decimals) if na else None,
+        "amount_confirmed": _money(intent.amount_confirmed_base_units, decimals) if na else None,
+        "required_confirmations": intent.required_confirmations,
+        "quote": (
+            {
+                "rate": f"{quote.rate.normalize():f}",
+                "currency": quote.price_currency,
+                "source": quote.source,
+                "rate_time": quote.rate_time.isoformat(),
+                "quoted_at": quote.quoted_at.isoformat(),
+                "expires_at": quote.expires_at.isoformat(),
+            }
+            if quote
+            else None
+        ),
+        "expires_at": intent.expires_at.isoformat(),
+        "canceled_at": intent.canceled_at.isoformat() if intent.canceled_at else None,
+        "checkout_url": f"{settings.PUBLIC_BASE_URL}/pay/{intent.checkout_token}",
+        "payment_uri": payment_uri(intent),
+        "success_url": intent.success_url or None,
+        "cancel_url": intent.cancel_url or None,
+        "metadata": intent.metadata,
+        "flags": intent.flags,
+        "sequence": intent.event_sequence,
+        "created_at": intent.created_at.isoformat(),
+        "updated_at": intent.updated_at.isoformat(),
+    }

@@ -1,0 +1,530 @@
+"""The only code that writes intents, observations, transitions and events.
+
+Every state change goes through `payment_settle`: lock the intent, evaluate its evidence, apply the
+verdict through the FSM, and write the transition (unique on its cause) and the event (the outbox) in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from . import policy
+from .errors import Conflict, InvalidRequest, NotFound
+from .models import (
+    ChainObservation,
+    ChainTip,
+    ConfirmationRule,
+    Event,
+    Merchant,
+    Network,
+    NetworkAsset,
+    PaymentAddress,
+    PaymentIntent,
+    PaymentState,
+    Quote,
+    StateTransition,
+    Wallet,
+)
+from .pricing import (
+    FIAT_CURRENCIES,
+    FixedRateSource,
+    HttpTickerRateSource,
+    PegRateSource,
+    RateSource,
+    quote,
+    to_base_units,
+)
+from .selectors import INTENT_RELATED, intent_evidence, intent_representation
+from .wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
+
+logger = logging.getLogger(__name__)
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntentInput:
+    """A validated create request (the API layer has checked shapes and sizes)."""
+
+    price_amount: Decimal
+    price_currency: str
+    network_asset: NetworkAsset | None = None
+    merchant_order_id: str = ""
+    customer_id: str = ""
+    expires_in_minutes: int | None = None
+    success_url: str = ""
+    cancel_url: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One output or transfer a chain showed to an address (see ChainObservation)."""
+
+    network_code: str
+    tx_hash: str
+    output_index: int
+    address: str
+    amount_base_units: int
+    token_contract: str = ""
+    block_height: int | None = None
+    block_hash: str = ""
+    block_time: datetime | None = None
+    position_in_block: int | None = None
+    seen_unconfirmed_at: datetime | None = None
+
+
+# --- reference data ---------------------------------------------------------------------------------
+
+
+def network_asset_resolve(*, asset_code: str, network_code: str) -> NetworkAsset:
+    """The enabled asset on an enabled network, or an error with a stable code saying which part is wrong."""
+    try:
+        network = Network.objects.get(code=network_code)
+    except Network.DoesNotExist:
+        raise InvalidRequest(
+            f"unknown network {network_code!r}", code="unknown_network", param="network"
+        ) from None
+    if not network.enabled:
+        raise InvalidRequest(f"network {network_code} is disabled", code="network_disabled", param="network")
+    na = (
+        NetworkAsset.objects.select_related("asset", "network")
+        .filter(network=network, asset__code=asset_code)
+        .first()
+    )
+    if na is None:
+        from .models import Asset
+
+        if not Asset.objects.filter(code=asset_code).exists():
+            raise InvalidRequest(f"unknown asset {asset_code!r}", code="unknown_asset", param="asset")
+        raise InvalidRequest(
+            f"{asset_code} is not available on {network_code}", code="asset_not_on_network", param="asset"
+        )
+    if not na.enabled:
+        raise InvalidRequest(f"{na} is disabled", code="asset_disabled", param="asset")
+    return na
+
+
+def default_rate_source() -> RateSource:
+    from .models import Asset
+
+    pegs = dict(Asset.objects.exclude(peg_currency="").values_list("code", "peg_currency"))
+    if settings.GATEWAY_RATE_SOURCE == "fixed":
+        fallback: RateSource = FixedRateSource.parse(settings.GATEWAY_FIXED_RATES)
+    else:
+        fallback = HttpTickerRateSource(
+            settings.GATEWAY_RATE_SOURCE_URL, timeout_s=settings.GATEWAY_RATE_SOURCE_TIMEOUT_S
+        )
+    return PegRateSource(pegs, fallback)
+
+
+# --- intents ----------------------------------------------------------------------------------------
+
+
+def payment_intent_create(
+    *, merchant: Merchant, data: IntentInput, now: datetime, rate_source: RateSource | None = None
+) -> PaymentIntent:
+    """Create an intent; if the asset is chosen, assign address and quote at once (-> awaiting_payment)."""
+    price_validate(price=data.price_amount, currency=data.price_currency, network_asset=data.network_asset)
+    expiry = data.expires_in_minutes or merchant.expiry_minutes
+    with transaction.atomic():
+        intent = PaymentIntent.objects.create(
+            merchant=merchant,
+            merchant_order_id=data.merchant_order_id,
+            customer_id=data.customer_id,
+            price_amount=data.price_amount,
+            price_currency=data.price_currency,
+            expires_at=now + timedelta(minutes=expiry),
+            success_url=data.success_url,
+            cancel_url=data.cancel_url,
+            metadata=data.metadata,
+            underpayment_tolerance_bps=merchant.underpayment_tolerance_bps,
+            overpayment_tolerance_bps=merchant.overpayment_tolerance_bps,
+            late_payment_window_minutes=merchant.late_payment_window_minutes,
+        )
+        _event_write(intent=intent, type="payment.created", dedupe_key="created")
+        if data.network_asset is not None:
+            _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
+            payment_settle(intent_id=intent.pk, now=now, locked=intent)
+    return intent
+
+
+def payment_intent_select_asset(
+    *,
+    merchant: Merchant,
+    intent_id: str,
+    network_asset: NetworkAsset,
+    now: datetime,
+    rate_source: RateSource | None = None,
+) -> PaymentIntent:
+    """Choose the asset/network of an intent created without one: `created` -> `awaiting_payment`."""
+    with transaction.atomic():
+        intent = _lock_intent(merchant=merchant, intent_id=intent_id)
+        if intent.state != PaymentState.CREATED or intent.network_asset_id is not None:
+            raise Conflict(
+                f"the asset can only be chosen in state created (state is {intent.state})",
+                code="intent_asset_already_chosen",
+            )
+        if now >= intent.expires_at or intent.canceled_at is not None:
+            raise Conflict("the intent has expired or was canceled", code="intent_expired")
+        price_validate(price=intent.price_amount, currency=intent.price_currency, network_asset=network_asset)
+        _assign(intent=intent, network_asset=network_asset, now=now, rate_source=rate_source)
+        payment_settle(intent_id=intent.pk, now=now, locked=intent)
+    return intent
+
+
+def payment_intent_cancel(*, merchant: Merchant, intent_id: str, now: datetime) -> PaymentIntent:
+    """Close the payment window now. Only while no funds are seen; later funds are late payments."""
+    with transaction.atomic():
+        intent = _lock_intent(merchant=merchant, intent_id=intent_id)
+        if intent.state not in (PaymentState.CREATED, PaymentState.AWAITING_PAYMENT):
+            raise Conflict(
+                f"an intent in state {intent.state} cannot be canceled", code="intent_not_cancelable"
+            )
+        intent.canceled_at = now
+        intent.save(update_fields=["canceled_at", "updated_at"])
+        payment_settle(intent_id=intent.pk, now=now, locked=intent)
+    return intent
+
+
+def price_validate(*, price: Decimal, currency: str, network_asset: NetworkAsset | None) -> None:
+    """A price is in a fiat currency, or in the asset itself with no more decimals than it has."""
+    if currency in FIAT_CURRENCIES:
+        _check_price_precision(price, currency, FIAT_CURRENCIES[currency])
+        return
+    if network_asset is not None:
+        _check_price_fits_asset(price, currency, network_asset)
+        return
+    decimals = list(NetworkAsset.objects.filter(asset__code=currency).values_list("decimals", flat=True))
+    if not decimals:
+        raise InvalidRequest(f"unknown currency {currency!r}", code="unknown_currency", param="currency")
+    _check_price_precision(price, currency, max(decimals))
+
+
+def _check_price_precision(price: Decimal, currency: str, decimals: int) -> None:
+    exponent = price.normalize().as_tuple().exponent  # trailing zeros ("49.000") are not precision
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    if places > decimals:
+        raise InvalidRequest(
+            f"{currency} amounts have at most {decimals} decimals", code="amount_too_precise", param="amount"
+        )
+
+
+def _check_price_fits_asset(price: Decimal, currency: str, network_asset: NetworkAsset) -> None:
+    if currency in FIAT_CURRENCIES:
+        return
+    if currency != network_asset.asset.code:
+        raise InvalidRequest(
+            f"the price is in {currency} but the asset is {network_asset.asset.code}",
+            code="currency_asset_mismatch",
+            param="currency",
+        )
+    _check_price_precision(price, currency, network_asset.decimals)
+
+
+def _lock_intent(*, merchant: Merchant, intent_id: str) -> PaymentIntent:
+    intent = (
+        PaymentIntent.objects.select_for_update(of=("self",))
+        .select_related(*INTENT_RELATED)
+        .filter(merchant=merchant, pk=intent_id)
+        .first()
+    )
+    if intent is None:
+        raise NotFound(f"no payment intent {intent_id}", code="intent_not_found")
+    return intent
+
+
+def _assign(
+    *, intent: PaymentIntent, network_asset: NetworkAsset, now: datetime, rate_source: RateSource | None
+) -> None:
+    """Derive the intent's address, quote its amount and snapshot the confirmation policy."""
+    if intent.price_currency in FIAT_CURRENCIES:
+        quoted = quote(
+            source=rate_source or default_rate_source(),
+            price=intent.price_amount,
+            currency=intent.price_currency,
+            asset=network_asset.asset.code,
+            decimals=network_asset.decimals,
+            now=now,
+            ttl=timedelta(minutes=settings.GATEWAY_QUOTE_TTL_MINUTES),
+        )
+        amount = quoted.amount_base_units
+        intent.quote = Quote.objects.create(
+            price_amount=intent.price_amount,
+            price_currency=intent.price_currency,
+            network_asset=network_asset,
+            rate=quoted.rate.rate,
+            source=quoted.rate.source,
+            rate_time=quoted.rate.time,
+            quoted_at=now,
+            expires_at=quoted.expires_at,
+            amount_base_units=amount,
+        )
+    else:
+        amount = to_base_units(intent.price_amount, network_asset.decimals)
+    rules = ConfirmationRule.objects.filter(merchant_id=intent.merchant_id, network_asset=network_asset)
+    intent.required_confirmations = policy.required_confirmations_for(
+        amount,
+        [(int(r.min_amount_base_units), r.confirmations) for r in rules],
+        network_asset.default_confirmations,
+    )
+    intent.network_asset = network_asset
+    intent.amount_due_base_units = amount
+    intent.wallet, intent.address = _address_allocate(
+        merchant_id=intent.merchant_id, network_asset=network_asset
+    )
+    intent.save(
+        update_fields=[
+            "network_asset",
+            "amount_due_base_units",
+            "quote",
+            "required_confirmations",
+            "wallet",
+            "address",
+            "updated_at",
+        ]
+    )
+
+
+@lru_cache(maxsize=1024)
+def _account_key(text: str) -> AccountKey:
+    return parse_account_key(text)
+
+
+def _address_allocate(*, merchant_id: str, network_asset: NetworkAsset) -> tuple[Wallet, PaymentAddress]:
+    """The next unused index of the merchant's wallet for this network, under the wallet's row lock
+    (held to the end of the transaction, so two creates never take the same index)."""
+    network = network_asset.network
+    wallets = Wallet.objects.filter(merchant_id=merchant_id, chain=network.chain, is_active=True)
+    wallets = (
+        wallets.filter(network__isnull=True) if network.chain == "evm" else wallets.filter(network=network)
+    )
+    wallet_id = wallets.values_list("pk", flat=True).first()
+    if wallet_id is None:
+        raise InvalidRequest(
+            f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
+            code="no_wallet_for_network",
+            param="network",
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE payments_wallet SET next_index = next_index + 1 WHERE id = %s "
+            "RETURNING next_index - 1, account_key",
+            [wallet_id],
+        )
+        index, account_key = cursor.fetchone()
+    key = _account_key(account_key)
+    if network.chain == "evm":
+        address = derive_evm_address(key, index).lower()
+    else:
+        address = derive_bech32_address(key, index, network.bech32_hrp)
+    wallet = Wallet(pk=wallet_id, merchant_id=merchant_id, chain=network.chain, account_key=account_key)
+    return wallet, PaymentAddress.objects.create(wallet_id=wallet_id, derivation_index=index, address=address)
+
+
+# --- evidence ---------------------------------------------------------------------------------------
+
+
+def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation | None:
+    """Record what a chain showed and settle the intent it pays. Recording the same transfer again
+    changes nothing; a transfer now in a block updates its block fields; a transfer seen unconfirmed
+    again after its block was reorged out is canonical again, unconfirmed. Returns None for a transfer
+    to an address the gateway never derived."""
+    network = Network.objects.get(code=transfer.network_code)
+    address = transfer.address.lower() if network.chain == "evm" else transfer.address
+    paid_to = PaymentAddress.objects.filter(address=address).values_list("intent__pk", flat=True).first()
+    if paid_to is None:
+        return None
+    token = transfer.token_contract.lower()
+    network_asset = (
+        NetworkAsset.objects.filter(network=network, contract_address__iexact=token).first()
+        if token
+        else NetworkAsset.objects.filter(network=network, contract_address="").first()
+    )
+    if transfer.block_height is None and transfer.seen_unconfirmed_at is None:
+        transfer = _with_seen_at(transfer, now)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO payments_chainobservation AS o
+                    (network_id, tx_hash, output_index, address, network_asset_id, token_contract,
+                     amount_base_units, block_height, block_hash, block_time, position_in_block,
+                     seen_unconfirmed_at, canonical, intent_id, recorded_at, updated_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TRUE, %s, %s, %s)
+                ON CONFLICT (network_id, tx_hash, output_index) DO UPDATE SET
+                    block_height = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_height
+                                        WHEN o.canonical THEN o.block_height END,
+                    block_hash = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_hash
+                                      WHEN o.canonical THEN o.block_hash ELSE '' END,
+                    block_time = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_time
+                                      WHEN o.canonical THEN o.block_time END,
+                    position_in_block = CASE WHEN EXCLUDED.block_height IS NOT NULL
+                                             THEN EXCLUDED.position_in_block
+                                             WHEN o.canonical THEN o.position_in_block END,
+                    seen_unconfirmed_at = LEAST(o.seen_unconfirmed_at, EXCLUDED.seen_unconfirmed_at),
+                    canonical = TRUE,
+                    updated_at = EXCLUDED.updated_at
+                RETURNING id
+                """,
+                [
+                    network.pk,
+                    transfer.tx_hash,
+                    transfer.output_index,
+                    address,
+                    network_asset.pk if network_asset else None,
+                    token,
+                    transfer.amount_base_units,
+                    transfer.block_height,
+                    transfer.block_hash,
+                    transfer.block_time,
+                    transfer.position_in_block,
+                    transfer.seen_unconfirmed_at,
+                    paid_to,
+                    now,
+                    now,
+                ],
+            )
+            (observation_id,) = cursor.fetchone()
+        payment_settle(intent_id=paid_to, now=now)
+    return ChainObservation.objects.get(pk=observation_id)
+
+
+def _with_seen_at(transfer: Transfer, now: datetime) -> Transfer:
+    from dataclasses import replace
+
+    return replace(transfer, seen_unconfirmed_at=now)
+
+
+def observations_set_canonical(*, observation_ids: list[int], canonical: bool, now: datetime) -> None:
+    """Mark observations (non-)canonical, e.g. when a reorg drops their block, and re-settle their intents."""
+    with transaction.atomic():
+        intent_ids = set(
+            ChainObservation.objects.filter(pk__in=observation_ids, intent__isnull=False).values_list(
+                "intent_id", flat=True
+            )
+        )
+        ChainObservation.objects.filter(pk__in=observation_ids).update(canonical=canonical, updated_at=now)
+        for intent_id in sorted(intent_ids):  # a fixed lock order: no deadlock between two callers
+            payment_settle(intent_id=intent_id, now=now)
+
+
+def chain_tip_record(*, network_code: str, height: int, block_hash: str, now: datetime) -> int:
+    """Store a network's tip and re-settle the payments waiting on confirmations there. Returns how many."""
+    network = Network.objects.get(code=network_code)
+    with transaction.atomic():
+        ChainTip.objects.update_or_create(
+            network=network, defaults={"height": height, "block_hash": block_hash}
+        )
+        waiting = list(
+            PaymentIntent.objects.filter(
+                network_asset__network=network, state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING]
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    for intent_id in waiting:
+        payment_settle(intent_id=intent_id, now=now)
+    return len(waiting)
+
+
+def expire_due_intents(*, now: datetime, batch: int = 500) -> int:
+    """Settle unpaid intents whose window has closed (created/awaiting_payment -> expired)."""
+    due = list(
+        PaymentIntent.objects.filter(
+            state__in=[PaymentState.CREATED, PaymentState.AWAITING_PAYMENT], expires_at__lte=now
+        )
+        .order_by("expires_at")
+        .values_list("pk", flat=True)[:batch]
+    )
+    for intent_id in due:
+        payment_settle(intent_id=intent_id, now=now)
+    return len(due)
+
+
+# --- settling state ---------------------------------------------------------------------------------
+
+
+def payment_settle(
+    *, intent_id: str, now: datetime, locked: PaymentIntent | None = None
+) -> list[StateTransition]:
+    """Bring the intent's state in line with its evidence. Idempotent: with no new evidence it writes
+    nothing. Runs under the intent's row lock, so concurrent settles of one intent serialise."""
+    with transaction.atomic():
+        intent = locked or (
+            PaymentIntent.objects.select_for_update(of=("self",))
+            .select_related(*INTENT_RELATED)
+            .get(pk=intent_id)
+        )
+        facts, observations, resolutions, tips = intent_evidence(intent)
+        verdict = policy.evaluate(facts, observations, resolutions, tips, now)
+        transitions: list[StateTransition] = []
+        from_state = intent.state
+        intent.amount_seen_base_units = verdict.amount_seen
+        intent.amount_confirmed_base_units = verdict.amount_confirmed
+        intent.flags = list(verdict.flags)
+        if verdict.state != from_state:
+            previous = intent.transitions.order_by("-id").values_list("id", flat=True).first() or 0
+            cause = hashlib.sha256(f"{previous}:{verdict.fingerprint}".encode()).hexdigest()
+            intent.transition_method(verdict.state)()
+            transition = StateTransition.objects.create(
+                intent=intent,
+                from_state=from_state,
+                to_state=verdict.state,
+                cause=cause,
+                reason=verdict.reason[:200],
+                verdict=verdict.as_dict(),
+            )
+            transitions.append(transition)
+            intent.save()
+            _event_write(
+                intent=intent,
+                type=f"payment.{verdict.state}",
+                dedupe_key=f"transition:{transition.pk}",
+                transition=transition,
+            )
+        else:
+            intent.save(
+                update_fields=["amount_seen_base_units", "amount_confirmed_base_units", "flags", "updated_at"]
+            )
+        _exception_events_write(intent=intent, verdict=verdict)
+    return transitions
+
+
+def _exception_events_write(*, intent: PaymentIntent, verdict: policy.Verdict) -> None:
+    """One event per exceptional observation (late, duplicate, wrong asset/network), once."""
+    wanted = {f"{kind}:{'/'.join(map(str, key))}": kind for kind, key in verdict.exceptions}
+    if not wanted:
+        return
+    existing = set(intent.events.filter(dedupe_key__in=list(wanted)).values_list("dedupe_key", flat=True))
+    for dedupe_key, kind in sorted(wanted.items()):
+        if dedupe_key not in existing:
+            _event_write(intent=intent, type=f"payment.{kind}_detected", dedupe_key=dedupe_key)
+
+
+def _event_write(
+    *, intent: PaymentIntent, type: str, dedupe_key: str, transition: StateTransition | None = None
+) -> Event:
+    """Append an event to the outbox with the next per-payment sequence number and a full snapshot."""
+    intent.event_sequence += 1
+    PaymentIntent.objects.filter(pk=intent.pk).update(event_sequence=intent.event_sequence)
+    return Event.objects.create(
+        merchant_id=intent.merchant_id,
+        intent=intent,
+        type=type,
+        sequence=intent.event_sequence,
+        dedupe_key=dedupe_key,
+        transition=transition,
+        payload=intent_representation(intent),
+    )

@@ -1,0 +1,24 @@
+"""Celery entry points: thin wrappers that call one service each. Safe to run twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from . import services
+from .models import IdempotencyRecord
+
+
+@shared_task(name="payments.tasks.expire_due_intents")
+def expire_due_intents() -> int:
+    return services.expire_due_intents(now=timezone.now())
+
+
+@shared_task(name="payments.tasks.purge_idempotency_records")
+def purge_idempotency_records() -> int:
+    cutoff = timezone.now() - timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

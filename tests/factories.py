@@ -1,0 +1,55 @@
+"""Factories for tests: merchants with watch-only wallets derived from the published BIP39 test mnemonic
+("abandon" x 11 + "about"). Private keys appear only here, to produce the public test vectors."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
+
+from payments.accounts import api_key_create, merchant_create, wallet_add
+from payments.models import ApiKey, Merchant
+
+TEST_MNEMONIC = "abandon " * 11 + "about"
+# Published vectors (TOOLING.md): BIP84 m/84'/0'/0' and BIP44 ETH m/44'/60'/0'.
+BIP84_ZPUB = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs"
+BIP84_FIRST_ADDRESS = "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+ETH_ACCOUNT_XPUB = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
+ETH_FIRST_ADDRESS = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+
+
+@lru_cache
+def account_key(path: str, *, testnet: bool = False) -> str:
+    """The account public key at `path` of the test mnemonic, as tpub (testnet) or xpub."""
+    from bip_utils import Bip32KeyNetVersions
+
+    versions = (
+        Bip32KeyNetVersions(bytes.fromhex("043587cf"), bytes.fromhex("04358394"))
+        if testnet
+        else Bip32KeyNetVersions(bytes.fromhex("0488b21e"), bytes.fromhex("0488ade4"))
+    )
+    seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
+    node = Bip32Secp256k1.FromSeed(seed, versions).DerivePath(path)
+    return node.PublicKey().ToExtended()
+
+
+def make_merchant(name: str = "Test shop", *, account: int = 0, wallets: bool = True, **policy) -> Merchant:
+    """A merchant with EVM, Bitcoin and Litecoin-regtest wallets at BIP44/84 account `account` (each
+    merchant in one test needs its own account: addresses are unique across the gateway)."""
+    merchant = merchant_create(name=name, **policy)
+    if wallets:
+        evm = ETH_ACCOUNT_XPUB if account == 0 else account_key(f"m/44'/60'/{account}'")
+        btc = BIP84_ZPUB if account == 0 else account_key(f"m/84'/0'/{account}'")
+        wallet_add(merchant=merchant, chain="evm", account_key=evm)
+        wallet_add(merchant=merchant, chain="bitcoin", account_key=btc, network_code="bitcoin")
+        wallet_add(
+            merchant=merchant,
+            chain="litecoin",
+            account_key=account_key(f"m/84'/1'/{account}'", testnet=True),
+            network_code="litecoin-regtest",
+        )
+    return merchant
+
+
+def make_api_key(merchant: Merchant, scopes=("payments:read", "payments:write")) -> tuple[ApiKey, str]:
+    return api_key_create(merchant=merchant, scopes=scopes)

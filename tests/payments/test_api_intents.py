@@ -1,0 +1,195 @@
+"""The merchant API: create, retrieve, list, cancel, choose asset; auth, scopes and tenancy."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments.models import Event, PaymentIntent, StateTransition
+from tests.factories import BIP84_FIRST_ADDRESS, ETH_FIRST_ADDRESS, make_api_key, make_merchant
+
+pytestmark = pytest.mark.django_db
+
+
+def create(api, **body):
+    payload = {"amount": "0.001", "currency": "BTC", "asset": "BTC", "network": "bitcoin"} | body
+    return api.post("/api/v1/payment-intents", payload, format="json")
+
+
+def test_create_crypto_priced_intent_assigns_address_and_awaits_payment(api):
+    response = create(api, merchant_order_id="order-1", metadata={"cart": "42"})
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["id"].startswith("pi_")
+    assert body["state"] == "awaiting_payment"
+    assert body["asset"] == "BTC" and body["network"] == "bitcoin"
+    assert body["address"] == BIP84_FIRST_ADDRESS
+    assert body["amount_due"] == {"value": "0.00100000", "base_units": "100000"}
+    assert body["amount_seen"] == {"value": "0.00000000", "base_units": "0"}
+    assert body["required_confirmations"] == 2
+    assert body["payment_uri"] == f"bitcoin:{BIP84_FIRST_ADDRESS}?amount=0.00100000"
+    assert body["checkout_url"].startswith("http") and "/pay/" in body["checkout_url"]
+    assert body["metadata"] == {"cart": "42"}
+    intent = PaymentIntent.objects.get(pk=body["id"])
+    assert [(t.from_state, t.to_state) for t in intent.transitions.all()] == [("created", "awaiting_payment")]
+    assert list(intent.events.order_by("sequence").values_list("type", "sequence")) == [
+        ("payment.created", 1),
+        ("payment.awaiting_payment", 2),
+    ]
+
+
+def test_erc20_intent_has_eip681_transfer_uri(api):
+    body = create(api, amount="49.5", currency="USDC", asset="USDC", network="ethereum").json()
+    assert body["address"] == ETH_FIRST_ADDRESS
+    assert body["amount_due"]["base_units"] == "49500000"
+    assert body["payment_uri"] == (
+        "ethereum:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48@1/transfer"
+        f"?address={ETH_FIRST_ADDRESS}&uint256=49500000"
+    )
+
+
+def test_fiat_priced_stablecoin_uses_peg_quote(api):
+    body = create(api, amount="49.00", currency="USD", asset="USDT", network="polygon").json()
+    assert body["amount_due"] == {"value": "49.000000", "base_units": "49000000"}
+    assert body["quote"]["rate"] == "1" and body["quote"]["source"].startswith("peg:")
+    assert body["required_confirmations"] == 64
+
+
+def test_intent_without_asset_is_created_then_asset_chosen(api):
+    body = api.post("/api/v1/payment-intents", {"amount": "10", "currency": "USD"}, format="json").json()
+    assert body["state"] == "created" and body["address"] is None and body["amount_due"] is None
+    response = api.post(
+        f"/api/v1/payment-intents/{body['id']}/select-asset",
+        {"asset": "USDC", "network": "base"},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    chosen = response.json()
+    assert chosen["state"] == "awaiting_payment"
+    assert chosen["amount_due"]["base_units"] == "10000000"
+    again = api.post(
+        f"/api/v1/payment-intents/{body['id']}/select-asset",
+        {"asset": "USDC", "network": "base"},
+        format="json",
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "intent_asset_already_chosen"
+
+
+def test_retrieve_and_list_with_filters_and_cursor(api):
+    ids = [create(api, merchant_order_id=f"o-{i}").json()["id"] for i in range(5)]
+    assert api.get(f"/api/v1/payment-intents/{ids[0]}").json()["id"] == ids[0]
+    page = api.get("/api/v1/payment-intents?limit=2").json()
+    assert [i["id"] for i in page["data"]] == ids[::-1][:2]
+    seen = [i["id"] for i in page["data"]]
+    while page["next"]:
+        page = api.get(page["next"]).json()
+        seen += [i["id"] for i in page["data"]]
+    assert seen == ids[::-1]
+    only = api.get("/api/v1/payment-intents?merchant_order_id=o-3").json()["data"]
+    assert [i["id"] for i in only] == [ids[3]]
+    assert len(api.get("/api/v1/payment-intents?state=awaiting_payment").json()["data"]) == 5
+    assert api.get("/api/v1/payment-intents?state=paid").json()["data"] == []
+    assert api.get("/api/v1/payment-intents?state=nonsense").status_code == 400
+    assert api.get("/api/v1/payment-intents?created_gte=2999-01-01T00:00:00Z").json()["data"] == []
+
+
+def test_cancel_expires_an_unpaid_intent(api):
+    intent_id = create(api).json()["id"]
+    response = api.post(f"/api/v1/payment-intents/{intent_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["state"] == "expired"
+    assert response.json()["canceled_at"]
+    again = api.post(f"/api/v1/payment-intents/{intent_id}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "intent_not_cancelable"
+
+
+def test_another_merchants_intent_is_404(api):
+    other = make_merchant("Other", account=1)
+    _, secret = make_api_key(other)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    theirs = create(client).json()["id"]
+    assert api.get(f"/api/v1/payment-intents/{theirs}").status_code == 404
+    assert api.post(f"/api/v1/payment-intents/{theirs}/cancel").status_code == 404
+    assert theirs not in [i["id"] for i in api.get("/api/v1/payment-intents").json()["data"]]
+
+
+def test_key_without_scope_is_403(merchant):
+    _, secret = make_api_key(merchant, scopes=["payments:read"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = create(client)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "missing_scope"
+    assert client.get("/api/v1/payment-intents").status_code == 200
+    assert PaymentIntent.objects.count() == 0
+
+
+def test_revoked_key_is_401(merchant):
+    from django.utils import timezone
+
+    from payments.accounts import api_key_revoke
+
+    key, secret = make_api_key(merchant)
+    api_key_revoke(api_key=key, now=timezone.now())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = client.get("/api/v1/payment-intents")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "api_key_revoked"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_missing_or_unknown_key_is_401(db):
+    client = APIClient()
+    assert client.get("/api/v1/payment-intents").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION="Bearer gwk_nope")
+    response = client.get("/api/v1/payment-intents")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_key_last_used_is_recorded(merchant):
+    key, secret = make_api_key(merchant)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    client.get("/api/v1/payment-intents")
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+def test_idempotent_replay_and_reuse_with_other_body(api):
+    first = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "0.001", "currency": "BTC", "asset": "BTC", "network": "bitcoin"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
+    again = api.post(
+        "/api/v1/payment-intents",
+        {"network": "bitcoin", "asset": "BTC", "currency": "BTC", "amount": "0.001"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    other = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "0.002", "currency": "BTC", "asset": "BTC", "network": "bitcoin"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert PaymentIntent.objects.count() == 1
+    assert StateTransition.objects.count() == 1 and Event.objects.count() == 2
+
+
+def test_openapi_schema_and_docs_page(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/payment-intents" in schema.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()
