@@ -13,7 +13,7 @@ from eth_utils import to_checksum_address
 
 from . import policy
 from .models import ChainObservation, ChainTip, Merchant, PaymentIntent, Resolution
-from .pricing import format_amount
+from .pricing import FIAT_CURRENCIES, format_amount
 
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
 
@@ -96,6 +96,14 @@ def _money(amount: Decimal | int | None, decimals: int | None) -> dict[str, str]
     return {"value": format_amount(int(amount), decimals), "base_units": str(int(amount))}
 
 
+def _price_text(intent: PaymentIntent) -> str:
+    """The price as asked: fiat with its usual decimals ("25.00"), an asset amount without trailing zeros."""
+    places = FIAT_CURRENCIES.get(intent.price_currency)
+    if places is not None:
+        return f"{intent.price_amount.quantize(Decimal(1).scaleb(-places)):f}"
+    return f"{intent.price_amount.normalize():f}"
+
+
 def payment_uri(intent: PaymentIntent) -> str | None:
     """BIP21 for Bitcoin-family, EIP-681 for EVM (native value, or ERC-20 `transfer`)."""
     na = intent.network_asset
@@ -133,7 +141,7 @@ def intent_representation(intent: PaymentIntent) -> dict[str, Any]:
         "state": intent.state,
         "merchant_order_id": intent.merchant_order_id,
         "customer_id": intent.customer_id,
-        "price": {"amount": f"{intent.price_amount.normalize():f}", "currency": intent.price_currency},
+        "price": {"amount": _price_text(intent), "currency": intent.price_currency},
         "asset": na.asset.code if na else None,
         "network": na.network.code if na else None,
         "token_contract": (na.contract_address or None) if na else None,

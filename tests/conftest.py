@@ -19,3 +19,21 @@ def api(api_secret):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_secret}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def reference_data(request):
+    """Transactional tests flush the database, data migrations included: put the seeded assets and
+    networks back (the same code as the migration)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        yield
+        return
+    import importlib
+
+    from django.apps import apps
+
+    seed = importlib.import_module("payments.migrations.0002_reference_data").seed
+    request.getfixturevalue("transactional_db")
+    seed(apps, None)
+    yield

@@ -1,0 +1,192 @@
+"""The demo: the gateway on embedded defaults, with a demo merchant, in one command (`scripts/demo`).
+
+Starts (or joins) the embedded PostgreSQL, migrates, sets up a demo merchant with watch-only wallets
+(the public keys of the published BIP39 test mnemonic: never send real funds to them), prints a fresh
+API key and the URLs, then runs the web server, a Celery worker and Celery beat until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEMO_ENV = {
+    "DJANGO_DEBUG": "1",
+    "GATEWAY_RATE_SOURCE": "fixed",
+    "GATEWAY_FIXED_RATES": (
+        "BTC-USD=60000,BTC-EUR=55000,LTC-USD=80,LTC-EUR=74,ETH-USD=3000,ETH-EUR=2750,"
+        "POL-USD=0.50,POL-EUR=0.46,USDC-EUR=0.92,USDT-EUR=0.92"
+    ),
+}
+# Public account keys of the test mnemonic "abandon x11 about" (TOOLING.md vectors).
+DEMO_WALLETS = [
+    (
+        "evm",
+        None,
+        "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt",
+    ),
+    (
+        "bitcoin",
+        "bitcoin-regtest",
+        "tpubDC8msFGeGuwnKG9Upg7DM2b4DaRqg3CUZa5g8v2SRQ6K4NSkxUgd7HsL2XVWbVm39yBA4LAxysQAm397zwQSQoQgewGiYZqrA9DsP4zbQ1M",
+    ),
+    (
+        "litecoin",
+        "litecoin-regtest",
+        "tpubDC8msFGeGuwnKG9Upg7DM2b4DaRqg3CUZa5g8v2SRQ6K4NSkxUgd7HsL2XVWbVm39yBA4LAxysQAm397zwQSQoQgewGiYZqrA9DsP4zbQ1M",
+    ),
+]
+
+
+def main() -> int:
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    host = os.environ.get("GATEWAY_DEMO_HOST", "127.0.0.1")
+    port = int(os.environ.get("GATEWAY_DEMO_PORT", "8000"))
+    os.environ.setdefault("GATEWAY_PUBLIC_URL", f"http://{host}:{port}")
+
+    import django
+
+    django.setup()  # starts the embedded PostgreSQL when DATABASE_URL is unset, and exports its URL
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    merchant, api_key, admin_password = _demo_setup(Path(settings.STATE_DIR))
+
+    python = sys.executable
+    children = [
+        subprocess.Popen([python, "manage.py", "runserver", "--noreload", f"{host}:{port}"], cwd=BASE_DIR),
+        subprocess.Popen(
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "gateway",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=BASE_DIR,
+        ),
+        subprocess.Popen(
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "gateway",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(Path(settings.STATE_DIR) / "celerybeat-schedule"),
+            ],
+            cwd=BASE_DIR,
+        ),
+    ]
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        base = f"http://{host}:{port}"
+        _wait_for(f"{base}/healthz", children)
+        _banner(base, merchant, api_key, admin_password)
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    return 1 if failed and not stopping else 0
+
+
+def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
+    """Create the demo merchant and its wallets once; a new API key and admin password every start."""
+    from django.contrib.auth import get_user_model
+
+    from payments.accounts import api_key_create, merchant_create, wallet_add
+    from payments.models import Merchant
+
+    marker = state_dir / "demo.json"
+    merchant = None
+    if marker.exists():
+        merchant = Merchant.objects.filter(pk=json.loads(marker.read_text())["merchant_id"]).first()
+    if merchant is None:
+        merchant = merchant_create(name="Demo shop")
+        for chain, network, key in DEMO_WALLETS:
+            wallet_add(merchant=merchant, chain=chain, account_key=key, network_code=network)
+        marker.write_text(json.dumps({"merchant_id": merchant.pk}))
+    _, secret = api_key_create(merchant=merchant, scopes=["payments:read", "payments:write"], name="demo")
+    password = secrets.token_urlsafe(12)
+    User = get_user_model()
+    admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+    admin.set_password(password)
+    admin.save()
+    return merchant.pk, secret, password
+
+
+def _wait_for(url: str, children: list[subprocess.Popen], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            raise SystemExit("a demo process exited during start-up; see its output above")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"the server did not answer {url} within {timeout_s:.0f} s")
+
+
+def _banner(base: str, merchant: str, api_key: str, admin_password: str) -> None:
+    body = '{"amount": "25.00", "currency": "USD", "asset": "ETH", "network": "evm-local"}'
+    print(
+        f"""
+================================================================================
+ Payment gateway demo is running (Ctrl-C stops it)
+   API            {base}/api/v1/payment-intents
+   API docs       {base}/api/docs/   (OpenAPI schema: {base}/api/schema/)
+   Admin          {base}/admin/   user: admin   password: {admin_password}
+   Merchant       {merchant}
+   API key        {api_key}
+                  (shown once; a new one is made at every start)
+
+ Create a payment intent:
+   curl -s -X POST {base}/api/v1/payment-intents \\
+     -H 'Authorization: Bearer {api_key}' \\
+     -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\
+     -d '{body}'
+================================================================================
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Concurrency on real PostgreSQL with real parallel connections (one per thread).
+
+Idempotency, address allocation and settling rely on row locks and unique constraints; these tests
+start many requests at the same instant (a barrier) and check that each effect happens exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from payments import services
+from payments.models import ChainObservation, Event, PaymentAddress, PaymentIntent, StateTransition
+from tests.factories import make_api_key, make_merchant
+from tests.payments.test_services_settle import block, new_intent, transfer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"amount": "25.00", "currency": "USDC", "asset": "USDC", "network": "ethereum"}
+
+
+def run_parallel(n_workers: int, jobs: list, fn) -> list:
+    """fn(job) for every job, on n_workers threads released at the same instant by a barrier. Each thread
+    has its own database connection (Django's are per thread), closed when the thread ends."""
+    slots = [list(enumerate(jobs))[i::n_workers] for i in range(n_workers)]
+    slots = [s for s in slots if s]
+    barrier = threading.Barrier(len(slots))
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def worker(slot):
+        try:
+            barrier.wait(timeout=60)
+            for index, job in slot:
+                results[index] = fn(job)
+        except BaseException as exc:  # surfaced in the test thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(jobs))]
+
+
+def client_for(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def test_50_simultaneous_creates_with_one_idempotency_key_make_one_intent():
+    merchant = make_merchant()
+    _, secret = make_api_key(merchant)
+
+    def create(_):
+        response = client_for(secret).post(
+            "/api/v1/payment-intents", BODY, format="json", HTTP_IDEMPOTENCY_KEY="same-key"
+        )
+        return response.status_code, response.json()["id"]
+
+    results = run_parallel(50, list(range(50)), create)
+    assert Counter(status for status, _ in results) == {201: 50}
+    assert len({intent_id for _, intent_id in results}) == 1
+    assert PaymentIntent.objects.count() == 1
+    assert PaymentAddress.objects.count() == 1
+    assert Event.objects.count() == 2
+
+
+def test_simultaneous_creates_with_one_key_and_other_bodies_make_one_intent():
+    merchant = make_merchant()
+    _, secret = make_api_key(merchant)
+
+    def create(i):
+        body = BODY | {"amount": f"{1 + i % 2}.00"}
+        response = client_for(secret).post(
+            "/api/v1/payment-intents", body, format="json", HTTP_IDEMPOTENCY_KEY="k"
+        )
+        return response.status_code
+
+    results = Counter(run_parallel(20, list(range(20)), create))
+    assert set(results) == {201, 422}
+    assert PaymentIntent.objects.count() == 1
+
+
+def test_200_simultaneous_creates_get_200_distinct_addresses():
+    merchant = make_merchant()
+    _, secret = make_api_key(merchant)
+
+    def create(i):
+        response = client_for(secret).post(
+            "/api/v1/payment-intents", BODY | {"merchant_order_id": f"o{i}"}, format="json"
+        )
+        assert response.status_code == 201, response.json()
+        return response.json()["address"]
+
+    # 200 creates on 50 connections at once (the embedded server allows 100 connections in all)
+    addresses = run_parallel(50, list(range(200)), create)
+    assert len(set(addresses)) == 200
+    indexes = sorted(PaymentAddress.objects.values_list("derivation_index", flat=True))
+    assert indexes == list(range(200))
+    assert merchant.wallets.get(chain="evm").next_index == 200
+
+
+def test_concurrent_observations_produce_each_transition_and_event_once():
+    now = timezone.now()
+    intent = new_intent(now=now)
+    services.chain_tip_record(network_code="ethereum", height=120, block_hash="0xb120", now=now)
+    halves = [
+        transfer(intent, tx="0x01", amount=5_000_000, **block(100, now)),
+        transfer(intent, tx="0x02", amount=5_000_000, **block(101, now)),
+    ]
+
+    def record(i):
+        services.observation_record(transfer=halves[i % 2], now=now)
+
+    run_parallel(20, list(range(40)), record)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert intent.state == "paid"
+    assert ChainObservation.objects.count() == 2
+    transitions = list(intent.transitions.order_by("id").values_list("from_state", "to_state"))
+    # either half may land first (underpaid on the way) but each transition happens once
+    assert transitions[0] == ("created", "awaiting_payment") and transitions[-1][1] == "paid"
+    assert len(transitions) == len(set(transitions))
+    assert StateTransition.objects.filter(intent=intent).count() == len(transitions)
+    sequences = list(intent.events.order_by("sequence").values_list("sequence", flat=True))
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert intent.events.filter(type="payment.paid").count() == 1
+    assert len(sequences) == 1 + len(transitions)
