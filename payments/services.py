@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from . import policy
 from .errors import Conflict, InvalidRequest, NotFound
 from .models import (
+    Asset,
     ChainObservation,
     ChainTip,
     ConfirmationRule,
@@ -90,35 +91,28 @@ class Transfer:
 
 def network_asset_resolve(*, asset_code: str, network_code: str) -> NetworkAsset:
     """The enabled asset on an enabled network, or an error with a stable code saying which part is wrong."""
-    try:
-        network = Network.objects.get(code=network_code)
-    except Network.DoesNotExist:
-        raise InvalidRequest(
-            f"unknown network {network_code!r}", code="unknown_network", param="network"
-        ) from None
-    if not network.enabled:
-        raise InvalidRequest(f"network {network_code} is disabled", code="network_disabled", param="network")
     na = (
         NetworkAsset.objects.select_related("asset", "network")
-        .filter(network=network, asset__code=asset_code)
+        .filter(network__code=network_code, asset__code=asset_code)
         .first()
     )
+    if na is not None and na.enabled and na.network.enabled:
+        return na
+    network = na.network if na else Network.objects.filter(code=network_code).first()
+    if network is None:
+        raise InvalidRequest(f"unknown network {network_code!r}", code="unknown_network", param="network")
+    if not network.enabled:
+        raise InvalidRequest(f"network {network_code} is disabled", code="network_disabled", param="network")
     if na is None:
-        from .models import Asset
-
         if not Asset.objects.filter(code=asset_code).exists():
             raise InvalidRequest(f"unknown asset {asset_code!r}", code="unknown_asset", param="asset")
         raise InvalidRequest(
             f"{asset_code} is not available on {network_code}", code="asset_not_on_network", param="asset"
         )
-    if not na.enabled:
-        raise InvalidRequest(f"{na} is disabled", code="asset_disabled", param="asset")
-    return na
+    raise InvalidRequest(f"{na} is disabled", code="asset_disabled", param="asset")
 
 
 def default_rate_source() -> RateSource:
-    from .models import Asset
-
     pegs = dict(Asset.objects.exclude(peg_currency="").values_list("code", "peg_currency"))
     if settings.GATEWAY_RATE_SOURCE == "fixed":
         fallback: RateSource = FixedRateSource.parse(settings.GATEWAY_FIXED_RATES)
@@ -138,8 +132,8 @@ def payment_intent_create(
     """Create an intent; if the asset is chosen, assign address and quote at once (-> awaiting_payment)."""
     price_validate(price=data.price_amount, currency=data.price_currency, network_asset=data.network_asset)
     expiry = data.expires_in_minutes or merchant.expiry_minutes
-    with transaction.atomic():
-        intent = PaymentIntent.objects.create(
+    with transaction.atomic(savepoint=False):
+        intent = PaymentIntent(
             merchant=merchant,
             merchant_order_id=data.merchant_order_id,
             customer_id=data.customer_id,
@@ -153,9 +147,10 @@ def payment_intent_create(
             overpayment_tolerance_bps=merchant.overpayment_tolerance_bps,
             late_payment_window_minutes=merchant.late_payment_window_minutes,
         )
-        _event_write(intent=intent, type="payment.created", dedupe_key="created")
         if data.network_asset is not None:
             _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
+        _events_write(intent=intent, events=[("payment.created", "created", None)])  # inserts the intent
+        if data.network_asset is not None:
             payment_settle(intent_id=intent.pk, now=now, locked=intent)
     return intent
 
@@ -169,7 +164,7 @@ def payment_intent_select_asset(
     rate_source: RateSource | None = None,
 ) -> PaymentIntent:
     """Choose the asset/network of an intent created without one: `created` -> `awaiting_payment`."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         intent = _lock_intent(merchant=merchant, intent_id=intent_id)
         if intent.state != PaymentState.CREATED or intent.network_asset_id is not None:
             raise Conflict(
@@ -186,14 +181,13 @@ def payment_intent_select_asset(
 
 def payment_intent_cancel(*, merchant: Merchant, intent_id: str, now: datetime) -> PaymentIntent:
     """Close the payment window now. Only while no funds are seen; later funds are late payments."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         intent = _lock_intent(merchant=merchant, intent_id=intent_id)
         if intent.state not in (PaymentState.CREATED, PaymentState.AWAITING_PAYMENT):
             raise Conflict(
                 f"an intent in state {intent.state} cannot be canceled", code="intent_not_cancelable"
             )
-        intent.canceled_at = now
-        intent.save(update_fields=["canceled_at", "updated_at"])
+        intent.canceled_at = now  # saved by the settle, which moves the intent to expired
         payment_settle(intent_id=intent.pk, now=now, locked=intent)
     return intent
 
@@ -248,7 +242,8 @@ def _lock_intent(*, merchant: Merchant, intent_id: str) -> PaymentIntent:
 def _assign(
     *, intent: PaymentIntent, network_asset: NetworkAsset, now: datetime, rate_source: RateSource | None
 ) -> None:
-    """Derive the intent's address, quote its amount and snapshot the confirmation policy."""
+    """Derive the intent's address, quote its amount and snapshot the confirmation policy (in memory;
+    the caller's settle saves the intent)."""
     if intent.price_currency in FIAT_CURRENCIES:
         quoted = quote(
             source=rate_source or default_rate_source(),
@@ -283,17 +278,6 @@ def _assign(
     intent.amount_due_base_units = amount
     intent.wallet, intent.address = _address_allocate(
         merchant_id=intent.merchant_id, network_asset=network_asset
-    )
-    intent.save(
-        update_fields=[
-            "network_asset",
-            "amount_due_base_units",
-            "quote",
-            "required_confirmations",
-            "wallet",
-            "address",
-            "updated_at",
-        ]
     )
 
 
@@ -461,7 +445,7 @@ def payment_settle(
 ) -> list[StateTransition]:
     """Bring the intent's state in line with its evidence. Idempotent: with no new evidence it writes
     nothing. Runs under the intent's row lock, so concurrent settles of one intent serialise."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         intent = locked or (
             PaymentIntent.objects.select_for_update(of=("self",))
             .select_related(*INTENT_RELATED)
@@ -469,62 +453,65 @@ def payment_settle(
         )
         facts, observations, resolutions, tips = intent_evidence(intent)
         verdict = policy.evaluate(facts, observations, resolutions, tips, now)
-        transitions: list[StateTransition] = []
-        from_state = intent.state
+        cached = (intent.amount_seen_base_units, intent.amount_confirmed_base_units, intent.flags)
         intent.amount_seen_base_units = verdict.amount_seen
         intent.amount_confirmed_base_units = verdict.amount_confirmed
         intent.flags = list(verdict.flags)
+        events: list[tuple[str, str, StateTransition | None]] = []  # (type, dedupe key, transition)
+        transitions: list[StateTransition] = []
+        from_state = intent.state
         if verdict.state != from_state:
             previous = intent.transitions.order_by("-id").values_list("id", flat=True).first() or 0
-            cause = hashlib.sha256(f"{previous}:{verdict.fingerprint}".encode()).hexdigest()
             intent.transition_method(verdict.state)()
             transition = StateTransition.objects.create(
                 intent=intent,
                 from_state=from_state,
                 to_state=verdict.state,
-                cause=cause,
+                cause=hashlib.sha256(f"{previous}:{verdict.fingerprint}".encode()).hexdigest(),
                 reason=verdict.reason[:200],
                 verdict=verdict.as_dict(),
             )
             transitions.append(transition)
-            intent.save()
-            _event_write(
-                intent=intent,
-                type=f"payment.{verdict.state}",
-                dedupe_key=f"transition:{transition.pk}",
-                transition=transition,
-            )
-        else:
-            intent.save(
-                update_fields=["amount_seen_base_units", "amount_confirmed_base_units", "flags", "updated_at"]
-            )
-        _exception_events_write(intent=intent, verdict=verdict)
+            events.append((f"payment.{verdict.state}", f"transition:{transition.pk}", transition))
+        events += _exception_events_due(intent=intent, verdict=verdict)
+        changed = (intent.amount_seen_base_units, intent.amount_confirmed_base_units, intent.flags) != cached
+        if events or transitions or changed:
+            _events_write(intent=intent, events=events)
     return transitions
 
 
-def _exception_events_write(*, intent: PaymentIntent, verdict: policy.Verdict) -> None:
+def _exception_events_due(*, intent: PaymentIntent, verdict: policy.Verdict) -> list[tuple[str, str, None]]:
     """One event per exceptional observation (late, duplicate, wrong asset/network), once."""
     wanted = {f"{kind}:{'/'.join(map(str, key))}": kind for kind, key in verdict.exceptions}
     if not wanted:
-        return
+        return []
     existing = set(intent.events.filter(dedupe_key__in=list(wanted)).values_list("dedupe_key", flat=True))
-    for dedupe_key, kind in sorted(wanted.items()):
-        if dedupe_key not in existing:
-            _event_write(intent=intent, type=f"payment.{kind}_detected", dedupe_key=dedupe_key)
+    return [
+        (f"payment.{kind}_detected", dedupe_key, None)
+        for dedupe_key, kind in sorted(wanted.items())
+        if dedupe_key not in existing
+    ]
 
 
-def _event_write(
-    *, intent: PaymentIntent, type: str, dedupe_key: str, transition: StateTransition | None = None
-) -> Event:
-    """Append an event to the outbox with the next per-payment sequence number and a full snapshot."""
-    intent.event_sequence += 1
-    PaymentIntent.objects.filter(pk=intent.pk).update(event_sequence=intent.event_sequence)
-    return Event.objects.create(
-        merchant_id=intent.merchant_id,
-        intent=intent,
-        type=type,
-        sequence=intent.event_sequence,
-        dedupe_key=dedupe_key,
-        transition=transition,
-        payload=intent_representation(intent),
-    )
+def _events_write(*, intent: PaymentIntent, events: list[tuple[str, str, StateTransition | None]]) -> None:
+    """Save the intent and append its events to the outbox, each with the next per-payment sequence
+    number and the payment's snapshot (the unique (intent, sequence) and (intent, dedupe key)
+    constraints are the backstop against a double write)."""
+    first = intent.event_sequence + 1
+    intent.event_sequence += len(events)
+    intent.save()
+    snapshot = intent_representation(intent)
+    rows = []
+    for offset, (type, dedupe_key, transition) in enumerate(events):
+        rows.append(
+            Event(
+                merchant_id=intent.merchant_id,
+                intent=intent,
+                type=type,
+                sequence=first + offset,
+                dedupe_key=dedupe_key,
+                transition=transition,
+                payload=snapshot | {"sequence": first + offset},
+            )
+        )
+    Event.objects.bulk_create(rows)
