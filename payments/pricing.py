@@ -62,8 +62,15 @@ class FixedRateSource:
         rates = {}
         for item in filter(None, (p.strip() for p in text.split(","))):
             pair, _, value = item.partition("=")
-            asset, _, currency = pair.partition("-")
-            rates[(asset.upper(), currency.upper())] = Decimal(value)
+            asset, _, currency = (part.strip().upper() for part in pair.partition("-"))
+            try:
+                rate = Decimal(value.strip())
+            except InvalidOperation:
+                rate = Decimal("NaN")
+            # A zero rate would divide by zero in quote(), a negative one would quote a negative amount.
+            if not asset or not currency or not rate.is_finite() or rate <= 0:
+                raise ValueError(f"bad fixed rate {item!r}: expected ASSET-CURRENCY=positive number")
+            rates[(asset, currency)] = rate
         return cls(rates)
 
     def rate(self, *, asset: str, currency: str, now: datetime) -> Rate:
@@ -109,16 +116,24 @@ class QuotedAmount:
     expires_at: datetime
 
 
+# Enough digits for a uint256 of base units (78): Decimal's default 28-digit context would round scaleb().
+_PREC = 100
+
+
 def to_base_units(amount: Decimal, decimals: int) -> int:
     """An exact decimal amount of the asset in base units; the caller has checked its precision."""
-    scaled = amount.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{amount} has more than {decimals} decimals")
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        scaled = amount.scaleb(decimals)
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{amount} has more than {decimals} decimals")
     return int(scaled)
 
 
 def from_base_units(amount: int, decimals: int) -> Decimal:
-    return Decimal(amount).scaleb(-decimals)
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        return Decimal(amount).scaleb(-decimals)
 
 
 def format_amount(amount: int, decimals: int) -> str:
@@ -142,6 +157,6 @@ def quote(
     """Convert a fiat price to base units at the source's rate, rounding up so the merchant is never short."""
     rate = source.rate(asset=asset, currency=currency, now=now)
     with localcontext() as ctx:
-        ctx.prec = 100  # enough for a uint256 of base units; the default 28 digits would round
+        ctx.prec = _PREC
         amount = (price / rate.rate).scaleb(decimals).quantize(Decimal(1), rounding=ROUND_UP)
     return QuotedAmount(amount_base_units=int(amount), rate=rate, expires_at=now + ttl)

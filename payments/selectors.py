@@ -4,7 +4,7 @@ the event snapshots share."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from django.conf import settings
@@ -101,7 +101,9 @@ def _price_text(intent: PaymentIntent) -> str:
     places = FIAT_CURRENCIES.get(intent.price_currency)
     if places is not None:
         return f"{intent.price_amount.quantize(Decimal(1).scaleb(-places)):f}"
-    return f"{intent.price_amount.normalize():f}"
+    with localcontext() as ctx:
+        ctx.prec = 100
+        return f"{intent.price_amount.normalize():f}"
 
 
 def payment_uri(intent: PaymentIntent) -> str | None:

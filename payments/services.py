@@ -11,7 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
@@ -207,7 +207,9 @@ def price_validate(*, price: Decimal, currency: str, network_asset: NetworkAsset
 
 
 def _check_price_precision(price: Decimal, currency: str, decimals: int) -> None:
-    exponent = price.normalize().as_tuple().exponent  # trailing zeros ("49.000") are not precision
+    with localcontext() as ctx:
+        ctx.prec = 100  # the default 28 digits would round a long price before we look at it
+        exponent = price.normalize().as_tuple().exponent  # trailing zeros ("49.000") are not precision
     places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
     if places > decimals:
         raise InvalidRequest(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bip_utils import (
+    Base58ChecksumError,
     Base58Decoder,
     Bip32KeyError,
     Bip32KeyNetVersions,
@@ -81,7 +82,7 @@ def parse_account_key(text: str) -> AccountKey:
     text = (text or "").strip()
     try:
         raw = Base58Decoder.CheckDecode(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, Base58ChecksumError) as exc:  # the checksum error is no ValueError
         raise InvalidExtendedKey("not a valid extended public key (bad base58 or checksum)") from exc
     if len(raw) != 78:
         raise InvalidExtendedKey("not a valid extended public key (wrong length)")

@@ -23,6 +23,8 @@ class AmountField(serializers.Field):
     default_error_messages = {
         "invalid_amount": 'amount must be a decimal string like "49.00" (no sign, exponent or NaN)',
         "amount_not_positive": "amount must be greater than zero",
+        "amount_too_large": "amount has more than 22 digits before the decimal point",
+        "amount_too_precise": "amount has more than 18 decimals",
     }
 
     def to_internal_value(self, data):
@@ -34,6 +36,11 @@ class AmountField(serializers.Field):
             self.fail("invalid_amount")
         if value <= 0:
             self.fail("amount_not_positive")
+        whole, _, fraction = data.partition(".")
+        if len(whole.lstrip("0")) > 22:  # the price column is NUMERIC(40, 18)
+            self.fail("amount_too_large")
+        if len(fraction.rstrip("0")) > 18:
+            self.fail("amount_too_precise")
         return value
 
     def to_representation(self, value):

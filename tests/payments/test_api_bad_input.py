@@ -41,6 +41,8 @@ CASES = [
     ("exponent amount", {"amount": "1e3"}, 400, "invalid_amount", "amount"),
     ("float amount", {"amount": 10.5}, 400, "invalid_amount", "amount"),
     ("spaces in amount", {"amount": " 10"}, 400, "invalid_amount", "amount"),
+    ("amount too large", {"currency": "USD", "amount": "1" * 23}, 400, "amount_too_large", "amount"),
+    ("more decimals than any asset", {"amount": "1." + "1" * 19}, 400, "amount_too_precise", "amount"),
     ("too many decimals for USDC", {"amount": "1.0000001"}, 400, "amount_too_precise", "amount"),
     (
         "too many decimals for USD",
