@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
@@ -45,7 +46,7 @@ from .pricing import (
     quote,
     to_base_units,
 )
-from .selectors import INTENT_RELATED, intent_evidence, intent_representation
+from .selectors import INTENT_RELATED, intent_evidence, intent_facts, intent_representation
 from .wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
 
 logger = logging.getLogger(__name__)
@@ -89,13 +90,35 @@ class Transfer:
 # --- reference data ---------------------------------------------------------------------------------
 
 
+# Reference data changes rarely (in the admin); a per-process cache with a short lifetime saves a query
+# on every create, and an admin edit takes effect within REFERENCE_CACHE_S.
+REFERENCE_CACHE_S = 30.0
+_reference_cache: dict[tuple, tuple[float, Any]] = {}
+
+
+def _cached(key: tuple, load):
+    hit = _reference_cache.get(key)
+    clock = time.monotonic()
+    if hit is not None and clock - hit[0] < REFERENCE_CACHE_S:
+        return hit[1]
+    value = load()
+    _reference_cache[key] = (clock, value)
+    return value
+
+
+def reference_cache_clear() -> None:
+    _reference_cache.clear()
+
+
 def network_asset_resolve(*, asset_code: str, network_code: str) -> NetworkAsset:
     """The enabled asset on an enabled network, or an error with a stable code saying which part is wrong."""
-    na = (
-        NetworkAsset.objects.select_related("asset", "network")
-        .filter(network__code=network_code, asset__code=asset_code)
-        .first()
+    na = _cached(
+        ("network_asset", asset_code, network_code), lambda: _network_asset_load(asset_code, network_code)
     )
+    if na is not None and na.enabled and na.network.enabled:
+        return na
+    reference_cache_clear()  # an error answer is never served from a stale cache
+    na = _network_asset_load(asset_code, network_code)
     if na is not None and na.enabled and na.network.enabled:
         return na
     network = na.network if na else Network.objects.filter(code=network_code).first()
@@ -112,8 +135,18 @@ def network_asset_resolve(*, asset_code: str, network_code: str) -> NetworkAsset
     raise InvalidRequest(f"{na} is disabled", code="asset_disabled", param="asset")
 
 
+def _network_asset_load(asset_code: str, network_code: str) -> NetworkAsset | None:
+    return (
+        NetworkAsset.objects.select_related("asset", "network")
+        .filter(network__code=network_code, asset__code=asset_code)
+        .first()
+    )
+
+
 def default_rate_source() -> RateSource:
-    pegs = dict(Asset.objects.exclude(peg_currency="").values_list("code", "peg_currency"))
+    pegs = _cached(
+        ("pegs",), lambda: dict(Asset.objects.exclude(peg_currency="").values_list("code", "peg_currency"))
+    )
     if settings.GATEWAY_RATE_SOURCE == "fixed":
         fallback: RateSource = FixedRateSource.parse(settings.GATEWAY_FIXED_RATES)
     else:
@@ -129,7 +162,11 @@ def default_rate_source() -> RateSource:
 def payment_intent_create(
     *, merchant: Merchant, data: IntentInput, now: datetime, rate_source: RateSource | None = None
 ) -> PaymentIntent:
-    """Create an intent; if the asset is chosen, assign address and quote at once (-> awaiting_payment)."""
+    """Create an intent; if the asset is chosen, assign address and quote at once (-> awaiting_payment).
+
+    A new intent has no evidence yet, so its first verdict is evaluated from empty evidence without
+    reading any (the same pure `evaluate` that settles every later change), and the intent, its
+    transition and its two events are written with one statement each."""
     price_validate(price=data.price_amount, currency=data.price_currency, network_asset=data.network_asset)
     expiry = data.expires_in_minutes or merchant.expiry_minutes
     with transaction.atomic(savepoint=False):
@@ -147,11 +184,33 @@ def payment_intent_create(
             overpayment_tolerance_bps=merchant.overpayment_tolerance_bps,
             late_payment_window_minutes=merchant.late_payment_window_minutes,
         )
-        if data.network_asset is not None:
-            _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
-        _events_write(intent=intent, events=[("payment.created", "created", None)])  # inserts the intent
-        if data.network_asset is not None:
-            payment_settle(intent_id=intent.pk, now=now, locked=intent)
+        if data.network_asset is None:
+            _events_write(intent=intent, events=[("payment.created", "created", None)])  # inserts the intent
+            return intent
+        _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
+        verdict = policy.evaluate(intent_facts(intent), [], [], {}, now)
+        intent.transition_method(verdict.state)()
+        intent.event_sequence = 2
+        intent.save(force_insert=True)
+        transition = StateTransition.objects.create(
+            intent=intent,
+            from_state=PaymentState.CREATED,
+            to_state=verdict.state,
+            cause=hashlib.sha256(f"0:{verdict.fingerprint}".encode()).hexdigest(),
+            reason=verdict.reason[:200],
+            verdict=verdict.as_dict(),
+        )
+        snapshot = intent_representation(intent)
+        Event.objects.bulk_create(
+            [
+                _event(
+                    intent, "payment.created", 1, "created", None, snapshot | {"state": PaymentState.CREATED}
+                ),
+                _event(
+                    intent, f"payment.{verdict.state}", 2, f"transition:{transition.pk}", transition, snapshot
+                ),
+            ]
+        )
     return intent
 
 
@@ -289,27 +348,27 @@ def _account_key(text: str) -> AccountKey:
 
 
 def _address_allocate(*, merchant_id: str, network_asset: NetworkAsset) -> tuple[Wallet, PaymentAddress]:
-    """The next unused index of the merchant's wallet for this network, under the wallet's row lock
-    (held to the end of the transaction, so two creates never take the same index)."""
+    """The next unused index of the merchant's wallet for this network, taken with one UPDATE whose row
+    lock is held to the end of the transaction, so two creates never take the same index. Called as
+    late as possible in the create, to keep that lock short."""
     network = network_asset.network
-    wallets = Wallet.objects.filter(merchant_id=merchant_id, chain=network.chain, is_active=True)
-    wallets = (
-        wallets.filter(network__isnull=True) if network.chain == "evm" else wallets.filter(network=network)
-    )
-    wallet_id = wallets.values_list("pk", flat=True).first()
-    if wallet_id is None:
+    scope = "network_id IS NULL" if network.chain == "evm" else "network_id = %s"
+    params: list[Any] = [merchant_id, network.chain] + ([] if network.chain == "evm" else [network.pk])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE payments_wallet SET next_index = next_index + 1 "
+            f"WHERE merchant_id = %s AND chain = %s AND is_active AND {scope} "
+            "RETURNING id, next_index - 1, account_key",
+            params,
+        )
+        row = cursor.fetchone()
+    if row is None:
         raise InvalidRequest(
             f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
             code="no_wallet_for_network",
             param="network",
         )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE payments_wallet SET next_index = next_index + 1 WHERE id = %s "
-            "RETURNING next_index - 1, account_key",
-            [wallet_id],
-        )
-        index, account_key = cursor.fetchone()
+    wallet_id, index, account_key = row
     key = _account_key(account_key)
     if network.chain == "evm":
         address = derive_evm_address(key, index).lower()
@@ -503,17 +562,28 @@ def _events_write(*, intent: PaymentIntent, events: list[tuple[str, str, StateTr
     intent.event_sequence += len(events)
     intent.save()
     snapshot = intent_representation(intent)
-    rows = []
-    for offset, (type, dedupe_key, transition) in enumerate(events):
-        rows.append(
-            Event(
-                merchant_id=intent.merchant_id,
-                intent=intent,
-                type=type,
-                sequence=first + offset,
-                dedupe_key=dedupe_key,
-                transition=transition,
-                payload=snapshot | {"sequence": first + offset},
-            )
-        )
-    Event.objects.bulk_create(rows)
+    Event.objects.bulk_create(
+        [
+            _event(intent, type, first + offset, dedupe_key, transition, snapshot)
+            for offset, (type, dedupe_key, transition) in enumerate(events)
+        ]
+    )
+
+
+def _event(
+    intent: PaymentIntent,
+    type: str,
+    sequence: int,
+    dedupe_key: str,
+    transition: StateTransition | None,
+    snapshot: dict[str, Any],
+) -> Event:
+    return Event(
+        merchant_id=intent.merchant_id,
+        intent=intent,
+        type=type,
+        sequence=sequence,
+        dedupe_key=dedupe_key,
+        transition=transition,
+        payload=snapshot | {"sequence": sequence},
+    )

@@ -37,3 +37,13 @@ def reference_data(request):
     request.getfixturevalue("transactional_db")
     seed(apps, None)
     yield
+
+
+@pytest.fixture(autouse=True)
+def fresh_reference_cache():
+    """Each test sees the reference data as it is in its database, not as an earlier test cached it."""
+    from payments.services import reference_cache_clear
+
+    reference_cache_clear()
+    yield
+    reference_cache_clear()
