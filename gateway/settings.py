@@ -145,6 +145,10 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
+    "scan-networks": {
+        "task": "payments.tasks.scan_networks",
+        "schedule": float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5")),
+    },
     "expire-payment-intents": {"task": "payments.tasks.expire_due_intents", "schedule": 15.0},
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from . import policy
+from .chains.base import Transfer
 from .errors import Conflict, InvalidRequest, NotFound
 from .models import (
     Asset,
@@ -68,23 +69,6 @@ class IntentInput:
     success_url: str = ""
     cancel_url: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """One output or transfer a chain showed to an address (see ChainObservation)."""
-
-    network_code: str
-    tx_hash: str
-    output_index: int
-    address: str
-    amount_base_units: int
-    token_contract: str = ""
-    block_height: int | None = None
-    block_hash: str = ""
-    block_time: datetime | None = None
-    position_in_block: int | None = None
-    seen_unconfirmed_at: datetime | None = None
 
 
 # --- reference data ---------------------------------------------------------------------------------

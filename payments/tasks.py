@@ -22,3 +22,20 @@ def purge_idempotency_records() -> int:
     cutoff = timezone.now() - timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+@shared_task(name="payments.tasks.scan_networks")
+def scan_networks() -> dict[str, int | None]:
+    """One batch for every enabled network with a node configured; a network another worker is
+    scanning is skipped (advisory lock)."""
+    from .models import Network
+    from .scanning import backend_for, network_scan
+
+    lags: dict[str, int | None] = {}
+    for network in Network.objects.filter(enabled=True).exclude(rpc_url=""):
+        try:
+            report = network_scan(backend=backend_for(network), now=timezone.now())
+        except NotImplementedError:
+            continue
+        lags[network.code] = report.lag
+    return lags

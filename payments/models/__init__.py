@@ -1,4 +1,12 @@
-from .evidence import ChainObservation, ChainTip, Event, Resolution, StateTransition
+from .evidence import (
+    ChainObservation,
+    ChainTip,
+    Event,
+    Resolution,
+    ScanCursor,
+    ScannedBlock,
+    StateTransition,
+)
 from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
 from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, Wallet
 from .reference import Asset, Chain, Network, NetworkAsset
@@ -20,6 +28,8 @@ __all__ = [
     "PaymentState",
     "Quote",
     "Resolution",
+    "ScanCursor",
+    "ScannedBlock",
     "StateTransition",
     "Wallet",
 ]

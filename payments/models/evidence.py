@@ -23,6 +23,28 @@ class ChainTip(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
+class ScanCursor(models.Model):
+    """How far a network has been scanned: committed in the same transaction as the observations the
+    scan produced, so a crash resumes exactly where the last commit left off."""
+
+    network = models.OneToOneField(Network, on_delete=models.CASCADE, related_name="scan_cursor")
+    height = models.PositiveBigIntegerField()
+    block_hash = models.CharField(max_length=80)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class ScannedBlock(models.Model):
+    """A block hash the scanner saw at a height (each batch end): compared with the chain's to find the
+    fork point after a reorg."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="+")
+    height = models.PositiveBigIntegerField()
+    block_hash = models.CharField(max_length=80)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["network", "height"], name="scanned_block_unique")]
+
+
 class ChainObservation(models.Model):
     """What a chain showed: one output (Bitcoin-family vout) or one transfer (EVM log index, or -1 for
     the native value) to a watched address. Unique per network, tx and index: recording it twice changes

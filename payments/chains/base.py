@@ -1,0 +1,53 @@
+"""The one small interface every chain backend implements, and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    height: int
+    hash: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One output (Bitcoin-family vout) or transfer (EVM log index, or -1 for the native value) to an
+    address, as a chain showed it. `block_height` is None for an unconfirmed transaction."""
+
+    network_code: str
+    tx_hash: str
+    output_index: int
+    address: str
+    amount_base_units: int
+    token_contract: str = ""
+    block_height: int | None = None
+    block_hash: str = ""
+    block_time: datetime | None = None
+    position_in_block: int | None = None
+    seen_unconfirmed_at: datetime | None = None
+
+
+class ChainBackend(Protocol):
+    network_code: str
+
+    def tip(self) -> BlockRef:
+        """The best block."""
+        ...
+
+    def block_ref(self, height: int) -> BlockRef:
+        """The block at `height` on the best chain (used to find a fork point after a reorg)."""
+        ...
+
+    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
+        """Transfers to any watched address in blocks start..end (inclusive), of any asset."""
+        ...
+
+    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        """Unconfirmed transfers to watched addresses, where the chain exposes a mempool."""
+        ...

@@ -1,0 +1,173 @@
+"""Network scanners: turn a chain backend's view into observations, with a cursor that commits with them.
+
+One scanner per network at a time (a PostgreSQL advisory lock held for the batch's transaction). Each
+batch, in one transaction: find the fork point if the chain changed under the stored block hashes and
+mark what the dropped blocks held non-canonical; record the transfers of the next range; move the
+cursor; store the new tip (which re-settles the payments waiting on confirmations there). A crash
+loses nothing: the batch commits whole or not at all, and recording a transfer twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+
+from . import services
+from .chains.base import ChainBackend
+from .models import ChainObservation, Network, PaymentAddress, PaymentState, ScanCursor, ScannedBlock
+
+logger = logging.getLogger(__name__)
+
+SCAN_LOCK_NAMESPACE = 0x5343  # "SC": the advisory lock key is (namespace, network id)
+KEEP_SCANNED_BLOCKS = 500
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    network_code: str
+    locked_out: bool = False
+    start: int | None = None
+    end: int | None = None
+    tip: int | None = None
+    transfers: int = 0
+    reorg_fork: int | None = None
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.tip is None or self.end is None else self.tip - self.end
+
+
+def watched_addresses(*, network: Network, now: datetime) -> list[str]:
+    """Addresses whose intents may still receive funds worth seeing: within their late-payment window,
+    or waiting on confirmations. EVM: every EVM address (the same address on another network is how
+    wrong-network funds are recognised); Bitcoin-family: the wallets of this network."""
+    addresses = PaymentAddress.objects.filter(intent__isnull=False)
+    if network.chain == "evm":
+        addresses = addresses.filter(wallet__chain="evm")
+    else:
+        addresses = addresses.filter(wallet__network=network)
+    monitored_until = ExpressionWrapper(
+        F("intent__expires_at") + F("intent__late_payment_window_minutes") * Value(timedelta(minutes=1)),
+        output_field=DateTimeField(),
+    )
+    waiting = Q(intent__state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING])
+    addresses = addresses.annotate(monitored_until=monitored_until)
+    return list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
+
+
+def backend_for(network: Network) -> ChainBackend:
+    """The backend that watches `network`, from its configuration (the admin's Network.rpc_url)."""
+    if not network.rpc_url:
+        raise ValueError(f"network {network.code} has no rpc_url: nothing to scan")
+    if network.chain == "evm":
+        from .chains.evm import EvmBackend
+
+        return EvmBackend(network.code, network.rpc_url)
+    raise NotImplementedError(
+        f"no scanner yet for {network.chain} networks"
+    )  # TODO(issue 3): Core RPC, Esplora
+
+
+def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500) -> ScanReport:
+    """Scan the next batch of blocks of one network (see the module docstring)."""
+    network = Network.objects.get(code=backend.network_code)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [SCAN_LOCK_NAMESPACE, network.pk])
+            (locked,) = cursor.fetchone()
+        if not locked:
+            return ScanReport(network.code, locked_out=True)
+        tip = backend.tip()
+        scan_cursor = ScanCursor.objects.filter(network=network).first()
+        if scan_cursor is None:
+            first = network.scan_start_height if network.scan_start_height is not None else tip.height
+            start_ref = backend.block_ref(max(first - 1, 0))
+            scan_cursor = ScanCursor.objects.create(
+                network=network, height=start_ref.height, block_hash=start_ref.hash
+            )
+            ScannedBlock.objects.create(network=network, height=start_ref.height, block_hash=start_ref.hash)
+        fork = _fork_point(network=network, backend=backend, cursor=scan_cursor)
+        if fork is not None:
+            _rewind(network=network, fork=fork, now=now)
+            scan_cursor.height, scan_cursor.block_hash = fork.height, fork.hash
+        start = scan_cursor.height + 1
+        end = min(tip.height, scan_cursor.height + max_blocks)
+        count = 0
+        if end >= start:
+            watched = watched_addresses(network=network, now=now)
+            for transfer in backend.transfers(watched, start, end):
+                services.observation_record(transfer=transfer, now=now)
+                count += 1
+            end_ref = backend.block_ref(end)
+            scan_cursor.height, scan_cursor.block_hash = end_ref.height, end_ref.hash
+            ScannedBlock.objects.update_or_create(
+                network=network, height=end_ref.height, defaults={"block_hash": end_ref.hash}
+            )
+            ScannedBlock.objects.filter(
+                network=network, height__lt=end_ref.height - KEEP_SCANNED_BLOCKS
+            ).delete()
+        scan_cursor.save()
+        for transfer in backend.pending_transfers(watched_addresses(network=network, now=now), now):
+            services.observation_record(transfer=transfer, now=now)
+            count += 1
+        services.chain_tip_record(network_code=network.code, height=tip.height, block_hash=tip.hash, now=now)
+    report = ScanReport(
+        network.code,
+        start=start,
+        end=scan_cursor.height,
+        tip=tip.height,
+        transfers=count,
+        reorg_fork=fork.height if fork else None,
+    )
+    logger.info(
+        "scan %s: blocks %s..%s, tip %s, lag %s, %s transfers%s",
+        network.code,
+        start,
+        report.end,
+        tip.height,
+        report.lag,
+        count,
+        f", reorg back to {report.reorg_fork}" if fork else "",
+    )
+    return report
+
+
+@dataclass(frozen=True)
+class _Fork:
+    height: int
+    hash: str
+
+
+def _fork_point(*, network: Network, backend: ChainBackend, cursor: ScanCursor) -> _Fork | None:
+    """None if the chain still has the cursor's block; otherwise the highest stored block it still has."""
+    if cursor.height <= backend.tip().height and backend.block_ref(cursor.height).hash == cursor.block_hash:
+        return None
+    for stored in ScannedBlock.objects.filter(network=network, height__lt=cursor.height).order_by("-height"):
+        if (
+            stored.height <= backend.tip().height
+            and backend.block_ref(stored.height).hash == stored.block_hash
+        ):
+            return _Fork(stored.height, stored.block_hash)
+    lowest = ScannedBlock.objects.filter(network=network).order_by("height").first()
+    height = max((lowest.height if lowest else cursor.height) - 1, 0)
+    return _Fork(height, backend.block_ref(height).hash)
+
+
+def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:
+    """Observations in blocks above the fork point are no longer evidence until a rescan finds them
+    again; their payments are re-settled (and may move back, with an event)."""
+    dropped = list(
+        ChainObservation.objects.filter(
+            network=network, canonical=True, block_height__gt=fork.height
+        ).values_list("pk", flat=True)
+    )
+    ScannedBlock.objects.filter(network=network, height__gt=fork.height).delete()
+    logger.warning(
+        "reorg on %s: back to %s, %s observations dropped", network.code, fork.height, len(dropped)
+    )
+    if dropped:
+        services.observations_set_canonical(observation_ids=dropped, canonical=False, now=now)
