@@ -27,9 +27,38 @@ class NetworkAssetInline(admin.TabularInline):
 
 @admin.register(Network)
 class NetworkAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "chain", "chain_id", "bech32_hrp", "is_testnet", "enabled")
+    list_display = (
+        "code",
+        "name",
+        "chain",
+        "chain_id",
+        "bech32_hrp",
+        "is_testnet",
+        "enabled",
+        "scanned_to",
+        "tip_height",
+        "scan_lag",
+    )
     list_filter = ("chain", "is_testnet", "enabled")
     inlines = [NetworkAssetInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("scan_cursor", "tip")
+
+    @admin.display(description="scanned to")
+    def scanned_to(self, network):
+        cursor = getattr(network, "scan_cursor", None)
+        return cursor.height if cursor else None
+
+    @admin.display(description="tip")
+    def tip_height(self, network):
+        tip = getattr(network, "tip", None)
+        return tip.height if tip else None
+
+    @admin.display(description="lag (blocks)")
+    def scan_lag(self, network):
+        cursor, tip = getattr(network, "scan_cursor", None), getattr(network, "tip", None)
+        return tip.height - cursor.height if cursor and tip else None
 
 
 @admin.register(Asset)
