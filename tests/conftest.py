@@ -3,6 +3,8 @@ from rest_framework.test import APIClient
 
 from tests.factories import make_api_key, make_merchant
 
+pytest_plugins = ["tests.nodes.fixtures"]
+
 
 @pytest.fixture
 def merchant(db):
