@@ -18,7 +18,15 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 
 from . import services
 from .chains.base import ChainBackend
-from .models import ChainObservation, Network, PaymentAddress, PaymentState, ScanCursor, ScannedBlock
+from .models import (
+    ChainObservation,
+    ChainTip,
+    Network,
+    PaymentAddress,
+    PaymentState,
+    ScanCursor,
+    ScannedBlock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,10 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         if not locked:
             return ScanReport(network.code, locked_out=True)
         tip = backend.tip()
+        # The tip first, so that what this batch records is settled with today's confirmations.
+        ChainTip.objects.update_or_create(
+            network=network, defaults={"height": tip.height, "block_hash": tip.hash}
+        )
         scan_cursor = ScanCursor.objects.filter(network=network).first()
         if scan_cursor is None:
             first = network.scan_start_height if network.scan_start_height is not None else tip.height

@@ -3,6 +3,8 @@ into observations, and the payment's state path and events follow."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -11,7 +13,7 @@ from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
 from payments.scanning import network_scan
 from tests.factories import make_merchant
-from tests.nodes.anvil import mint, token_transfer, token_units
+from tests.nodes.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
 
 pytestmark = pytest.mark.django_db
 
@@ -35,14 +37,16 @@ def local_usdc(anvil_token):
     return node, token, EvmBackend("evm-local", node.url)
 
 
-def new_intent(amount: str) -> PaymentIntent:
+def new_intent(amount: str, asset: str = "USDC", *, now=None) -> PaymentIntent:
     na = NetworkAsset.objects.select_related("asset", "network").get(
-        asset__code="USDC", network__code="evm-local"
+        asset__code=asset, network__code="evm-local"
     )
-    data = services.IntentInput(
-        price_amount=services.Decimal(amount), price_currency="USDC", network_asset=na
-    )
-    return services.payment_intent_create(merchant=make_merchant(), data=data, now=timezone.now())
+    data = services.IntentInput(price_amount=services.Decimal(amount), price_currency=asset, network_asset=na)
+    return services.payment_intent_create(merchant=make_merchant(), data=data, now=now or timezone.now())
+
+
+def events(intent: PaymentIntent) -> list[str]:
+    return list(intent.events.order_by("sequence").values_list("type", flat=True))
 
 
 def path(intent: PaymentIntent) -> list[str]:
@@ -94,3 +98,121 @@ def test_reorg_drops_a_paid_payment_and_it_goes_back(local_usdc):
     assert intent.state == "awaiting_payment"
     assert path(intent)[-2:] == ["paid", "awaiting_payment"]
     assert ChainObservation.objects.get().canonical is False
+
+
+def test_underpayment_then_top_up_to_paid(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("6"))
+    scan(backend)
+    node.mine(1)
+    scan(backend)
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "underpaid"
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("4"))
+    scan(backend)
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "detected", "underpaid", "confirming", "paid"]
+    assert int(intent.amount_confirmed_base_units) == 10_000_000
+
+
+def test_overpayment(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("12.5"))
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "overpaid"]
+    assert intent.amount_confirmed_base_units == 12_500_000
+
+
+def test_second_full_payment_is_flagged_duplicate(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(1)
+    scan(backend)
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "paid"]
+    assert intent.flags == ["duplicate_payment"]
+    assert int(intent.amount_seen_base_units) == 10_000_000
+    assert events(intent)[-1] == "payment.duplicate_payment_detected"
+
+
+def test_payment_after_expiry_is_late_and_opens_review(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10", now=timezone.now() - timedelta(minutes=20))
+    services.expire_due_intents(now=timezone.now())
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "expired"]
+    assert intent.flags == ["late_payment"]
+    assert events(intent)[-1] == "payment.late_payment_detected"
+
+
+def test_other_token_to_the_address_is_wrong_asset(local_usdc):
+    node, _token, backend = local_usdc
+    other = deploy_token(node.w3, node.accounts[0])
+    mint(node.w3, other, node.accounts[0], node.accounts[1], token_units("100"))
+    intent = new_intent("10")
+    token_transfer(node.w3, other, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert intent.state == "awaiting_payment"
+    assert intent.flags == ["wrong_asset"]
+    assert "payment.wrong_asset_detected" in events(intent)
+    observation = ChainObservation.objects.get()
+    assert observation.token_contract == other.address.lower() and observation.network_asset is None
+
+
+def test_funds_on_another_evm_network_are_wrong_network(local_usdc):
+    _node, token, backend = local_usdc
+    with AnvilNode(chain_id=1337) as second:
+        second_token = deploy_token(second.w3, second.accounts[0])
+        assert second_token.address == token.address  # same deployer and nonce: tell chains apart by id
+        mint(second.w3, second_token, second.accounts[0], second.accounts[1], token_units("100"))
+        other_net = Network.objects.create(
+            code="evm-local-2",
+            name="Second local chain",
+            chain="evm",
+            chain_id=1337,
+            uri_scheme="ethereum",
+            is_testnet=True,
+            rpc_url=second.url,
+            scan_start_height=second.block_number(),
+        )
+        NetworkAsset.objects.create(
+            network=other_net,
+            asset=Asset.objects.get(code="USDC"),
+            contract_address=token.address.lower(),
+            decimals=6,
+            default_confirmations=2,
+        )
+        intent = new_intent("10")
+        token_transfer(second.w3, second_token, second.accounts[1], intent.address.address, token_units("10"))
+        second.mine(1)
+        scan(EvmBackend("evm-local-2", second.url))
+        scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert intent.state == "awaiting_payment"
+    assert intent.flags == ["wrong_network"]
+    assert "payment.wrong_network_detected" in events(intent)
+
+
+def test_native_eth_payment(local_usdc):
+    node, _, backend = local_usdc
+    intent = new_intent("0.25", asset="ETH")
+    send_eth(node.w3, node.accounts[2], intent.address.address, 250_000_000_000_000_000)
+    node.mine(1)
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "paid"]
+    assert ChainObservation.objects.get().output_index == -1
