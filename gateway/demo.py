@@ -62,6 +62,7 @@ def main() -> int:
 
     call_command("migrate", interactive=False, verbosity=0)
     merchant, api_key, admin_password = _demo_setup(Path(settings.STATE_DIR))
+    chain = _demo_chain(Path(settings.STATE_DIR))
 
     python = sys.executable
     children = [
@@ -110,10 +111,11 @@ def main() -> int:
     try:
         base = f"http://{host}:{port}"
         _wait_for(f"{base}/healthz", children)
-        _banner(base, merchant, api_key, admin_password)
+        _banner(base, merchant, api_key, admin_password, chain)
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.5)
     finally:
+        chain.stop()
         for child in children:
             if child.poll() is None:
                 child.terminate()
@@ -151,6 +153,44 @@ def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
     return merchant.pk, secret, password
 
 
+DEMO_CHAIN_PORT = int(os.environ.get("GATEWAY_DEMO_CHAIN_PORT", "8545"))
+
+
+def _demo_chain(state_dir: Path):
+    """A local anvil (chain id 31337, a block a second, state kept under the state directory) with the
+    test USDC deployed, `evm-local` pointed at it and USDC enabled there with 2 confirmations."""
+    from devchain.anvil import AnvilNode, deploy_token, free_port, mint, token_units
+    from payments.models import Asset, Network, NetworkAsset, ScanCursor
+
+    state_file = state_dir / "anvil-state.json"
+    port = DEMO_CHAIN_PORT
+    try:
+        node = AnvilNode(31337, block_time=1, port=port, extra_args=["--state", str(state_file)]).start()
+    except Exception:
+        port = free_port()
+        node = AnvilNode(31337, block_time=1, port=port, extra_args=["--state", str(state_file)]).start()
+    info_file = state_dir / "demo-chain.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    token_address = info.get("token")
+    if not token_address or len(node.w3.eth.get_code(token_address)) == 0:
+        token = deploy_token(node.w3, node.accounts[0])
+        mint(node.w3, token, node.accounts[0], node.accounts[1], token_units("100000"))
+        token_address = token.address
+        ScanCursor.objects.filter(network__code="evm-local").delete()  # a new chain: scan it from the start
+    network = Network.objects.get(code="evm-local")
+    network.rpc_url = node.url
+    network.scan_start_height = 0
+    network.save(update_fields=["rpc_url", "scan_start_height"])
+    NetworkAsset.objects.update_or_create(
+        network=network,
+        asset=Asset.objects.get(code="USDC"),
+        defaults={"contract_address": token_address.lower(), "decimals": 6, "default_confirmations": 2},
+    )
+    info = {"rpc_url": node.url, "token": token_address, "payer": node.accounts[1]}
+    info_file.write_text(json.dumps(info))
+    return node
+
+
 def _wait_for(url: str, children: list[subprocess.Popen], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -164,8 +204,8 @@ def _wait_for(url: str, children: list[subprocess.Popen], timeout_s: float = 60)
     raise SystemExit(f"the server did not answer {url} within {timeout_s:.0f} s")
 
 
-def _banner(base: str, merchant: str, api_key: str, admin_password: str) -> None:
-    body = '{"amount": "25.00", "currency": "USD", "asset": "ETH", "network": "evm-local"}'
+def _banner(base: str, merchant: str, api_key: str, admin_password: str, chain) -> None:
+    body = '{"amount": "25.00", "currency": "USD", "asset": "USDC", "network": "evm-local"}'
     print(
         f"""
 ================================================================================
@@ -182,6 +222,11 @@ def _banner(base: str, merchant: str, api_key: str, admin_password: str) -> None
      -H 'Authorization: Bearer {api_key}' \\
      -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\
      -d '{body}'
+
+ Local chain    {chain.url} (anvil, chain id 31337, a block a second)
+ Pay it from a funded demo account (copy the intent's payment_uri):
+   .venv/bin/python -m devchain.pay '<payment_uri>'      # --fraction 0.5 pays half
+ then watch the intent: GET {base}/api/v1/payment-intents/<id>  (paid after 2 confirmations)
 ================================================================================
 """,
         flush=True,

@@ -3,7 +3,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import make_api_key, make_merchant
 
-pytest_plugins = ["tests.nodes.fixtures"]
+pytest_plugins = ["tests.nodes.fixtures", "tests.nodes.fixtures_litecoin"]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from tests.nodes.anvil import (
+from devchain.anvil import (
     TRANSFER_TOPIC,
     AnvilError,
     AnvilNode,

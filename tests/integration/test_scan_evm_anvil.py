@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
 from payments import services
 from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
 from payments.scanning import network_scan
 from tests.factories import make_merchant
-from tests.nodes.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
 
 pytestmark = pytest.mark.django_db
 

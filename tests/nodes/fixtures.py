@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from web3.contract import Contract
 
-from tests.nodes.anvil import AnvilNode, deploy_token
+from devchain.anvil import AnvilNode, deploy_token
 
 
 @pytest.fixture

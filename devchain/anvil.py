@@ -32,7 +32,7 @@ from typing import Any
 from web3 import Web3
 from web3.contract import Contract
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_DIR = REPO_ROOT / "tools" / "chain"
 NODE_MODULES = CHAIN_DIR / "node_modules"
 ANVIL_BIN = NODE_MODULES / ".bin" / "anvil"

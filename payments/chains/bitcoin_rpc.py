@@ -1,0 +1,250 @@
+"""Bitcoin-family chains through Bitcoin Core's JSON-RPC (Litecoin Core speaks the same): outputs paying
+watched native-segwit (bech32) addresses, in blocks (`getblock <hash> 2`) and in the mempool.
+
+Outputs are matched on their scriptPubKey hex (the watched addresses are decoded once per call into
+witness scripts), not on the address fields of the decoded JSON, which differ between versions and
+forks (`address` in Bitcoin Core 22+, an `addresses` list in Litecoin Core 0.21). Amounts arrive as JSON
+numbers in coins; they are parsed as Decimal and converted exactly to satoshi, never through a float.
+
+Plain http.client JSON-RPC, no node wallet needed: `rpc_url` may carry the credentials
+(`http://user:pass@127.0.0.1:19443`), or pass `rpc_user`/`rpc_password`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+from collections.abc import Collection, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from bip_utils import SegwitBech32Decoder
+
+from .base import BlockRef, Transfer
+
+COIN = Decimal(10) ** 8
+RPC_INVALID_ADDRESS_OR_KEY = -5  # e.g. getrawtransaction of a txid that has just left the mempool
+
+
+class BitcoinRpcError(RuntimeError):
+    """The node could not be reached, or answered an RPC call with an error."""
+
+    def __init__(self, message: str, *, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+def witness_script_hex(address: str, hrp: str) -> str:
+    """The scriptPubKey (hex) of a segwit address with human-readable part `hrp`: `0014<20 bytes>` for
+    P2WPKH, `0020<32 bytes>` for P2WSH, `OP_n <program>` for later witness versions."""
+    try:
+        version, program = SegwitBech32Decoder.Decode(hrp, address)
+    except Exception as exc:  # bip_utils raises several types for a bad checksum, HRP or length
+        raise ValueError(f"{address!r} is not a segwit address for HRP {hrp!r}: {exc}") from exc
+    op_version = 0 if version == 0 else 0x50 + version
+    return bytes([op_version, len(program)]).hex() + bytes(program).hex()
+
+
+def to_satoshi(value: Decimal | int | str) -> int:
+    """An amount in coins (as the node's JSON shows it) -> satoshi, exactly; refuses sub-satoshi values."""
+    if isinstance(value, float):
+        raise TypeError("amounts must be parsed as Decimal, not float")
+    units = Decimal(value) * COIN
+    if units != units.to_integral_value():
+        raise ValueError(f"amount {value} has more than 8 decimals")
+    return int(units)
+
+
+def _block_time(seconds: int) -> datetime:
+    return datetime.fromtimestamp(int(seconds), tz=UTC)
+
+
+class BitcoinCoreBackend:
+    def __init__(
+        self,
+        network_code: str,
+        rpc_url: str,
+        *,
+        hrp: str,
+        rpc_user: str | None = None,
+        rpc_password: str | None = None,
+        timeout_s: float = 30.0,
+    ):
+        self.network_code = network_code
+        self.hrp = hrp
+        self.timeout_s = timeout_s
+        parts = urlsplit(rpc_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"rpc_url must be http(s)://[user:pass@]host:port[/path], not {rpc_url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path or "/"
+        user = rpc_user if rpc_user is not None else unquote(parts.username or "")
+        password = rpc_password if rpc_password is not None else unquote(parts.password or "")
+        self._headers = {"Content-Type": "application/json"}
+        if user or password:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._where = f"{parts.scheme}://{self._host}:{self._port}{self._path}"  # no credentials in errors
+        self._request_id = 0
+        # txid -> its outputs as (vout n, scriptPubKey hex, satoshi): a mempool transaction is decoded once
+        self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}
+
+    # --- JSON-RPC --------------------------------------------------------------------------------------
+
+    def _post(self, payload: Any) -> Any:
+        connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        connection = connection_class(self._host, self._port, timeout=self.timeout_s)
+        try:
+            connection.request("POST", self._path, body=json.dumps(payload), headers=self._headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise BitcoinRpcError(
+                f"{self.network_code}: cannot reach the node at {self._where}: {exc}"
+            ) from exc
+        finally:
+            connection.close()
+        if response.status in (401, 403):
+            raise BitcoinRpcError(
+                f"{self.network_code}: the node at {self._where} refused the RPC credentials "
+                f"(HTTP {response.status})"
+            )
+        try:
+            # Bitcoin Core answers RPC errors with HTTP 404/500 and a JSON body: parse before the status.
+            return json.loads(body, parse_float=Decimal)
+        except ValueError as exc:
+            raise BitcoinRpcError(
+                f"{self.network_code}: HTTP {response.status} from {self._where} is not JSON-RPC: "
+                f"{body[:300]!r}"
+            ) from exc
+
+    def _next_id(self) -> int:
+        self._request_id += 1
+        return self._request_id
+
+    @staticmethod
+    def _raise(method: str, params: Sequence[Any], error: Any, network_code: str) -> None:
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        raise BitcoinRpcError(
+            f"{network_code}: {method}{list(params)!r} failed: {message} (code {code})", code=code
+        )
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """One call; returns `result` (floats as Decimal), raises BitcoinRpcError on any failure."""
+        reply = self._post(
+            {"jsonrpc": "1.0", "id": self._next_id(), "method": method, "params": list(params)}
+        )
+        if not isinstance(reply, dict):
+            raise BitcoinRpcError(f"{self.network_code}: {method}: unexpected reply {reply!r:.300}")
+        if reply.get("error") is not None:
+            self._raise(method, params, reply["error"], self.network_code)
+        return reply.get("result")
+
+    def rpc_batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[Any, dict | None]]:
+        """Several calls in one request; (result, error) per call, in order (errors are not raised)."""
+        if not calls:
+            return []
+        first = self._request_id + 1
+        self._request_id += len(calls)
+        payload = [
+            {"jsonrpc": "1.0", "id": first + i, "method": method, "params": list(params)}
+            for i, (method, params) in enumerate(calls)
+        ]
+        replies = self._post(payload)
+        if not isinstance(replies, list):
+            if isinstance(replies, dict) and replies.get("error") is not None:
+                self._raise("batch", [], replies["error"], self.network_code)
+            raise BitcoinRpcError(f"{self.network_code}: batch: unexpected reply {replies!r:.300}")
+        by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, dict)}
+        out = []
+        for i in range(len(calls)):
+            reply = by_id.get(first + i)
+            if reply is None:
+                out.append((None, {"code": None, "message": "no reply in the batch"}))
+            else:
+                out.append((reply.get("result"), reply.get("error")))
+        return out
+
+    # --- ChainBackend ---------------------------------------------------------------------------------
+
+    def tip(self) -> BlockRef:
+        return self._ref(self.rpc("getblockheader", self.rpc("getbestblockhash")))
+
+    def block_ref(self, height: int) -> BlockRef:
+        return self._ref(self.rpc("getblockheader", self.rpc("getblockhash", height)))
+
+    @staticmethod
+    def _ref(header: dict) -> BlockRef:
+        return BlockRef(height=int(header["height"]), hash=header["hash"], time=_block_time(header["time"]))
+
+    def watched_scripts(self, watched: Collection[str]) -> dict[str, str]:
+        """scriptPubKey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
+        return {witness_script_hex(address, self.hrp): address for address in watched}
+
+    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
+        scripts = self.watched_scripts(watched)
+        if not scripts or end < start:
+            return
+        for height in range(start, end + 1):
+            block = self.rpc("getblock", self.rpc("getblockhash", height), 2)
+            block_time = _block_time(block["time"])
+            for position, tx in enumerate(block["tx"]):
+                for n, script, amount in _outputs(tx):
+                    address = scripts.get(script)
+                    if address is None:
+                        continue
+                    yield Transfer(
+                        network_code=self.network_code,
+                        tx_hash=tx["txid"],
+                        output_index=n,
+                        address=address,
+                        amount_base_units=amount,
+                        block_height=int(block["height"]),
+                        block_hash=block["hash"],
+                        block_time=block_time,
+                        position_in_block=position,
+                    )
+
+    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        scripts = self.watched_scripts(watched)
+        if not scripts:
+            return
+        txids = self.rpc("getrawmempool", False)
+        current = set(txids)
+        for txid in [t for t in self._mempool_outputs if t not in current]:
+            del self._mempool_outputs[txid]  # mined or dropped: forget it
+        missing = [txid for txid in txids if txid not in self._mempool_outputs]
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            results = self.rpc_batch([("getrawtransaction", (txid, True)) for txid in chunk])
+            for txid, (tx, error) in zip(chunk, results, strict=True):
+                if error is not None:
+                    if error.get("code") == RPC_INVALID_ADDRESS_OR_KEY:
+                        continue  # left the mempool since getrawmempool: not pending any more
+                    self._raise("getrawtransaction", (txid, True), error, self.network_code)
+                self._mempool_outputs[txid] = tuple(_outputs(tx))
+        for txid in txids:
+            for n, script, amount in self._mempool_outputs.get(txid, ()):
+                address = scripts.get(script)
+                if address is None:
+                    continue
+                yield Transfer(
+                    network_code=self.network_code,
+                    tx_hash=txid,
+                    output_index=n,
+                    address=address,
+                    amount_base_units=amount,
+                    seen_unconfirmed_at=now,
+                )
+
+
+def _outputs(tx: dict) -> Iterator[tuple[int, str, int]]:
+    """(vout n, scriptPubKey hex, satoshi) of each output of a decoded transaction."""
+    for vout in tx.get("vout", ()):
+        yield int(vout["n"]), vout["scriptPubKey"]["hex"], to_satoshi(vout["value"])

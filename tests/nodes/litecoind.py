@@ -1,0 +1,324 @@
+"""A real Litecoin Core node in regtest (a Bitcoin Core fork: same JSON-RPC, segwit, bech32 HRP `rltc`)
+for tests of the Core-RPC backend. Nothing here needs Django. Typical use::
+
+    with LitecoindNode() as node:          # 101 blocks mined to its wallet: coins are spendable
+        txid = node.send("rltc1q...", "0.5")
+        node.mine(1)
+
+The daemon is Debian's `litecoind` package (`apt-get install litecoind`); its `/usr/bin/litecoind` is a
+wrapper that creates ~/.litecoin, so the real binary in /usr/lib/litecoin runs with a temporary datadir.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+LITECOIND_CANDIDATES = ("/usr/lib/litecoin/litecoind",)
+REGTEST_HRP = "rltc"
+_APT_TIMEOUT = 300
+RPC_IN_WARMUP = -28
+
+
+class LitecoindError(RuntimeError):
+    """litecoind could not be installed or started, or an RPC call to it failed."""
+
+    def __init__(self, message: str, *, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+# --- installation ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _file_lock(name: str) -> Iterator[None]:
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / f"gateway-chain-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _find_binary() -> Path | None:
+    override = os.environ.get("LITECOIND")
+    for candidate in ([override] if override else []) + list(LITECOIND_CANDIDATES):
+        path = Path(candidate)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def litecoind_binary() -> Path:
+    """The litecoind daemon (``$LITECOIND`` or /usr/lib/litecoin/litecoind), installing the Debian package
+    if it is missing; RuntimeError (LitecoindError) if that is not possible."""
+    found = _find_binary()
+    if found is not None:
+        return found
+    with _file_lock("apt-litecoind"):
+        found = _find_binary()
+        if found is not None:
+            return found
+        apt = shutil.which("apt-get")
+        if apt is None:
+            raise LitecoindError("litecoind is not installed and apt-get is not available: install litecoind")
+        prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+        if prefix is None:
+            raise LitecoindError("litecoind is not installed; run `apt-get install -y litecoind` as root")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = [*prefix, apt, "install", "-y", "litecoind"]
+        output = ""
+        for command in (install, [*prefix, apt, "update"], install):  # retry with fresh package lists
+            try:
+                result = subprocess.run(
+                    command, capture_output=True, text=True, timeout=_APT_TIMEOUT, env=env
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise LitecoindError(f"`{' '.join(command)}` timed out after {exc.timeout} s") from exc
+            output += f"$ {' '.join(command)} (exit {result.returncode})\n{result.stderr[-1500:]}\n"
+            found = _find_binary()
+            if found is not None:
+                return found
+    raise LitecoindError(f"could not install litecoind with apt-get:\n{output}")
+
+
+# --- the node ----------------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LitecoindNode:
+    """litecoind in regtest on 127.0.0.1 (RPC only, no P2P), with a temporary datadir and a legacy wallet
+    ``w`` holding mature coins; a context manager. ``url`` carries the RPC credentials."""
+
+    HOST = "127.0.0.1"
+    WALLET = "w"
+
+    def __init__(self, *, startup_timeout: float = 30.0, initial_blocks: int = 101, extra_args=()) -> None:
+        self.startup_timeout = startup_timeout
+        self.initial_blocks = initial_blocks
+        self.extra_args = list(extra_args)
+        self.rpc_user = "gateway"
+        self.rpc_password = secrets.token_hex(16)
+        self.port: int | None = None
+        self.datadir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.mining_address: str | None = None
+        self._request_id = 0
+
+    # lifecycle
+
+    def __enter__(self) -> LitecoindNode:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _config(self, port: int) -> str:
+        return "\n".join(
+            [
+                "regtest=1",
+                "server=1",
+                "listen=0",
+                "dnsseed=0",
+                "discover=0",
+                "upnp=0",
+                "txindex=1",
+                "fallbackfee=0.0001",
+                "mempoolreplacement=1",
+                "printtoconsole=0",
+                "[regtest]",
+                "vbparams=mweb:-2:0",  # without it MWEB activates at height 432 and mining fails
+                f"rpcbind={self.HOST}",
+                f"rpcallowip={self.HOST}",
+                f"rpcport={port}",
+                f"rpcuser={self.rpc_user}",
+                f"rpcpassword={self.rpc_password}",
+                "",
+            ]
+        )
+
+    def start(self) -> LitecoindNode:
+        if self.process is not None:
+            raise LitecoindError("this LitecoindNode is already running")
+        binary = litecoind_binary()
+        last_error: LitecoindError | None = None
+        for _ in range(3):  # a port picked by free_port() can be taken before litecoind binds it
+            port = free_port(self.HOST)
+            try:
+                self._launch(binary, port)
+                break
+            except LitecoindError as exc:
+                last_error = exc
+                self.stop()
+        else:
+            assert last_error is not None
+            raise last_error
+        self.rpc("createwallet", self.WALLET, False, False, "", False, False)
+        self.mining_address = self.new_address()
+        if self.initial_blocks:
+            self.mine(self.initial_blocks)
+        return self
+
+    def _launch(self, binary: Path, port: int) -> None:
+        self.datadir = Path(tempfile.mkdtemp(prefix="litecoind-regtest-"))
+        (self.datadir / "litecoin.conf").write_text(self._config(port))
+        self.port = port
+        self.process = subprocess.Popen(
+            [str(binary), f"-datadir={self.datadir}", *self.extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise LitecoindError(
+                    f"litecoind exited with code {self.process.returncode} before answering on port {port}: "
+                    f"{stderr.strip()[-2000:]} {self._log_tail()}"
+                )
+            try:
+                self.rpc("getblockchaininfo", timeout=2.0)
+                return
+            except LitecoindError as exc:
+                if exc.code not in (None, RPC_IN_WARMUP):
+                    raise
+            if time.monotonic() > deadline:
+                raise LitecoindError(
+                    f"litecoind did not answer RPC on port {port} within {self.startup_timeout} s: "
+                    f"{self._log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        log = self.datadir / "regtest" / "debug.log" if self.datadir else None
+        if log is None or not log.exists():
+            return "(no debug.log)"
+        return "debug.log: " + log.read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(LitecoindError):
+                    self.rpc("stop", timeout=5.0)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self._signal(process, signal.SIGTERM)
+                    try:
+                        process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        self._signal(process, signal.SIGKILL)
+                        process.wait(timeout=5)
+            if process.stderr is not None:
+                process.stderr.close()
+        datadir, self.datadir = self.datadir, None
+        if datadir is not None:
+            shutil.rmtree(datadir, ignore_errors=True)
+
+    @staticmethod
+    def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # access
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise LitecoindError("litecoind has not been started")
+        return f"http://{self.HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The RPC URL with the credentials in it (what a Network.rpc_url holds)."""
+        if self.port is None:
+            raise LitecoindError("litecoind has not been started")
+        return f"http://{self.rpc_user}:{self.rpc_password}@{self.HOST}:{self.port}"
+
+    def rpc(self, method: str, *params: Any, timeout: float = 30.0) -> Any:
+        """A raw JSON-RPC call (amounts as Decimal); returns ``result``, raises LitecoindError on an error."""
+        self._request_id += 1
+        body = json.dumps(
+            {"jsonrpc": "1.0", "id": self._request_id, "method": method, "params": list(params)},
+            default=str,  # Decimal amounts as strings, which Core accepts exactly
+        ).encode()
+        token = base64.b64encode(f"{self.rpc_user}:{self.rpc_password}".encode()).decode()
+        request = urllib.request.Request(
+            self.base_url,
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:  # RPC errors come back as HTTP 404/500 with a JSON body
+            raw = exc.read()
+            if exc.code in (401, 403) or not raw:
+                raise LitecoindError(f"{method}: HTTP {exc.code} from litecoind") from exc
+        except (OSError, urllib.error.URLError) as exc:
+            raise LitecoindError(f"{method}: cannot reach litecoind at {self.base_url}: {exc}") from exc
+        reply = json.loads(raw, parse_float=Decimal)
+        error = reply.get("error")
+        if error is not None:
+            raise LitecoindError(
+                f"{method}{list(params)!r} failed: {error.get('message')} (code {error.get('code')})",
+                code=error.get("code"),
+            )
+        return reply.get("result")
+
+    def new_address(self) -> str:
+        """A fresh bech32 (rltc1...) address of the node's wallet."""
+        return self.rpc("getnewaddress", "", "bech32")
+
+    def height(self) -> int:
+        return int(self.rpc("getblockcount"))
+
+    def mine(self, n: int = 1, address: str | None = None) -> list[str]:
+        """Mine ``n`` blocks to ``address`` (default: the wallet's mining address); returns their hashes."""
+        return self.rpc("generatetoaddress", n, address or self.mining_address)
+
+    def send(self, address: str, amount: str, *, replaceable: bool = False) -> str:
+        """``sendtoaddress`` ``amount`` (coins, a decimal string: Core takes amounts as JSON strings too, so
+        nothing goes through a float) to ``address``; returns the txid."""
+        return self.rpc("sendtoaddress", address, str(Decimal(amount)), "", "", False, replaceable)
+
+    def __repr__(self) -> str:
+        return f"<LitecoindNode {self.base_url if self.port else 'not started'}>"
