@@ -126,6 +126,8 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         for transfer in backend.pending_transfers(watched_addresses(network=network, now=now), now):
             services.observation_record(transfer=transfer, now=now)
             count += 1
+        if scan_cursor.height >= tip.height:
+            _forget_dropped(network=network, backend=backend, now=now)
         services.chain_tip_record(network_code=network.code, height=tip.height, block_hash=tip.hash, now=now)
     report = ScanReport(
         network.code,
@@ -167,6 +169,23 @@ def _fork_point(*, network: Network, backend: ChainBackend, cursor: ScanCursor) 
     lowest = ScannedBlock.objects.filter(network=network).order_by("height").first()
     height = max((lowest.height if lowest else cursor.height) - 1, 0)
     return _Fork(height, backend.block_ref(height).hash)
+
+
+def _forget_dropped(*, network: Network, backend: ChainBackend, now: datetime) -> None:
+    """Unconfirmed observations whose transaction left the mempool without being mined (dropped, or
+    replaced by RBF or a double spend) stop counting; their payments are re-settled."""
+    unconfirmed = dict(
+        ChainObservation.objects.filter(
+            network=network, canonical=True, block_height__isnull=True
+        ).values_list("pk", "tx_hash")
+    )
+    if not unconfirmed:
+        return
+    live = backend.live_transactions(set(unconfirmed.values()))
+    gone = [pk for pk, tx_hash in unconfirmed.items() if tx_hash not in live]
+    if gone:
+        logger.warning("%s: %s unconfirmed observations dropped or replaced", network.code, len(gone))
+        services.observations_set_canonical(observation_ids=gone, canonical=False, now=now)
 
 
 def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:

@@ -51,3 +51,7 @@ class ChainBackend(Protocol):
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         """Unconfirmed transfers to watched addresses, where the chain exposes a mempool."""
         ...
+
+    def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
+        """Which of these (unconfirmed when last seen) are still in the mempool or in a block."""
+        ...

@@ -243,6 +243,21 @@ class BitcoinCoreBackend:
                     seen_unconfirmed_at=now,
                 )
 
+    def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
+        """Which of these transactions are still in the mempool or in a block; the others were dropped or
+        replaced (RBF, double spend)."""
+        if not tx_hashes:
+            return set()
+        live = set(self.rpc("getrawmempool", False)) & set(tx_hashes)
+        unknown = [t for t in tx_hashes if t not in live]
+        results = self.rpc_batch([("getrawtransaction", (txid, True)) for txid in unknown])
+        for txid, (tx, error) in zip(unknown, results, strict=True):
+            if error is None and tx.get("blockhash"):
+                live.add(txid)  # mined since we looked; the next block scan records it
+            elif error is not None and error.get("code") != RPC_INVALID_ADDRESS_OR_KEY:
+                self._raise("getrawtransaction", (txid, True), error, self.network_code)
+        return live
+
 
 def _outputs(tx: dict) -> Iterator[tuple[int, str, int]]:
     """(vout n, scriptPubKey hex, satoshi) of each output of a decoded transaction."""

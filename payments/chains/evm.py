@@ -75,6 +75,9 @@ class EvmBackend:
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         return iter(())  # EVM mempools are not relied on: transfers count once they are in a block
 
+    def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
+        return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
+
     def _token_transfers(self, wanted: list[str], start: int, end: int) -> Iterator[Transfer]:
         for lo in range(start, end + 1, self.log_block_chunk):
             hi = min(end, lo + self.log_block_chunk - 1)
