@@ -37,12 +37,13 @@ def local_usdc(anvil_token):
     return node, token, EvmBackend("evm-local", node.url)
 
 
-def new_intent(amount: str, asset: str = "USDC", *, now=None) -> PaymentIntent:
+def new_intent(amount: str, asset: str = "USDC", *, now=None, merchant=None) -> PaymentIntent:
     na = NetworkAsset.objects.select_related("asset", "network").get(
         asset__code=asset, network__code="evm-local"
     )
     data = services.IntentInput(price_amount=services.Decimal(amount), price_currency=asset, network_asset=na)
-    return services.payment_intent_create(merchant=make_merchant(), data=data, now=now or timezone.now())
+    merchant = merchant or make_merchant()
+    return services.payment_intent_create(merchant=merchant, data=data, now=now or timezone.now())
 
 
 def events(intent: PaymentIntent) -> list[str]:
