@@ -195,3 +195,34 @@ def test_rpc_errors_are_clear(litecoind):
     backend = BitcoinCoreBackend(NETWORK, litecoind.url, hrp=REGTEST_HRP)
     with pytest.raises(BitcoinRpcError, match=r"getblockhash\[10000\] failed: .*\(code -8\)"):
         backend.block_ref(10_000)
+
+
+def test_replaced_unconfirmed_payment_stops_counting_and_goes_back(regtest):
+    """The customer replaces the payment (RBF) with a transaction that pays someone else: the original
+    is gone from the mempool, its observation stops counting, and the intent goes back to awaiting."""
+    node, backend = regtest
+    intent = new_intent("0.5")
+    txid = node.send(intent.address.address, "0.5", replaceable=True)
+    scan(backend)
+    assert state(intent) == "detected"
+    original = node.rpc("getrawtransaction", txid, True)
+    inputs = [{"txid": vin["txid"], "vout": vin["vout"]} for vin in original["vin"]]
+    spent = sum(
+        Decimal(str(node.rpc("getrawtransaction", i["txid"], True)["vout"][i["vout"]]["value"]))
+        for i in inputs
+    )
+    replacement = node.rpc(
+        "createrawtransaction", inputs, {node.new_address(): str(spent - Decimal("0.01"))}, 0, True
+    )
+    signed = node.rpc("signrawtransactionwithwallet", replacement)["hex"]
+    replaced_by = node.rpc("sendrawtransaction", signed)
+    assert txid not in node.rpc("getrawmempool")
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "detected", "awaiting_payment"]
+    assert ChainObservation.objects.get(tx_hash=txid).canonical is False
+    assert event_types(intent)[-1] == "payment.awaiting_payment"
+    node.mine(2)
+    scan(backend)
+    assert state(intent) == "awaiting_payment"
+    assert node.rpc("getrawtransaction", replaced_by, True)["confirmations"] == 2
