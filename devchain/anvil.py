@@ -12,25 +12,25 @@ The anvil binary and solc-js come from ``tools/chain`` (``npm ci`` there); both 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from web3 import Web3
 from web3.contract import Contract
+
+from devchain.process import file_lock, free_port, signal_group
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_DIR = REPO_ROOT / "tools" / "chain"
@@ -52,23 +52,6 @@ class AnvilError(RuntimeError):
 
 
 # --- installation ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _file_lock(name: str) -> Iterator[None]:
-    """An exclusive lock across processes (pytest-xdist workers), so only one runs ``npm ci`` or compiles."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, races are then the caller's problem
-        yield
-        return
-    lock_dir = Path(tempfile.gettempdir())
-    with open(lock_dir / f"gateway-chain-{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _platform_package() -> str | None:
@@ -98,7 +81,7 @@ def ensure_node_modules() -> None:
     """Install tools/chain's npm dependencies (anvil, solc-js) if they are missing."""
     if _deps_installed():
         return
-    with _file_lock("npm"):
+    with file_lock("npm"):
         if _deps_installed():  # another process installed them while we waited
             return
         npm = shutil.which("npm")
@@ -143,13 +126,6 @@ def anvil_command() -> list[str]:
 
 
 # --- the node ----------------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _json_rpc(url: str, method: str, params: Sequence[Any] | None = None, timeout: float = 30.0) -> Any:
@@ -269,25 +245,17 @@ class AnvilNode:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            self._signal(process, signal.SIGTERM)
+            signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._signal(process, signal.SIGKILL)
+                signal_group(process, signal.SIGKILL)
                 process.wait(timeout=5)
         if self._log is not None:
             self._log.close()
             self._log = None
         self._w3 = None
         self._accounts = None
-
-    @staticmethod
-    def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
-            os.killpg(process.pid, sig)  # the group we made with start_new_session (pgid == pid)
-        except (ProcessLookupError, PermissionError, AttributeError):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
 
     @property
     def running(self) -> bool:
@@ -363,7 +331,7 @@ def compiled_token() -> tuple[list[dict[str, Any]], str]:
     """(abi, bytecode) of TestUSDC, compiling with ``node tools/chain/compile.js`` if missing or stale."""
     if _artifact_stale():
         ensure_node_modules()
-        with _file_lock("compile"):
+        with file_lock("compile"):
             if _artifact_stale():
                 node = shutil.which("node")
                 if node is None:

@@ -75,9 +75,18 @@ def backend_for(network: Network) -> ChainBackend:
         from .chains.evm import EvmBackend
 
         return EvmBackend(network.code, network.rpc_url)
-    raise NotImplementedError(
-        f"no scanner yet for {network.chain} networks"
-    )  # TODO(issue 3): Core RPC, Esplora
+    if network.chain in ("bitcoin", "litecoin"):
+        if network.rpc_url.startswith(("esplora+http://", "esplora+https://")):
+            from .chains.esplora import EsploraBackend
+
+            return EsploraBackend(
+                network.code, network.rpc_url.removeprefix("esplora+"), hrp=network.bech32_hrp
+            )
+        from .chains.bitcoin_rpc import BitcoinCoreBackend
+
+        # rpc_url carries the node's credentials: http://user:pass@host:port
+        return BitcoinCoreBackend(network.code, network.rpc_url, hrp=network.bech32_hrp)
+    raise NotImplementedError(f"no scanner for {network.chain} networks")
 
 
 def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500) -> ScanReport:

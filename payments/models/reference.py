@@ -25,7 +25,12 @@ class Network(models.Model):
     uri_scheme = models.CharField(max_length=16, help_text="bitcoin, litecoin or ethereum")
     enabled = models.BooleanField(default=True)
     rpc_url = models.CharField(
-        max_length=300, blank=True, help_text="node JSON-RPC URL the scanner uses; empty: not scanned"
+        max_length=300,
+        blank=True,
+        help_text=(
+            "what the scanner reads: an EVM JSON-RPC URL, a Bitcoin/Litecoin Core URL with credentials "
+            "(http://user:pass@host:port), or an Esplora API as esplora+https://host/api; empty: not scanned"
+        ),
     )
     scan_start_height = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="first block to scan when no cursor exists (default: the tip)"

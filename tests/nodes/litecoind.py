@@ -18,16 +18,16 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from devchain.process import file_lock, free_port, signal_group
 
 LITECOIND_CANDIDATES = ("/usr/lib/litecoin/litecoind",)
 REGTEST_HRP = "rltc"
@@ -46,18 +46,6 @@ class LitecoindError(RuntimeError):
 # --- installation ------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _file_lock(name: str) -> Iterator[None]:
-    import fcntl
-
-    with open(Path(tempfile.gettempdir()) / f"gateway-chain-{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _find_binary() -> Path | None:
     override = os.environ.get("LITECOIND")
     for candidate in ([override] if override else []) + list(LITECOIND_CANDIDATES):
@@ -73,7 +61,7 @@ def litecoind_binary() -> Path:
     found = _find_binary()
     if found is not None:
         return found
-    with _file_lock("apt-litecoind"):
+    with file_lock("apt-litecoind"):
         found = _find_binary()
         if found is not None:
             return found
@@ -101,12 +89,6 @@ def litecoind_binary() -> Path:
 
 
 # --- the node ----------------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class LitecoindNode:
@@ -234,25 +216,17 @@ class LitecoindNode:
                 try:
                     process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    self._signal(process, signal.SIGTERM)
+                    signal_group(process, signal.SIGTERM)
                     try:
                         process.wait(timeout=5)
                     except subprocess.TimeoutExpired:
-                        self._signal(process, signal.SIGKILL)
+                        signal_group(process, signal.SIGKILL)
                         process.wait(timeout=5)
             if process.stderr is not None:
                 process.stderr.close()
         datadir, self.datadir = self.datadir, None
         if datadir is not None:
             shutil.rmtree(datadir, ignore_errors=True)
-
-    @staticmethod
-    def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,243 @@
+"""Bitcoin-family chains through an Esplora REST API (Blockstream's electrs/esplora, mempool.space): outputs
+paying watched native-segwit (bech32) addresses, in blocks and in the mempool.
+
+Blocks are read by hash (`/block-height/:height` once, then `/block/:hash` and its transaction pages
+`/block/:hash/txs/:start`, 25 per page), so a block replaced while it is being paged cannot mix two
+blocks' transactions. Outputs are matched on their `scriptpubkey` hex against the watched addresses'
+witness scripts, as the Core-RPC backend does; Esplora's `value` is already an integer in satoshi.
+
+`base_url` is the API root, e.g. `https://blockstream.info/api`, `https://mempool.space/api` or
+`https://blockstream.info/testnet/api`. Plain urllib, no extra dependency.
+
+The mempool is read as `/mempool/txids`, then `/tx/:txid` once per new transaction (cached per instance):
+right for a self-hosted Esplora, too many requests for a public instance's full mainnet mempool.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .base import BlockRef, Transfer
+from .bitcoin_rpc import witness_script_hex
+
+PAGE_SIZE = 25  # Esplora's /block/:hash/txs/:start_index page; start_index must be a multiple of it
+
+
+class EsploraError(RuntimeError):
+    """The Esplora server could not be reached, timed out, or answered with an HTTP error or bad data.
+    `status` is the HTTP status when there was one (404: no such block or transaction)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _block_time(seconds: int) -> datetime:
+    return datetime.fromtimestamp(int(seconds), tz=UTC)
+
+
+def _satoshi(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EsploraError(f"{where}: value {value!r} is not an integer amount in satoshi")
+    if value < 0:
+        raise EsploraError(f"{where}: negative value {value!r}")
+    return value
+
+
+class EsploraBackend:
+    def __init__(self, network_code: str, base_url: str, *, hrp: str, timeout_s: float = 10):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port][/path], not {base_url!r}")
+        self.network_code = network_code
+        self.hrp = hrp
+        self.timeout_s = timeout_s
+        self.base_url = base_url.rstrip("/")
+        # txid -> its outputs as (vout index, scriptpubkey hex, satoshi): a mempool transaction is read once
+        self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}
+
+    # --- HTTP ------------------------------------------------------------------------------------------
+
+    def _get(self, path: str) -> bytes:
+        url = self.base_url + path
+        request = urllib.request.Request(url, headers={"Accept": "application/json, text/plain"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = exc.read()[:300].decode(errors="replace").strip()
+            except OSError:
+                detail = ""
+            raise EsploraError(
+                f"{self.network_code}: GET {url}: HTTP {exc.code}" + (f": {detail}" if detail else ""),
+                status=exc.code,
+            ) from exc
+        except (TimeoutError, OSError, urllib.error.URLError) as exc:  # URLError wraps refusals, DNS, TLS
+            reason = getattr(exc, "reason", exc)
+            raise EsploraError(f"{self.network_code}: cannot reach Esplora at {url}: {reason}") from exc
+
+    def _text(self, path: str) -> str:
+        return self._get(path).decode().strip()
+
+    def _json(self, path: str) -> Any:
+        body = self._get(path)
+        try:
+            return json.loads(body, parse_float=Decimal)
+        except ValueError as exc:
+            raise EsploraError(
+                f"{self.network_code}: GET {self.base_url + path}: not JSON: {body[:300]!r}"
+            ) from exc
+
+    def _int(self, path: str) -> int:
+        text = self._text(path)
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise EsploraError(
+                f"{self.network_code}: GET {self.base_url + path}: not a number: {text!r}"
+            ) from exc
+
+    # --- ChainBackend ---------------------------------------------------------------------------------
+
+    def tip(self) -> BlockRef:
+        return self._ref(self._block(self._text("/blocks/tip/hash")))
+
+    def block_ref(self, height: int) -> BlockRef:
+        return self._ref(self._block(self._hash_at(height)))
+
+    def _hash_at(self, height: int) -> str:
+        return self._text(f"/block-height/{int(height)}")
+
+    def _block(self, block_hash: str) -> dict:
+        block = self._json(f"/block/{quote(block_hash)}")
+        if not isinstance(block, dict) or block.get("id") != block_hash:
+            raise EsploraError(f"{self.network_code}: /block/{block_hash}: unexpected reply {block!r:.300}")
+        return block
+
+    @staticmethod
+    def _ref(block: dict) -> BlockRef:
+        return BlockRef(height=int(block["height"]), hash=block["id"], time=_block_time(block["timestamp"]))
+
+    def watched_scripts(self, watched: Collection[str]) -> dict[str, str]:
+        """scriptpubkey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
+        return {witness_script_hex(address, self.hrp): address for address in watched}
+
+    def block_transactions(self, block_hash: str, tx_count: int) -> Iterator[dict]:
+        """The transactions of one block, in block order, page by page."""
+        seen = 0
+        for start in range(0, tx_count, PAGE_SIZE):
+            page = self._json(f"/block/{quote(block_hash)}/txs/{start}")
+            if not isinstance(page, list) or not page:
+                raise EsploraError(
+                    f"{self.network_code}: /block/{block_hash}/txs/{start}: expected a non-empty list of "
+                    f"transactions (block has {tx_count}), got {page!r:.300}"
+                )
+            yield from page
+            seen += len(page)
+        if seen != tx_count:
+            raise EsploraError(
+                f"{self.network_code}: block {block_hash} lists {tx_count} transactions, pages gave {seen}"
+            )
+
+    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
+        scripts = self.watched_scripts(watched)
+        if not scripts or end < start:
+            return
+        for height in range(start, end + 1):
+            block_hash = self._hash_at(height)
+            block = self._block(block_hash)
+            if int(block["height"]) != height:
+                raise EsploraError(
+                    f"{self.network_code}: block {block_hash} is at {block['height']}, not {height}"
+                )
+            block_time = _block_time(block["timestamp"])
+            txs = self.block_transactions(block_hash, int(block["tx_count"]))
+            for position, tx in enumerate(txs):
+                for n, script, amount in self._outputs(tx):
+                    address = scripts.get(script)
+                    if address is None:
+                        continue
+                    yield Transfer(
+                        network_code=self.network_code,
+                        tx_hash=tx["txid"],
+                        output_index=n,
+                        address=address,
+                        amount_base_units=amount,
+                        block_height=height,
+                        block_hash=block_hash,
+                        block_time=block_time,
+                        position_in_block=position,
+                    )
+
+    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        scripts = self.watched_scripts(watched)
+        if not scripts:
+            return
+        txids = self._mempool_txids()
+        current = set(txids)
+        for txid in [t for t in self._mempool_outputs if t not in current]:
+            del self._mempool_outputs[txid]  # mined or dropped: forget it
+        for txid in txids:
+            if txid not in self._mempool_outputs:
+                try:
+                    tx = self._json(f"/tx/{quote(txid)}")
+                except EsploraError as exc:
+                    if exc.status == 404:
+                        continue  # left the mempool since /mempool/txids: not pending any more
+                    raise
+                if not isinstance(tx, dict) or tx.get("txid") != txid:
+                    raise EsploraError(f"{self.network_code}: /tx/{txid}: unexpected reply {tx!r:.300}")
+                if (tx.get("status") or {}).get("confirmed"):
+                    continue  # mined since /mempool/txids: the block scan records it
+                self._mempool_outputs[txid] = tuple(self._outputs(tx))
+            for n, script, amount in self._mempool_outputs[txid]:
+                address = scripts.get(script)
+                if address is None:
+                    continue
+                yield Transfer(
+                    network_code=self.network_code,
+                    tx_hash=txid,
+                    output_index=n,
+                    address=address,
+                    amount_base_units=amount,
+                    seen_unconfirmed_at=now,
+                )
+
+    def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
+        """Which of these transactions are still in the mempool or in a block; the others were dropped or
+        replaced (RBF, double spend)."""
+        if not tx_hashes:
+            return set()
+        live = set(self._mempool_txids()) & set(tx_hashes)
+        for txid in [t for t in tx_hashes if t not in live]:
+            try:
+                status = self._json(f"/tx/{quote(txid)}/status")
+            except EsploraError as exc:
+                if exc.status == 404:
+                    continue  # unknown to the server: dropped
+                raise
+            if isinstance(status, dict) and status.get("confirmed"):
+                live.add(txid)  # mined since we looked; the next block scan records it
+        return live
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _mempool_txids(self) -> list[str]:
+        txids = self._json("/mempool/txids")
+        if not isinstance(txids, list):
+            raise EsploraError(f"{self.network_code}: /mempool/txids: unexpected reply {txids!r:.300}")
+        return txids
+
+    def _outputs(self, tx: dict) -> Iterator[tuple[int, str, int]]:
+        """(vout index, scriptpubkey hex, satoshi) of each output of an Esplora transaction."""
+        for n, vout in enumerate(tx.get("vout", ())):
+            where = f"{self.network_code}: tx {tx.get('txid')} output {n}"
+            yield n, str(vout.get("scriptpubkey", "")).lower(), _satoshi(vout.get("value"), where)
