@@ -4,8 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from payments.models import Network, ScanCursor, ScannedBlock
-from payments.scanning import backend_for, network_scan
+from payments.models import ScanCursor, ScannedBlock
+from payments.scanning import network_scan
+
+from ._network_option import network_and_backend
 
 
 class Command(BaseCommand):
@@ -20,13 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-blocks", type=int, default=500, help="blocks per batch (one transaction)")
 
     def handle(self, *args, **options):
-        network = Network.objects.filter(code=options["network"]).first()
-        if network is None:
-            raise CommandError(f"unknown network {options['network']}")
-        try:
-            backend = backend_for(network)
-        except (ValueError, NotImplementedError) as exc:
-            raise CommandError(str(exc)) from exc
+        network, backend = network_and_backend(options["network"])
         start = options["from_height"]
         tip = backend.tip().height
         if not 0 <= start <= tip:

@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from payments.models import Network
-from payments.scanning import backend_for, network_scan
+from payments.scanning import network_scan
+
+from ._network_option import network_and_backend
 
 
 class Command(BaseCommand):
@@ -14,13 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-blocks", type=int, default=500, help="blocks per batch")
 
     def handle(self, *args, **options):
-        network = Network.objects.filter(code=options["network"]).first()
-        if network is None:
-            raise CommandError(f"unknown network {options['network']}")
-        try:
-            backend = backend_for(network)
-        except (ValueError, NotImplementedError) as exc:
-            raise CommandError(str(exc)) from exc
+        network, backend = network_and_backend(options["network"])
         while True:
             report = network_scan(backend=backend, now=timezone.now(), max_blocks=options["max_blocks"])
             if report.locked_out:
