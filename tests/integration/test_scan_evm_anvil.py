@@ -85,20 +85,34 @@ def test_exact_payment_becomes_paid_after_confirmations(local_usdc):
     ]
 
 
-def test_reorg_drops_a_paid_payment_and_it_goes_back(local_usdc):
+def test_reorg_drops_a_paid_payment_and_it_goes_back_then_reinclusion_pays_again(local_usdc):
     node, token, backend = local_usdc
     intent = new_intent("10")
-    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    tx_hash = token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    raw = node.rpc("eth_getRawTransactionByHash", [tx_hash])
     node.mine(2)
     scan(backend)
     assert PaymentIntent.objects.get(pk=intent.pk).state == "paid"
-    node.reorg(4)  # replaces the last 4 blocks, the payment's included; the transfer is dropped
+    first_block = ChainObservation.objects.get().block_hash
+    node.reorg(
+        3
+    )  # replaces the last 3 blocks, the payment's included (not the mint): the transfer is dropped
     report = scan(backend)
     assert report.reorg_fork is not None
     intent = PaymentIntent.objects.get(pk=intent.pk)
     assert intent.state == "awaiting_payment"
     assert path(intent)[-2:] == ["paid", "awaiting_payment"]
     assert ChainObservation.objects.get().canonical is False
+    # the same signed transaction is mined again, in another block
+    assert node.rpc("eth_sendRawTransaction", [raw]) == tx_hash
+    node.mine(2)
+    assert node.rpc("eth_getTransactionReceipt", [tx_hash])["status"] == "0x1"
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent)[-2:] == ["awaiting_payment", "paid"]
+    observation = ChainObservation.objects.get()
+    assert observation.canonical and observation.tx_hash == tx_hash and observation.block_hash != first_block
+    assert events(intent)[-3:] == ["payment.paid", "payment.awaiting_payment", "payment.paid"]
 
 
 def test_underpayment_then_top_up_to_paid(local_usdc):
