@@ -118,8 +118,8 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         start = scan_cursor.height + 1
         end = min(tip.height, scan_cursor.height + max_blocks)
         count = 0
+        watched = watched_addresses(network=network, now=now)
         if end >= start:
-            watched = watched_addresses(network=network, now=now)
             for transfer in backend.transfers(watched, start, end):
                 services.observation_record(transfer=transfer, now=now)
                 count += 1
@@ -132,7 +132,7 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
                 network=network, height__lt=end_ref.height - KEEP_SCANNED_BLOCKS
             ).delete()
         scan_cursor.save()
-        for transfer in backend.pending_transfers(watched_addresses(network=network, now=now), now):
+        for transfer in backend.pending_transfers(watched, now):
             services.observation_record(transfer=transfer, now=now)
             count += 1
         if scan_cursor.height >= tip.height:

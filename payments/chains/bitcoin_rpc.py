@@ -18,6 +18,7 @@ import json
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +38,7 @@ class BitcoinRpcError(RuntimeError):
         self.code = code
 
 
+@lru_cache(maxsize=500_000)  # decoding bech32 costs ~40 us; scans ask for the same addresses every time
 def witness_script_hex(address: str, hrp: str) -> str:
     """The scriptPubKey (hex) of a segwit address with human-readable part `hrp`: `0014<20 bytes>` for
     P2WPKH, `0020<32 bytes>` for P2WSH, `OP_n <program>` for later witness versions."""

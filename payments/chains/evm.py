@@ -18,6 +18,7 @@ from .base import BlockRef, Transfer
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 EVM_NATIVE_OUTPUT_INDEX = -1
+BLOCK_TIME_CACHE = 10_000
 
 
 def _hex(value) -> str:
@@ -109,7 +110,7 @@ class EvmBackend:
         for height in range(start, end + 1):
             block = self.w3.eth.get_block(height, full_transactions=True)
             ref = self._ref(block)
-            self._block_times[height] = (ref.hash, ref.time)
+            self._remember_block(height, (ref.hash, ref.time))
             for tx in block["transactions"]:
                 to = tx.get("to")
                 if not to or int(tx["value"]) == 0 or to.lower() not in wanted:
@@ -133,5 +134,10 @@ class EvmBackend:
         if cached is None or cached[0] != block_hash:
             ref = self.block_ref(height)
             cached = (ref.hash, ref.time)
-            self._block_times[height] = cached
+            self._remember_block(height, cached)
         return cached
+
+    def _remember_block(self, height: int, entry: tuple[str, datetime]) -> None:
+        if len(self._block_times) >= BLOCK_TIME_CACHE:
+            self._block_times.clear()  # a scan moves forward: old heights are not asked for again
+        self._block_times[height] = entry
