@@ -39,6 +39,7 @@ class EvmBackend:
         *,
         log_block_chunk: int = 2000,
         address_chunk: int = 1000,
+        unfiltered_block_chunk: int = 100,
         timeout_s: float = 10.0,
         scan_native: bool = True,
     ):
@@ -46,6 +47,7 @@ class EvmBackend:
         self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self.log_block_chunk = log_block_chunk
         self.address_chunk = address_chunk
+        self.unfiltered_block_chunk = unfiltered_block_chunk
         self.scan_native = scan_native
         self._block_times: dict[int, tuple[str, datetime]] = {}
 
@@ -80,31 +82,42 @@ class EvmBackend:
         return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
 
     def _token_transfers(self, wanted: list[str], start: int, end: int) -> Iterator[Transfer]:
-        for lo in range(start, end + 1, self.log_block_chunk):
-            hi = min(end, lo + self.log_block_chunk - 1)
-            for i in range(0, len(wanted), self.address_chunk):
-                topics = [address_topic(a) for a in wanted[i : i + self.address_chunk]]
-                logs = self.w3.eth.get_logs(
-                    {"fromBlock": lo, "toBlock": hi, "topics": [TRANSFER_TOPIC, None, topics]}
-                )
-                for log in logs:
+        """With at most `address_chunk` watched addresses, ask the node for logs to them (one call per
+        block chunk). With more, fetching by `to` topic would cost one call per address chunk, growing with
+        the watched set: instead fetch every Transfer log of smaller block chunks and match locally, so
+        the cost follows the chain's activity, not the number of watched addresses."""
+        if len(wanted) <= self.address_chunk:
+            queries = [(self.log_block_chunk, [TRANSFER_TOPIC, None, [address_topic(a) for a in wanted]])]
+        else:
+            queries = [(self.unfiltered_block_chunk, [TRANSFER_TOPIC])]
+        watched = set(wanted)
+        for block_chunk, topics in queries:
+            for lo in range(start, end + 1, block_chunk):
+                hi = min(end, lo + block_chunk - 1)
+                for log in self.w3.eth.get_logs({"fromBlock": lo, "toBlock": hi, "topics": topics}):
                     if len(log["topics"]) != 3:
                         continue  # ERC-721 Transfer has the token id as a third indexed topic
-                    height = int(log["blockNumber"])
-                    block_hash, block_time = self._block_time(height, _hex(log["blockHash"]))
-                    data = _hex(log["data"])
-                    yield Transfer(
-                        network_code=self.network_code,
-                        tx_hash=_hex(log["transactionHash"]),
-                        output_index=int(log["logIndex"]),
-                        address="0x" + _hex(log["topics"][2])[-40:],
-                        amount_base_units=int(data, 16) if data != "0x" else 0,
-                        token_contract=_hex(log["address"]),
-                        block_height=height,
-                        block_hash=block_hash,
-                        block_time=block_time,
-                        position_in_block=int(log["transactionIndex"]),
-                    )
+                    to = "0x" + _hex(log["topics"][2])[-40:]
+                    if to not in watched:
+                        continue
+                    yield self._log_transfer(log, to)
+
+    def _log_transfer(self, log, to: str) -> Transfer:
+        height = int(log["blockNumber"])
+        block_hash, block_time = self._block_time(height, _hex(log["blockHash"]))
+        data = _hex(log["data"])
+        return Transfer(
+            network_code=self.network_code,
+            tx_hash=_hex(log["transactionHash"]),
+            output_index=int(log["logIndex"]),
+            address=to,
+            amount_base_units=int(data, 16) if data != "0x" else 0,
+            token_contract=_hex(log["address"]),
+            block_height=height,
+            block_hash=block_hash,
+            block_time=block_time,
+            position_in_block=int(log["transactionIndex"]),
+        )
 
     def _native_transfers(self, wanted: set[str], start: int, end: int) -> Iterator[Transfer]:
         for height in range(start, end + 1):

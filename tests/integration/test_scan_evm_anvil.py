@@ -231,3 +231,21 @@ def test_native_eth_payment(local_usdc):
     intent = PaymentIntent.objects.get(pk=intent.pk)
     assert path(intent) == ["awaiting_payment", "paid"]
     assert ChainObservation.objects.get().output_index == -1
+
+
+def test_many_watched_addresses_match_locally_with_the_same_result(local_usdc):
+    """Beyond `address_chunk` watched addresses the backend fetches all Transfer logs and matches locally;
+    it must find exactly what the `to`-filtered query finds."""
+    node, token, _ = local_usdc
+    merchant = make_merchant()
+    intents = [new_intent("1", merchant=merchant) for _ in range(5)]
+    start = node.block_number() + 1
+    for intent in intents[:3]:
+        token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("1"))
+    token_transfer(node.w3, token, node.accounts[1], node.accounts[3], token_units("1"))  # not watched
+    end = node.block_number()
+    watched = [i.address.address for i in intents]
+    filtered = list(EvmBackend("evm-local", node.url, scan_native=False).transfers(watched, start, end))
+    local = EvmBackend("evm-local", node.url, scan_native=False, address_chunk=2, unfiltered_block_chunk=2)
+    assert list(local.transfers(watched, start, end)) == filtered
+    assert {t.address for t in filtered} == {i.address.address for i in intents[:3]}
