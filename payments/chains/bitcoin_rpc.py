@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -232,18 +232,9 @@ class BitcoinCoreBackend:
                     self._raise("getrawtransaction", (txid, True), error, self.network_code)
                 self._mempool_outputs[txid] = tuple(_outputs(tx))
         for txid in txids:
-            for n, script, amount in self._mempool_outputs.get(txid, ()):
-                address = scripts.get(script)
-                if address is None:
-                    continue
-                yield Transfer(
-                    network_code=self.network_code,
-                    tx_hash=txid,
-                    output_index=n,
-                    address=address,
-                    amount_base_units=amount,
-                    seen_unconfirmed_at=now,
-                )
+            yield from unconfirmed_transfers(
+                self.network_code, txid, self._mempool_outputs.get(txid, ()), scripts, now
+            )
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         """Which of these transactions are still in the mempool or in a block; the others were dropped or
@@ -259,6 +250,27 @@ class BitcoinCoreBackend:
             elif error is not None and error.get("code") != RPC_INVALID_ADDRESS_OR_KEY:
                 self._raise("getrawtransaction", (txid, True), error, self.network_code)
         return live
+
+
+def unconfirmed_transfers(
+    network_code: str,
+    txid: str,
+    outputs: Iterable[tuple[int, str, int]],
+    scripts: Mapping[str, str],
+    now: datetime,
+) -> Iterator[Transfer]:
+    """The outputs (vout n, script hex, satoshi) of a mempool transaction that pay a watched script."""
+    for n, script, amount in outputs:
+        address = scripts.get(script)
+        if address is not None:
+            yield Transfer(
+                network_code=network_code,
+                tx_hash=txid,
+                output_index=n,
+                address=address,
+                amount_base_units=amount,
+                seen_unconfirmed_at=now,
+            )
 
 
 def _outputs(tx: dict) -> Iterator[tuple[int, str, int]]:

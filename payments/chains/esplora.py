@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .base import BlockRef, Transfer
-from .bitcoin_rpc import witness_script_hex
+from .bitcoin_rpc import unconfirmed_transfers, witness_script_hex
 
 PAGE_SIZE = 25  # Esplora's /block/:hash/txs/:start_index page; start_index must be a multiple of it
 
@@ -198,18 +198,9 @@ class EsploraBackend:
                 if (tx.get("status") or {}).get("confirmed"):
                     continue  # mined since /mempool/txids: the block scan records it
                 self._mempool_outputs[txid] = tuple(self._outputs(tx))
-            for n, script, amount in self._mempool_outputs[txid]:
-                address = scripts.get(script)
-                if address is None:
-                    continue
-                yield Transfer(
-                    network_code=self.network_code,
-                    tx_hash=txid,
-                    output_index=n,
-                    address=address,
-                    amount_base_units=amount,
-                    seen_unconfirmed_at=now,
-                )
+            yield from unconfirmed_transfers(
+                self.network_code, txid, self._mempool_outputs[txid], scripts, now
+            )
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         """Which of these transactions are still in the mempool or in a block; the others were dropped or

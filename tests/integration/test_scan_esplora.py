@@ -10,18 +10,14 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from payments import services
 from payments.chains.bitcoin_rpc import BitcoinCoreBackend
 from payments.chains.esplora import PAGE_SIZE, EsploraBackend, EsploraError
 from payments.models import ChainObservation, Network, NetworkAsset, PaymentIntent
-from payments.scanning import network_scan
-from tests.factories import make_merchant
+from tests.integration.test_scan_litecoin import NETWORK, event_types, new_intent, path, scan, state
 from tests.nodes.esplora_server import EsploraServer
 from tests.nodes.litecoind import REGTEST_HRP
 
 pytestmark = pytest.mark.django_db
-
-NETWORK = "litecoin-regtest"
 
 
 @pytest.fixture
@@ -41,28 +37,6 @@ def regtest(litecoind, esplora):
     network.save()
     NetworkAsset.objects.filter(network=network, asset__code="LTC").update(default_confirmations=2)
     return litecoind, EsploraBackend(network.code, esplora.url, hrp=network.bech32_hrp)
-
-
-def new_intent(amount: str) -> PaymentIntent:
-    na = NetworkAsset.objects.select_related("asset", "network").get(asset__code="LTC", network__code=NETWORK)
-    data = services.IntentInput(price_amount=Decimal(amount), price_currency="LTC", network_asset=na)
-    return services.payment_intent_create(merchant=make_merchant(), data=data, now=timezone.now())
-
-
-def path(intent: PaymentIntent) -> list[str]:
-    return list(intent.transitions.order_by("id").values_list("to_state", flat=True))
-
-
-def event_types(intent: PaymentIntent) -> list[str]:
-    return list(intent.events.order_by("sequence").values_list("type", flat=True))
-
-
-def scan(backend):
-    return network_scan(backend=backend, now=timezone.now())
-
-
-def state(intent: PaymentIntent) -> str:
-    return PaymentIntent.objects.get(pk=intent.pk).state
 
 
 def test_mempool_then_blocks_then_reorg_and_back(regtest):
