@@ -195,23 +195,12 @@ class BitcoinCoreBackend:
             return
         for height in range(start, end + 1):
             block = self.rpc("getblock", self.rpc("getblockhash", height), 2)
-            block_time = _block_time(block["time"])
-            for position, tx in enumerate(block["tx"]):
-                for n, script, amount in _outputs(tx):
-                    address = scripts.get(script)
-                    if address is None:
-                        continue
-                    yield Transfer(
-                        network_code=self.network_code,
-                        tx_hash=tx["txid"],
-                        output_index=n,
-                        address=address,
-                        amount_base_units=amount,
-                        block_height=int(block["height"]),
-                        block_hash=block["hash"],
-                        block_time=block_time,
-                        position_in_block=position,
-                    )
+            yield from block_transfers(
+                self.network_code,
+                BlockRef(int(block["height"]), block["hash"], _block_time(block["time"])),
+                ((tx["txid"], _outputs(tx)) for tx in block["tx"]),
+                scripts,
+            )
 
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         scripts = self.watched_scripts(watched)
@@ -250,6 +239,31 @@ class BitcoinCoreBackend:
             elif error is not None and error.get("code") != RPC_INVALID_ADDRESS_OR_KEY:
                 self._raise("getrawtransaction", (txid, True), error, self.network_code)
         return live
+
+
+def block_transfers(
+    network_code: str,
+    block: BlockRef,
+    txs: Iterable[tuple[str, Iterable[tuple[int, str, int]]]],
+    scripts: Mapping[str, str],
+) -> Iterator[Transfer]:
+    """The outputs of a block's transactions, (txid, [(vout n, script hex, satoshi)]) in block order,
+    that pay a watched script."""
+    for position, (txid, outputs) in enumerate(txs):
+        for n, script, amount in outputs:
+            address = scripts.get(script)
+            if address is not None:
+                yield Transfer(
+                    network_code=network_code,
+                    tx_hash=txid,
+                    output_index=n,
+                    address=address,
+                    amount_base_units=amount,
+                    block_height=block.height,
+                    block_hash=block.hash,
+                    block_time=block.time,
+                    position_in_block=position,
+                )
 
 
 def unconfirmed_transfers(

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .base import BlockRef, Transfer
-from .bitcoin_rpc import unconfirmed_transfers, witness_script_hex
+from .bitcoin_rpc import block_transfers, unconfirmed_transfers, witness_script_hex
 
 PAGE_SIZE = 25  # Esplora's /block/:hash/txs/:start_index page; start_index must be a multiple of it
 
@@ -158,24 +158,13 @@ class EsploraBackend:
                 raise EsploraError(
                     f"{self.network_code}: block {block_hash} is at {block['height']}, not {height}"
                 )
-            block_time = _block_time(block["timestamp"])
             txs = self.block_transactions(block_hash, int(block["tx_count"]))
-            for position, tx in enumerate(txs):
-                for n, script, amount in self._outputs(tx):
-                    address = scripts.get(script)
-                    if address is None:
-                        continue
-                    yield Transfer(
-                        network_code=self.network_code,
-                        tx_hash=tx["txid"],
-                        output_index=n,
-                        address=address,
-                        amount_base_units=amount,
-                        block_height=height,
-                        block_hash=block_hash,
-                        block_time=block_time,
-                        position_in_block=position,
-                    )
+            yield from block_transfers(
+                self.network_code,
+                BlockRef(height, block_hash, _block_time(block["timestamp"])),
+                ((tx["txid"], self._outputs(tx)) for tx in txs),
+                scripts,
+            )
 
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         scripts = self.watched_scripts(watched)

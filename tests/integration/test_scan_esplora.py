@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from payments.chains.bitcoin_rpc import BitcoinCoreBackend
 from payments.chains.esplora import PAGE_SIZE, EsploraBackend, EsploraError
-from payments.models import ChainObservation, Network, NetworkAsset, PaymentIntent
-from tests.integration.test_scan_litecoin import NETWORK, event_types, new_intent, path, scan, state
+from payments.models import Network, NetworkAsset
+from tests.integration.test_scan_litecoin import NETWORK, mempool_then_blocks_then_reorg_and_back
 from tests.nodes.esplora_server import EsploraServer
 from tests.nodes.litecoind import REGTEST_HRP
 
@@ -40,80 +40,7 @@ def regtest(litecoind, esplora):
 
 
 def test_mempool_then_blocks_then_reorg_and_back(regtest):
-    node, backend = regtest
-    intent = new_intent("0.5")
-    assert intent.address.address.startswith("rltc1q")
-    assert int(intent.amount_due_base_units) == 50_000_000 and intent.required_confirmations == 2
-    scan(backend)
-    assert state(intent) == "awaiting_payment"
-
-    txid = node.send(intent.address.address, "0.5")
-    report = scan(backend)  # no new block: seen in the mempool
-    assert report.transfers == 1
-    assert state(intent) == "detected"
-    observation = ChainObservation.objects.get()
-    assert (observation.tx_hash, observation.block_height, int(observation.amount_base_units)) == (
-        txid,
-        None,
-        50_000_000,
-    )
-    assert observation.seen_unconfirmed_at is not None
-
-    [block_hash] = node.mine(1)
-    scan(backend)
-    assert state(intent) == "confirming"
-    observation.refresh_from_db()
-    assert (observation.block_height, observation.block_hash) == (node.height(), block_hash)
-    assert observation.position_in_block == 1  # after the coinbase
-
-    node.mine(1)
-    scan(backend)
-    intent = PaymentIntent.objects.get(pk=intent.pk)
-    assert path(intent) == ["awaiting_payment", "detected", "confirming", "paid"]
-    assert int(intent.amount_confirmed_base_units) == 50_000_000
-    assert event_types(intent) == [
-        "payment.created",
-        "payment.awaiting_payment",
-        "payment.detected",
-        "payment.confirming",
-        "payment.paid",
-    ]
-
-    # The block holding the payment is invalidated: the chain is back one block below it, and the
-    # payment is back in the mempool.
-    node.rpc("invalidateblock", block_hash)
-    assert txid in node.rpc("getrawmempool")
-    report = scan(backend)
-    assert report.reorg_fork == node.height()
-    intent = PaymentIntent.objects.get(pk=intent.pk)
-    assert intent.state == "detected"
-    assert path(intent) == [
-        "awaiting_payment",
-        "detected",
-        "confirming",
-        "paid",
-        "awaiting_payment",
-        "detected",
-    ]
-    assert event_types(intent)[-2:] == ["payment.awaiting_payment", "payment.detected"]
-    observation.refresh_from_db()
-    assert observation.canonical and observation.block_height is None and observation.block_hash == ""
-
-    # Mined again on a new branch.
-    other = node.new_address()
-    [new_hash] = node.mine(1, address=other)
-    assert new_hash != block_hash
-    scan(backend)
-    assert state(intent) == "confirming"
-    node.mine(1, address=other)
-    scan(backend)
-    intent = PaymentIntent.objects.get(pk=intent.pk)
-    assert intent.state == "paid"
-    assert path(intent)[-3:] == ["detected", "confirming", "paid"]
-    assert event_types(intent)[-3:] == ["payment.detected", "payment.confirming", "payment.paid"]
-    observation.refresh_from_db()
-    assert (observation.block_hash, observation.canonical) == (new_hash, True)
-    assert ChainObservation.objects.count() == 1
+    mempool_then_blocks_then_reorg_and_back(*regtest)
 
 
 def test_block_of_several_pages(litecoind, esplora):

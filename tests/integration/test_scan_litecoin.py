@@ -61,7 +61,11 @@ def state(intent: PaymentIntent) -> str:
 
 
 def test_mempool_then_blocks_then_reorg_and_back(regtest):
-    node, backend = regtest
+    mempool_then_blocks_then_reorg_and_back(*regtest)
+
+
+def mempool_then_blocks_then_reorg_and_back(node: LitecoindNode, backend) -> None:
+    """The whole life of a payment on a Bitcoin-family node, through any backend (Core RPC, Esplora)."""
     intent = new_intent("0.5")
     assert intent.address.address.startswith("rltc1q")
     assert int(intent.amount_due_base_units) == 50_000_000 and intent.required_confirmations == 2
