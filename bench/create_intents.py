@@ -656,8 +656,9 @@ class Bench:
             app,
             "--chdir", str(ROOT),
             "--pythonpath", str(ROOT / "bench"),
-            "--worker-class", "sync",
+            "--worker-class", self.args.worker_class,
             "--workers", str(workers),
+            "--threads", str(self.args.threads),
             "--bind", f"127.0.0.1:{port}",
             "--backlog", "2048",
             "--timeout", "60",
@@ -954,7 +955,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15, help="seconds per measured phase (default 15)")
     parser.add_argument("--clients", type=int, default=32, help="closed-loop clients and DB connections (32)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (default 4)")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gthread worker (1)")
     parser.add_argument(
         "--rate", type=float, default=150, help="open-loop arrivals per second (150; 0 skips)"
     )

@@ -84,6 +84,10 @@ DATABASES = {
 }
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
     raise RuntimeError("PostgreSQL is the only supported database (DATABASE_URL=postgres://...)")
+# Server-side binding lets psycopg prepare a statement after a few executions, so PostgreSQL stops
+# parsing and planning the hot statements (API key lookup, address claim, create) on every request.
+if os.environ.get("DB_SERVER_SIDE_BINDING", "1") == "1":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME", "test_gateway")
 
 AUTHENTICATION_BACKENDS = [
@@ -156,6 +160,8 @@ CELERY_BEAT_SCHEDULE = {
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("GATEWAY_IDEMPOTENCY_TTL_HOURS", "24"))
 GATEWAY_QUOTE_TTL_MINUTES = int(os.environ.get("GATEWAY_QUOTE_TTL_MINUTES", "15"))
+# Addresses derived ahead per refill of a wallet's pool (public derivation; see services.address_pool_refill).
+GATEWAY_ADDRESS_POOL_BATCH = int(os.environ.get("GATEWAY_ADDRESS_POOL_BATCH", "50"))
 # Rate source for fiat-priced intents: "coinbase" (HTTP ticker API) or "fixed" (demo only, from
 # GATEWAY_FIXED_RATES, e.g. "BTC-USD=60000,ETH-USD=3000").
 GATEWAY_RATE_SOURCE = os.environ.get("GATEWAY_RATE_SOURCE", "coinbase")

@@ -5,17 +5,24 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from eth_utils import to_checksum_address
+from eth_utils import to_checksum_address as _to_checksum_address
 
 from . import policy
 from .models import ChainObservation, ChainTip, Merchant, PaymentIntent, Resolution
 from .pricing import FIAT_CURRENCIES, format_amount
 
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
+
+
+@lru_cache(maxsize=8192)
+def to_checksum_address(address: str) -> str:
+    """EIP-55 mixed case (a keccak per call: cached, as every representation shows the address twice)."""
+    return _to_checksum_address(address)
 
 
 def intent_queryset() -> QuerySet[PaymentIntent]:

@@ -24,6 +24,7 @@ from payments.errors import IdempotencyKeyReused, InvalidRequest
 from payments.models import IdempotencyRecord, Merchant
 
 MAX_KEY_LENGTH = 255
+_RESPONSE_BODY = IdempotencyRecord._meta.get_field("response_body")
 
 
 def request_fingerprint(request: Request) -> str:
@@ -55,9 +56,16 @@ def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Respo
                 row = cursor.fetchone()
             if row is not None:
                 response = handler()
-                IdempotencyRecord.objects.filter(pk=row[0]).update(
-                    response_status=response.status_code, response_body=response.data
-                )
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "UPDATE payments_idempotencyrecord SET response_status = %s, response_body = %s "
+                        "WHERE id = %s",
+                        [
+                            response.status_code,
+                            _RESPONSE_BODY.get_db_prep_save(response.data, connection),
+                            row[0],
+                        ],
+                    )
                 return response
         record = IdempotencyRecord.objects.get(merchant=merchant, key=key)
         if record.created_at < now - ttl:

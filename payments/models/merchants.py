@@ -85,8 +85,9 @@ class Wallet(models.Model):
     """A watch-only account key (xpub/zpub/vpub) from which payment addresses are derived.
 
     One EVM wallet serves every EVM network (same address everywhere, one index sequence); a
-    Bitcoin-family wallet belongs to one network (its address prefix). `next_index` is allocated under
-    a row lock."""
+    Bitcoin-family wallet belongs to one network (its address prefix). Addresses are derived ahead, a
+    batch at a time under the wallet's row lock, into a pool of unclaimed `PaymentAddress` rows;
+    `next_index` is the next index to derive."""
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="wallets")
     chain = models.CharField(max_length=16, choices=Chain.choices)
@@ -113,17 +114,28 @@ class Wallet(models.Model):
 
 
 class PaymentAddress(models.Model):
-    """An address derived for exactly one intent. Unique by constraint: never reused."""
+    """An address derived for exactly one intent. Unique by constraint: never reused.
+
+    Derived ahead into the wallet's pool (`claimed_at` empty); a create claims the lowest free index
+    with `FOR UPDATE SKIP LOCKED`, so concurrent creates of one merchant do not wait on each other."""
 
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="addresses")
     derivation_index = models.PositiveIntegerField()
     address = models.CharField(max_length=100, unique=True, help_text="lower case for EVM")
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["wallet", "derivation_index"], name="address_wallet_index_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["wallet", "derivation_index"],
+                condition=models.Q(claimed_at__isnull=True),
+                name="address_pool_free",
             ),
         ]
 

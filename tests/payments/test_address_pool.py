@@ -1,0 +1,108 @@
+"""The address pool: addresses derived ahead in batches, claimed in index order, one per intent."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from payments import services
+from payments.accounts import wallet_add
+from payments.errors import InvalidRequest
+from payments.models import PaymentAddress
+from payments.wallets import derive_bech32_address, derive_evm_address, parse_account_key
+from tests.factories import account_key, make_merchant
+from tests.payments.test_services_settle import new_intent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def small_batches(settings):
+    settings.GATEWAY_ADDRESS_POOL_BATCH = 4
+
+
+def evm_wallet(merchant):
+    return merchant.wallets.get(chain="evm")
+
+
+def test_first_create_derives_a_batch_and_claims_index_0():
+    merchant = make_merchant()
+    intent = new_intent(merchant)
+    wallet = evm_wallet(merchant)
+    key = parse_account_key(wallet.account_key)
+    assert intent.address.derivation_index == 0
+    assert intent.address.address == derive_evm_address(key, 0).lower()
+    assert intent.wallet_id == wallet.pk
+    assert wallet.next_index == 4
+    pool = PaymentAddress.objects.filter(wallet=wallet).order_by("derivation_index")
+    assert [(a.derivation_index, a.claimed_at is not None) for a in pool] == [
+        (0, True),
+        (1, False),
+        (2, False),
+        (3, False),
+    ]
+    assert [a.address for a in pool] == [derive_evm_address(key, i).lower() for i in range(4)]
+
+
+def test_creates_claim_in_index_order_and_top_the_pool_up_before_it_runs_dry():
+    merchant = make_merchant()
+    indexes, derived = [], []
+    for _ in range(7):
+        indexes.append(new_intent(merchant).address.derivation_index)
+        derived.append(evm_wallet(merchant).next_index)
+    assert indexes == list(range(7))
+    # Topped up when at most half a batch was left after the claim (index 2 of 0..3, then 6 of 0..7).
+    assert derived == [4, 4, 8, 8, 8, 8, 12]
+    assert PaymentAddress.objects.filter(claimed_at__isnull=True).count() == 5
+
+
+def test_an_address_claimed_by_a_create_that_rolls_back_goes_back_to_the_pool():
+    merchant = make_merchant()
+    first = new_intent(merchant)
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        new_intent(merchant)  # claims index 1 ...
+        raise Abort  # ... and rolls back, so nobody was ever shown that address
+    second = new_intent(merchant)
+    assert (first.address.derivation_index, second.address.derivation_index) == (0, 1)
+
+
+def test_evm_networks_share_one_pool_and_bitcoin_family_networks_have_their_own():
+    merchant = make_merchant()
+    eth = new_intent(merchant, asset="USDC", network="ethereum")
+    pol = new_intent(merchant, asset="USDC", network="polygon")
+    btc = new_intent(merchant, asset="BTC", network="bitcoin", amount="0.001")
+    ltc = new_intent(merchant, asset="LTC", network="litecoin-regtest", amount="0.5")
+    assert (eth.address.derivation_index, pol.address.derivation_index) == (0, 1)
+    assert eth.wallet_id == pol.wallet_id
+    btc_wallet = merchant.wallets.get(chain="bitcoin")
+    assert btc.address.derivation_index == 0
+    assert btc.address.address == derive_bech32_address(parse_account_key(btc_wallet.account_key), 0, "bc")
+    assert ltc.address.derivation_index == 0
+    assert ltc.address.address.startswith("rltc1")
+    assert len({eth.wallet_id, btc.wallet_id, ltc.wallet_id}) == 3
+
+
+def test_a_deactivated_wallets_pool_is_never_claimed():
+    merchant = make_merchant()
+    new_intent(merchant)
+    old = evm_wallet(merchant)
+    old.is_active = False
+    old.save(update_fields=["is_active"])
+    wallet_add(merchant=merchant, chain="evm", account_key=account_key("m/44'/60'/1'"))
+    intent = new_intent(merchant)
+    assert intent.wallet_id != old.pk
+    assert intent.address.derivation_index == 0
+    assert PaymentAddress.objects.filter(wallet=old, claimed_at__isnull=True).count() == 3
+
+
+def test_refill_without_a_wallet_is_a_clear_error():
+    merchant = make_merchant(wallets=False)
+    network = services.Network.objects.get(code="ethereum")
+    with pytest.raises(InvalidRequest) as raised:
+        services.address_pool_refill(merchant_id=merchant.pk, network=network, now=timezone.now())
+    assert raised.value.code == "no_wallet_for_network"
