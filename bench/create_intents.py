@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Benchmark: create payment intents over HTTP, beside baselines measured in the same run.
 
-    .venv/bin/python bench/create_intents.py [--duration 15] [--clients 32] [--workers 2] [--rate 150]
+    .venv/bin/python bench/create_intents.py [--duration 15] [--clients 32] [--workers 4] [--worker-class sync] [--threads 1] [--rate 150]
 
 What it does (see docs/PERFORMANCE.md for a written-up run):
 
 1. PostgreSQL: DATABASE_URL if set, else the embedded server (started the way gateway/embedded_db.py does).
    A dedicated database (`bench_gateway`) is dropped and recreated, migrated, and given a merchant, an
    EVM wallet and an API key through the management commands.
-2. gunicorn serves `gateway.wsgi:application` (sync workers) on a free port on 127.0.0.1.
+2. gunicorn serves `gateway.wsgi:application` (4 sync workers) on a free port on 127.0.0.1, while a
+   separate process runs the address-pool top-up on its beat schedule (as a Celery worker would).
 3. The load generator is a small HTTP/1.1 client on raw asyncio streams (one event loop, one process).
    Every request is POST /api/v1/payment-intents with a unique Idempotency-Key; anything but 201 is
    an error. Phases: warm-up; CLOSED loop (N clients, throughput; its latencies are just Little's law);
@@ -721,6 +722,50 @@ class Bench:
                     log(f"could not drop {self.args.db_name}: {exc!r}")
 
 
+class PoolKeeper:
+    """Runs the beat task `top_up_address_pools` on its schedule in a process of its own (as a Celery
+    worker would; its CPU counts as 'other') while the load runs. First run before the load: the
+    pools start full."""
+
+    CODE = (
+        "import sys, time, django; django.setup()\n"
+        "from django.db import connection\n"
+        "from django.utils import timezone\n"
+        "from payments import services\n"
+        "interval = float(sys.argv[1])\n"
+        "derived = services.address_pools_top_up(now=timezone.now())\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    while True:\n"
+        "        time.sleep(interval)\n"
+        "        derived += services.address_pools_top_up(now=timezone.now())\n"
+        "        connection.close()\n"
+        "except KeyboardInterrupt:\n"
+        "    print(derived, flush=True)\n"
+    )
+
+    def __init__(self, bench_url: str):
+        from django.conf import settings
+
+        interval = settings.CELERY_BEAT_SCHEDULE["top-up-address-pools"]["schedule"]
+        env = dict(os.environ, DATABASE_URL=bench_url, DJANGO_SETTINGS_MODULE="gateway.settings")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, str(interval)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the address pool keeper did not start")
+        self.derived = 0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        self.derived = int(out.strip() or 0)
+
+
 # --- profiling (optional) -------------------------------------------------------------------------------
 
 
@@ -784,7 +829,7 @@ def print_report(bench: Bench, args, results: dict[str, PhaseResult], queries: d
     )
     print(f"code: {git_state()}")
     print(
-        f"server: gunicorn, {args.workers} sync workers | load generator: raw-asyncio HTTP/1.1 client, one event "
+        f"server: gunicorn, {args.workers} {args.worker_class} workers | load generator: raw-asyncio HTTP/1.1 client, one event "
         f"loop, same machine | {args.duration:g} s per phase after {args.warmup:g} s warm-up"
     )
     print("=" * width)
@@ -990,8 +1035,13 @@ def main() -> int:
         log(f"queries per create: {queries['per_create']}")
 
         port = bench.start_gunicorn("gateway.wsgi:application", args.workers)
-        log(f"gunicorn ({args.workers} sync workers) on 127.0.0.1:{port}")
-        bench.error_samples = asyncio.run(run_load(bench, args, port, results))
+        log(f"gunicorn ({args.workers} {args.worker_class} workers) on 127.0.0.1:{port}")
+        keeper = PoolKeeper(bench.bench_url)  # what Celery beat's top-up-address-pools does in production
+        try:
+            bench.error_samples = asyncio.run(run_load(bench, args, port, results))
+        finally:
+            keeper.stop()
+        log(f"address pools: {keeper.derived} addresses derived by the keeper during the run")
         bench.stop_gunicorn()
 
         if not args.skip_baselines:

@@ -154,13 +154,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5")),
     },
     "expire-payment-intents": {"task": "payments.tasks.expire_due_intents", "schedule": 15.0},
+    "top-up-address-pools": {"task": "payments.tasks.top_up_address_pools", "schedule": 5.0},
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
 
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("GATEWAY_IDEMPOTENCY_TTL_HOURS", "24"))
 GATEWAY_QUOTE_TTL_MINUTES = int(os.environ.get("GATEWAY_QUOTE_TTL_MINUTES", "15"))
-# Addresses derived ahead per refill of a wallet's pool (public derivation; see services.address_pool_refill).
+# Address pools (public derivation ahead of use; see services.address_pools_top_up): the beat task keeps
+# each active wallet near POOL_SIZE free addresses (size it above peak creates/s x the 5 s schedule); a
+# create that finds its pool low or empty derives POOL_BATCH more itself.
+GATEWAY_ADDRESS_POOL_SIZE = int(os.environ.get("GATEWAY_ADDRESS_POOL_SIZE", "1000"))
 GATEWAY_ADDRESS_POOL_BATCH = int(os.environ.get("GATEWAY_ADDRESS_POOL_BATCH", "50"))
 # Rate source for fiat-priced intents: "coinbase" (HTTP ticker API) or "fixed" (demo only, from
 # GATEWAY_FIXED_RATES, e.g. "BTC-USD=60000,ETH-USD=3000").

@@ -456,19 +456,65 @@ def address_pool_refill(
             )
             if cursor.fetchone()[0]:
                 return 0
-        key = _account_key(account_key)
-        indexes = list(range(first, first + batch))
-        if network.chain == "evm":
-            addresses = [derive_evm_address(key, index).lower() for index in indexes]
-        else:
-            addresses = [derive_bech32_address(key, index, network.bech32_hrp) for index in indexes]
-        cursor.execute(
-            "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, created_at) "
-            "SELECT %s, i, a, %s FROM unnest(%s::integer[], %s::text[]) AS u(i, a)",
-            [wallet_id, now, indexes, addresses],
-        )
-        cursor.execute("UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + batch, wallet_id])
+        _pool_extend(cursor, wallet_id, first, account_key, network.chain, network.bech32_hrp, batch, now)
     return batch
+
+
+def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:
+    """Bring every active wallet whose pool is below half of `size` free addresses back to `size` (the
+    beat task), so that creates claim and rarely derive. A wallet being refilled by a create is
+    skipped. Returns how many addresses were derived."""
+    size = size or settings.GATEWAY_ADDRESS_POOL_SIZE
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT w.id FROM payments_wallet w WHERE w.is_active AND (SELECT count(*) FROM "
+            "payments_paymentaddress a WHERE a.wallet_id = w.id AND a.claimed_at IS NULL) < %s ORDER BY w.id",
+            [max(1, size // 2)],
+        )
+        low = [wallet_id for (wallet_id,) in cursor.fetchall()]
+    derived = 0
+    for wallet_id in low:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w.next_index, w.account_key, w.chain, n.bech32_hrp FROM payments_wallet w "
+                "LEFT JOIN payments_network n ON n.id = w.network_id "
+                "WHERE w.id = %s AND w.is_active FOR NO KEY UPDATE OF w SKIP LOCKED",
+                [wallet_id],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                continue
+            first, account_key, chain, hrp = row
+            cursor.execute(
+                "SELECT count(*) FROM payments_paymentaddress WHERE wallet_id = %s AND claimed_at IS NULL",
+                [wallet_id],
+            )
+            missing = size - cursor.fetchone()[0]
+            if missing > 0:
+                _pool_extend(cursor, wallet_id, first, account_key, chain, hrp or "", missing, now)
+                derived += missing
+    if derived:
+        logger.info("address pools topped up: %d addresses derived for %d wallets", derived, len(low))
+    return derived
+
+
+def _pool_extend(
+    cursor, wallet_id: int, first: int, account_key: str, chain: str, hrp: str, count: int, now: datetime
+) -> None:
+    """Derive indexes first .. first+count-1 into the pool and move `next_index` past them (the caller
+    holds the wallet's row lock)."""
+    key = _account_key(account_key)
+    indexes = list(range(first, first + count))
+    if chain == "evm":
+        addresses = [derive_evm_address(key, index).lower() for index in indexes]
+    else:
+        addresses = [derive_bech32_address(key, index, hrp) for index in indexes]
+    cursor.execute(
+        "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, created_at) "
+        "SELECT %s, i, a, %s FROM unnest(%s::integer[], %s::text[]) AS u(i, a)",
+        [wallet_id, now, indexes, addresses],
+    )
+    cursor.execute("UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + count, wallet_id])
 
 
 # --- one-statement inserts (the create fast path) ---------------------------------------------------

@@ -17,6 +17,11 @@ def expire_due_intents() -> int:
     return services.expire_due_intents(now=timezone.now())
 
 
+@shared_task(name="payments.tasks.top_up_address_pools")
+def top_up_address_pools() -> int:
+    return services.address_pools_top_up(now=timezone.now())
+
+
 @shared_task(name="payments.tasks.purge_idempotency_records")
 def purge_idempotency_records() -> int:
     cutoff = timezone.now() - timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)

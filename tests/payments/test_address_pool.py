@@ -106,3 +106,20 @@ def test_refill_without_a_wallet_is_a_clear_error():
     with pytest.raises(InvalidRequest) as raised:
         services.address_pool_refill(merchant_id=merchant.pk, network=network, now=timezone.now())
     assert raised.value.code == "no_wallet_for_network"
+
+
+def test_the_beat_top_up_keeps_every_active_wallet_near_the_pool_size():
+    merchant = make_merchant()
+    new_intent(merchant)  # EVM pool: 4 derived, 1 claimed, 3 free
+    now = timezone.now()
+    derived = services.address_pools_top_up(now=now, size=10)
+    # EVM 3 free -> 10; bitcoin and litecoin-regtest wallets had none -> 10 each.
+    assert derived == 7 + 10 + 10
+    for wallet in merchant.wallets.all():
+        assert wallet.addresses.filter(claimed_at__isnull=True).count() == 10
+        assert sorted(wallet.addresses.values_list("derivation_index", flat=True)) == list(
+            range(wallet.next_index)
+        )
+    assert services.address_pools_top_up(now=now, size=10) == 0  # nothing below half
+    ltc = merchant.wallets.get(chain="litecoin").addresses.order_by("derivation_index").first()
+    assert ltc.address.startswith("rltc1")
