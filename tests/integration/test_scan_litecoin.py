@@ -209,17 +209,7 @@ def test_replaced_unconfirmed_payment_stops_counting_and_goes_back(regtest):
     txid = node.send(intent.address.address, "0.5", replaceable=True)
     scan(backend)
     assert state(intent) == "detected"
-    original = node.rpc("getrawtransaction", txid, True)
-    inputs = [{"txid": vin["txid"], "vout": vin["vout"]} for vin in original["vin"]]
-    spent = sum(
-        Decimal(str(node.rpc("getrawtransaction", i["txid"], True)["vout"][i["vout"]]["value"]))
-        for i in inputs
-    )
-    replacement = node.rpc(
-        "createrawtransaction", inputs, {node.new_address(): str(spent - Decimal("0.01"))}, 0, True
-    )
-    signed = node.rpc("signrawtransactionwithwallet", replacement)["hex"]
-    replaced_by = node.rpc("sendrawtransaction", signed)
+    replaced_by = node.rpc("sendrawtransaction", conflicting_transaction(node, txid))
     assert txid not in node.rpc("getrawmempool")
     scan(backend)
     intent = PaymentIntent.objects.get(pk=intent.pk)
@@ -230,3 +220,42 @@ def test_replaced_unconfirmed_payment_stops_counting_and_goes_back(regtest):
     scan(backend)
     assert state(intent) == "awaiting_payment"
     assert node.rpc("getrawtransaction", replaced_by, True)["confirmations"] == 2
+
+
+def conflicting_transaction(node: LitecoindNode, txid: str) -> str:
+    """A signed transaction spending the same inputs as `txid`, paying a new address of the node's own
+    wallet instead (the customer taking the payment back)."""
+    original = node.rpc("getrawtransaction", txid, True)
+    inputs = [{"txid": vin["txid"], "vout": vin["vout"]} for vin in original["vin"]]
+    spent = sum(
+        Decimal(str(node.rpc("getrawtransaction", i["txid"], True)["vout"][i["vout"]]["value"]))
+        for i in inputs
+    )
+    raw = node.rpc(
+        "createrawtransaction", inputs, {node.new_address(): str(spent - Decimal("0.01"))}, 0, True
+    )
+    return node.rpc("signrawtransactionwithwallet", raw)["hex"]
+
+
+def test_dropped_unconfirmed_payment_when_a_double_spend_is_mined(regtest):
+    """No RBF: the payment sits in the mempool, and a miner includes a conflicting transaction instead.
+    The node evicts the payment; the scanner sees it gone, the observation stops counting, and the
+    intent goes back to awaiting with an event, and stays there as the conflict confirms."""
+    node, backend = regtest
+    intent = new_intent("0.3")
+    txid = node.send(intent.address.address, "0.3")
+    assert node.rpc("getrawtransaction", txid, True).get("vin")
+    scan(backend)
+    assert state(intent) == "detected"
+    conflict = conflicting_transaction(node, txid)
+    node.rpc("generateblock", node.new_address(), [conflict])
+    assert txid not in node.rpc("getrawmempool")
+    scan(backend)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert path(intent) == ["awaiting_payment", "detected", "awaiting_payment"]
+    assert ChainObservation.objects.get(tx_hash=txid).canonical is False
+    assert event_types(intent)[-1] == "payment.awaiting_payment"
+    node.mine(2)
+    scan(backend)
+    assert state(intent) == "awaiting_payment"
+    assert ChainObservation.objects.filter(intent=intent, canonical=True).count() == 0
