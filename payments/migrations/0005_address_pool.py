@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             index=models.Index(condition=models.Q(('claimed_at__isnull', True)), fields=['wallet', 'derivation_index'], name='address_pool_free'),
         ),
         # Every address derived before the pool existed was derived for an intent: it is claimed.
-    migrations.RunSQL(
-        "UPDATE payments_paymentaddress SET claimed_at = created_at", migrations.RunSQL.noop
-    ),
+        migrations.RunSQL(
+            "UPDATE payments_paymentaddress SET claimed_at = created_at", migrations.RunSQL.noop
+        ),
     ]
