@@ -210,16 +210,21 @@ def test_replaced_unconfirmed_payment_stops_counting_and_goes_back(regtest):
     scan(backend)
     assert state(intent) == "detected"
     replaced_by = node.rpc("sendrawtransaction", conflicting_transaction(node, txid))
+    assert_gone_and_back_to_awaiting(node, backend, intent, txid)
+    node.mine(2)
+    scan(backend)
+    assert state(intent) == "awaiting_payment"
+    assert node.rpc("getrawtransaction", replaced_by, True)["confirmations"] == 2
+
+
+def assert_gone_and_back_to_awaiting(node: LitecoindNode, backend, intent: PaymentIntent, txid: str) -> None:
+    """The payment left the mempool; the next scan stops counting it and takes the intent back."""
     assert txid not in node.rpc("getrawmempool")
     scan(backend)
     intent = PaymentIntent.objects.get(pk=intent.pk)
     assert path(intent) == ["awaiting_payment", "detected", "awaiting_payment"]
     assert ChainObservation.objects.get(tx_hash=txid).canonical is False
     assert event_types(intent)[-1] == "payment.awaiting_payment"
-    node.mine(2)
-    scan(backend)
-    assert state(intent) == "awaiting_payment"
-    assert node.rpc("getrawtransaction", replaced_by, True)["confirmations"] == 2
 
 
 def conflicting_transaction(node: LitecoindNode, txid: str) -> str:
@@ -249,12 +254,7 @@ def test_dropped_unconfirmed_payment_when_a_double_spend_is_mined(regtest):
     assert state(intent) == "detected"
     conflict = conflicting_transaction(node, txid)
     node.rpc("generateblock", node.new_address(), [conflict])
-    assert txid not in node.rpc("getrawmempool")
-    scan(backend)
-    intent = PaymentIntent.objects.get(pk=intent.pk)
-    assert path(intent) == ["awaiting_payment", "detected", "awaiting_payment"]
-    assert ChainObservation.objects.get(tx_hash=txid).canonical is False
-    assert event_types(intent)[-1] == "payment.awaiting_payment"
+    assert_gone_and_back_to_awaiting(node, backend, intent, txid)
     node.mine(2)
     scan(backend)
     assert state(intent) == "awaiting_payment"
