@@ -44,3 +44,13 @@ def scan_networks() -> dict[str, int | None]:
             continue
         lags[network.code] = report.lag
     return lags
+
+
+@shared_task(name="payments.tasks.deliver_webhooks")
+def deliver_webhooks() -> dict[str, int]:
+    """Dispatch new events and send due webhook attempts for up to GATEWAY_WEBHOOK_DRAIN_S seconds.
+    Several run at once safely (advisory lock for dispatch, SKIP LOCKED claims)."""
+    from .webhooks.delivery import deliveries_drain
+
+    report = deliveries_drain(budget_s=settings.GATEWAY_WEBHOOK_DRAIN_S)
+    return {"dispatched": report.dispatched, "attempts": report.attempts, "delivered": report.delivered}

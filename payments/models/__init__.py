@@ -10,6 +10,7 @@ from .evidence import (
 from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
 from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, Wallet
 from .reference import Asset, Chain, Network, NetworkAsset
+from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
     "ApiKey",
@@ -32,4 +33,8 @@ __all__ = [
     "ScannedBlock",
     "StateTransition",
     "Wallet",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
 ]

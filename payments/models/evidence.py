@@ -139,10 +139,22 @@ class Event(models.Model):
     transition = models.OneToOneField(StateTransition, null=True, blank=True, on_delete=models.PROTECT)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The merchant-visible order of events, given when the event is dispatched to webhook endpoints
+    # (null until then). Dispatches are serialised, so positions grow in commit order and a merchant
+    # paging `GET /events` by position never skips an event that commits late.
+    position = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["intent", "sequence"], name="event_intent_sequence_unique"),
             models.UniqueConstraint(fields=["intent", "dedupe_key"], name="event_intent_dedupe_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(position__isnull=True),
+                name="event_undispatched",
+            ),
+            models.Index(fields=["merchant", "position"], name="event_merchant_position"),
         ]

@@ -22,5 +22,9 @@ def event_id() -> str:
     return public_id("evt")
 
 
+def endpoint_id() -> str:
+    return public_id("we")
+
+
 def checkout_token() -> str:
     return secrets.token_urlsafe(24)

@@ -1,4 +1,4 @@
-"""Standard Webhooks (https://www.standardwebhooks.com) signing; delivery builds on it (issue #4).
+"""Standard Webhooks (https://www.standardwebhooks.com) signing.
 
 A signature is `v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")), where `key` is the
 base64-decoded part of a `whsec_` secret, `id` the event id (stable across retries and replays) and
@@ -15,7 +15,7 @@ import hmac
 import secrets as random_secrets
 from collections.abc import Sequence
 
-from .errors import InvalidRequest
+from payments.errors import InvalidRequest
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32

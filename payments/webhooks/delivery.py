@@ -1,0 +1,351 @@
+"""Delivery from the outbox: dispatch, claim, send, record.
+
+1. **Dispatch** (`events_dispatch`): new events get their merchant-visible `position` and one delivery
+   per enabled endpoint that subscribes to their type. Dispatches are serialised by an advisory lock, so
+   positions grow in commit order.
+2. **Claim** (`_claim`): a worker takes due deliveries with `FOR UPDATE SKIP LOCKED` and, in the same
+   statement, counts the attempt and sets its lease (`next_attempt_at` = now + lease). Two workers never
+   take the same attempt; a worker that dies mid-attempt leaves a delivery that is due again when its
+   lease ends (the lost attempt is logged as `lost`).
+3. **Send** outside any transaction, on a thread pool, each event signed with the endpoint's active
+   secrets; one slow or failing endpoint holds up only its own attempts.
+4. **Record** (`_record`): one attempt row per result; the delivery is delivered, failed (410, or no
+   attempts left) or due again per the retry schedule; the endpoint's health is updated, and an endpoint
+   that answers 410 or has failed for longer than `GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS` is disabled.
+   A result whose lease was taken over by another worker changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+from .endpoints import Reason, State, endpoint_disable, secrets_active
+from .events import event_body
+from .signing import signed_headers
+from .transport import Result, Transport
+
+_DISPATCH_LOCK = 0x77686B31  # pg advisory lock key ("whk1")
+LOST_ERROR = "the worker stopped during this attempt; its result is unknown"
+
+
+def retry_schedule() -> tuple[timedelta, ...]:
+    """Delay before each attempt, counted from the previous one (the first is 0: at once)."""
+    return tuple(timedelta(seconds=s) for s in settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S)
+
+
+def lease() -> timedelta:
+    """How long a claimed attempt is a worker's: longer than any attempt can take."""
+    return timedelta(seconds=2 * settings.GATEWAY_WEBHOOK_TIMEOUT_S + 30)
+
+
+# --- dispatch --------------------------------------------------------------------------------------------
+
+
+def events_dispatch(*, now: datetime, batch: int = 1000, wait_for_lock: bool = True) -> int:
+    """Give up to `batch` undispatched events their positions and deliveries. Returns how many."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if wait_for_lock:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DISPATCH_LOCK])
+        else:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_DISPATCH_LOCK])
+            if not cursor.fetchone()[0]:
+                return 0
+        # A new statement, so a snapshot taken after the lock: it sees the positions given by the
+        # dispatch we may have waited for.
+        cursor.execute(
+            """
+            WITH batch AS (
+                SELECT id, merchant_id, type, created_at,
+                       row_number() OVER (ORDER BY created_at, intent_id, sequence) AS rn
+                FROM payments_event
+                WHERE position IS NULL
+                ORDER BY created_at, intent_id, sequence
+                LIMIT %(batch)s
+            ), base AS (
+                SELECT coalesce(max(position), 0) AS last FROM payments_event
+            ), numbered AS (
+                UPDATE payments_event e SET position = base.last + batch.rn
+                FROM batch, base WHERE e.id = batch.id
+                RETURNING e.id
+            ), deliveries AS (
+                INSERT INTO payments_webhookdelivery
+                    (event_id, endpoint_id, kind, state, attempts, next_attempt_at, requested_by, created_at)
+                SELECT batch.id, ep.id, 'original', 'pending', 0, %(now)s, '', %(now)s
+                FROM batch
+                JOIN payments_webhookendpoint ep
+                  ON ep.merchant_id = batch.merchant_id
+                 AND ep.enabled AND ep.deleted_at IS NULL
+                 AND ep.created_at <= batch.created_at
+                 AND (cardinality(ep.event_types) = 0 OR batch.type = ANY(ep.event_types))
+                ON CONFLICT (event_id, endpoint_id) WHERE kind = 'original' DO NOTHING
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM numbered), (SELECT count(*) FROM deliveries)
+            """,
+            {"batch": batch, "now": now},
+        )
+        dispatched, _ = cursor.fetchone()
+    return dispatched
+
+
+# --- claim, send, record ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    delivery_id: int
+    attempt: int
+    url: str
+    endpoint_id: str
+    msg_id: str
+    body: bytes
+    secrets: list[str]
+    lost_attempt_started: datetime | None  # the previous attempt, when its worker stopped mid-attempt
+    claimed_at: datetime = field(default_factory=timezone.now)
+
+
+def _claim(*, now: datetime, limit: int) -> list[Claim]:
+    """Take up to `limit` due deliveries (attempt counted, lease set) in one statement."""
+    if limit <= 0:
+        return []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH due AS (
+                SELECT id, claimed_at AS lost_claim FROM payments_webhookdelivery
+                WHERE state = 'pending' AND next_attempt_at <= %(now)s
+                ORDER BY next_attempt_at, id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE payments_webhookdelivery d
+            SET attempts = d.attempts + 1, claimed_at = %(now)s, next_attempt_at = %(lease_end)s
+            FROM due WHERE d.id = due.id
+            RETURNING d.id, d.attempts, d.event_id, d.endpoint_id, due.lost_claim
+            """,
+            {"now": now, "limit": limit, "lease_end": now + lease()},
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    events = {e.pk: e for e in Event.objects.filter(pk__in={r[2] for r in rows})}
+    endpoint_ids = {r[3] for r in rows}
+    urls = dict(WebhookEndpoint.objects.filter(pk__in=endpoint_ids).values_list("pk", "url"))
+    secrets = secrets_active(endpoint_ids, now)
+    bodies: dict[str, bytes] = {}
+    claims = []
+    for delivery_id, attempt, event_pk, endpoint_id, lost_claim in rows:
+        if event_pk not in bodies:
+            bodies[event_pk] = event_body(events[event_pk])
+        claims.append(
+            Claim(
+                delivery_id=delivery_id,
+                attempt=attempt,
+                url=urls[endpoint_id],
+                endpoint_id=endpoint_id,
+                msg_id=event_pk,
+                body=bodies[event_pk],
+                secrets=secrets.get(endpoint_id, []),
+                lost_attempt_started=lost_claim,
+                claimed_at=now,
+            )
+        )
+    return claims
+
+
+def _send(claim: Claim, transport: Transport) -> Result:
+    """One HTTP attempt (no database access: runs on a worker thread)."""
+    if not claim.secrets:
+        return Result(None, 0, error="the endpoint has no active signing secret")
+    headers = signed_headers(
+        secrets=claim.secrets, msg_id=claim.msg_id, timestamp=int(time.time()), body=claim.body
+    )
+    return transport.post(claim.url, claim.body, headers)
+
+
+def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
+    """Write the attempts and move each delivery and endpoint on, in one transaction."""
+    schedule = retry_schedule()
+    attempts: list[WebhookAttempt] = []
+    updates: list[tuple[int, int, str, datetime | None, int | None, datetime | None]] = []
+    health: dict[str, str] = {}  # endpoint -> "ok" | "failing" | "gone"
+    for claim, result in results:
+        if claim.lost_attempt_started is not None:
+            attempts.append(
+                WebhookAttempt(
+                    delivery_id=claim.delivery_id,
+                    number=claim.attempt - 1,
+                    started_at=claim.lost_attempt_started,
+                    outcome=WebhookAttempt.Outcome.LOST,
+                    error=LOST_ERROR,
+                )
+            )
+        attempts.append(
+            WebhookAttempt(
+                delivery_id=claim.delivery_id,
+                number=claim.attempt,
+                started_at=claim.claimed_at,
+                latency_ms=result.latency_ms,
+                status_code=result.status,
+                outcome=WebhookAttempt.Outcome.SUCCEEDED if result.ok else WebhookAttempt.Outcome.FAILED,
+                error=result.error,
+                response_excerpt=result.excerpt,
+            )
+        )
+        if result.ok:
+            updates.append((claim.delivery_id, claim.attempt, State.DELIVERED, None, result.status, now))
+            health[claim.endpoint_id] = "ok"
+            continue
+        gone = result.status == 410
+        if gone or claim.attempt >= len(schedule):
+            updates.append((claim.delivery_id, claim.attempt, State.FAILED, None, result.status, None))
+        else:
+            due = now + schedule[claim.attempt]
+            updates.append((claim.delivery_id, claim.attempt, State.PENDING, due, result.status, None))
+        if gone:
+            health[claim.endpoint_id] = "gone"
+        else:
+            health.setdefault(claim.endpoint_id, "failing")
+    with transaction.atomic():
+        applied = _deliveries_update(updates)
+        # the attempts of results applied (a result that lost its lease is dropped with its attempt)
+        WebhookAttempt.objects.bulk_create(
+            [a for a in attempts if a.delivery_id in applied], ignore_conflicts=True
+        )
+        _endpoints_health(health, now=now)
+
+
+def _deliveries_update(updates: list[tuple]) -> set[int]:
+    """Apply results whose lease is still ours (same attempt number, still pending). Returns the ids of
+    the deliveries updated."""
+    if not updates:
+        return set()
+    ids, numbers, states, dues, codes, delivered = (list(column) for column in zip(*updates, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE payments_webhookdelivery d
+            SET state = v.state, next_attempt_at = v.due, claimed_at = NULL,
+                last_status_code = v.code, delivered_at = v.delivered
+            FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[], %s::int[],
+                        %s::timestamptz[]) AS v(id, attempt, state, due, code, delivered)
+            WHERE d.id = v.id AND d.attempts = v.attempt AND d.state = 'pending'
+            RETURNING d.id
+            """,
+            [ids, numbers, [str(s) for s in states], dues, codes, delivered],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _endpoints_health(health: dict[str, str], *, now: datetime) -> None:
+    ok = [e for e, h in health.items() if h == "ok"]
+    failing = [e for e, h in health.items() if h == "failing"]
+    gone = [e for e, h in health.items() if h == "gone"]
+    if ok:
+        WebhookEndpoint.objects.filter(pk__in=ok).update(failing_since=None, last_success_at=now)
+    if failing:
+        WebhookEndpoint.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
+        cutoff = now - timedelta(hours=settings.GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS)
+        for endpoint in WebhookEndpoint.objects.filter(
+            pk__in=failing, enabled=True, failing_since__lte=cutoff
+        ):
+            endpoint_disable(endpoint=endpoint, reason=Reason.FAILING, now=now)
+    for endpoint in WebhookEndpoint.objects.filter(pk__in=gone, enabled=True):
+        endpoint_disable(endpoint=endpoint, reason=Reason.GONE, now=now)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+_transport: Transport | None = None
+
+
+def _shared() -> tuple[ThreadPoolExecutor, Transport]:
+    """One thread pool and one set of connection pools per process (created after a fork)."""
+    global _executor, _transport
+    if _executor is None or _transport is None:
+        size = settings.GATEWAY_WEBHOOK_CONCURRENCY
+        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
+        _transport = Transport(timeout_s=settings.GATEWAY_WEBHOOK_TIMEOUT_S, pool_size=size)
+    return _executor, _transport
+
+
+def deliver_due(*, now: datetime, transport: Transport | None = None, limit: int | None = None) -> int:
+    """Dispatch, then make every attempt due at `now`, batch by batch, and record them; returns the
+    number of attempts. Tests drive the clock with `now`; `deliveries_drain` is the production loop."""
+    executor, shared_transport = _shared()
+    transport = transport or shared_transport
+    size = limit or settings.GATEWAY_WEBHOOK_CONCURRENCY
+    total = 0
+    while True:
+        events_dispatch(now=now)
+        claims = _claim(now=now, limit=size)
+        if not claims:
+            return total
+        results = list(executor.map(lambda c: _send(c, transport), claims))
+        _record(list(zip(claims, results, strict=True)), now=now)
+        total += len(claims)
+
+
+@dataclass
+class DrainReport:
+    dispatched: int = 0
+    attempts: int = 0
+    delivered: int = 0
+
+
+def deliveries_drain(
+    *, budget_s: float, clock: Callable[[], datetime] = timezone.now, transport: Transport | None = None
+) -> DrainReport:
+    """The worker loop: keep the thread pool busy with due attempts for up to `budget_s` seconds, or
+    until nothing is due. Results are recorded as they complete (a slow endpoint holds back only its own
+    attempts); new claims are made when half the threads are free."""
+    executor, shared_transport = _shared()
+    transport = transport or shared_transport
+    size = settings.GATEWAY_WEBHOOK_CONCURRENCY
+    report = DrainReport()
+    deadline = time.monotonic() + budget_s
+    in_flight: dict[Future, Claim] = {}
+    while True:
+        out_of_time = time.monotonic() >= deadline
+        free = size - len(in_flight)
+        if not out_of_time and (not in_flight or free * 2 >= size):
+            report.dispatched += events_dispatch(now=clock(), wait_for_lock=False)
+            for claim in _claim(now=clock(), limit=free):
+                in_flight[executor.submit(_send, claim, transport)] = claim
+        if not in_flight:
+            return report
+        done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+        if not done:
+            continue
+        results = [(in_flight.pop(f), f.result()) for f in done]
+        _record(results, now=clock())
+        report.attempts += len(results)
+        report.delivered += sum(1 for _, r in results if r.ok)
+
+
+def delivery_log(delivery: WebhookDelivery) -> list[dict[str, Any]]:
+    """The delivery's attempts, as the API shows them."""
+    return [
+        {
+            "number": a.number,
+            "started_at": a.started_at.isoformat(),
+            "outcome": a.outcome,
+            "status_code": a.status_code,
+            "latency_ms": a.latency_ms,
+            "error": a.error or None,
+            "response_excerpt": a.response_excerpt,
+        }
+        for a in delivery.attempt_log.all()
+    ]
