@@ -139,8 +139,56 @@ def display_address(intent: PaymentIntent) -> str | None:
     return intent.address.address
 
 
-def intent_representation(intent: PaymentIntent) -> dict[str, Any]:
-    """The intent as the API returns it and as event snapshots carry it."""
+def transactions_representation(
+    intent: PaymentIntent, observations: list[policy.ObservationFacts], tips: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The chain evidence behind the amounts: every output or transfer seen to the intent's address,
+    including ones no longer canonical (replaced, dropped or reorganised away)."""
+    na = intent.network_asset
+    own = (na.network.code, na.contract_address.lower()) if na else None
+    found = []
+    for o in sorted(observations, key=lambda o: (o.first_seen_at, o.network, o.tx_hash, o.output_index)):
+        height = o.block_height if o.canonical else None
+        tip = tips.get(o.network)
+        found.append(
+            {
+                "network": o.network,
+                "tx_hash": o.tx_hash,
+                "output_index": o.output_index,
+                "token_contract": o.token_contract or None,
+                "amount": _money(o.amount, na.decimals if (o.network, o.token_contract) == own else None)
+                or {"value": None, "base_units": str(o.amount)},
+                "block_height": o.block_height,
+                "confirmations": (tip - height + 1) if height is not None and tip is not None else 0,
+                "canonical": o.canonical,
+                "first_seen_at": o.first_seen_at.isoformat(),
+            }
+        )
+    return found
+
+
+def intents_transactions(intents: list[PaymentIntent]) -> dict[str, list[dict[str, Any]]]:
+    """`transactions_representation` for several intents in two queries."""
+    by_intent: dict[str, list[policy.ObservationFacts]] = {i.pk: [] for i in intents}
+    rows = ChainObservation.objects.filter(intent__in=list(by_intent)).select_related("network")
+    for o in rows:
+        by_intent[o.intent_id].append(observation_facts(o, o.network.code))
+    tips: dict[str, int] = {}
+    networks = {f.network for facts in by_intent.values() for f in facts}
+    if networks:
+        tips = dict(
+            ChainTip.objects.filter(network__code__in=networks).values_list("network__code", "height")
+        )
+    return {i.pk: transactions_representation(i, by_intent[i.pk], tips) for i in intents}
+
+
+def intent_representation(
+    intent: PaymentIntent, transactions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The intent as the API returns it and as event snapshots carry it (`transactions` is read from
+    the database unless the caller has it)."""
+    if transactions is None:
+        transactions = intents_transactions([intent])[intent.pk]
     na = intent.network_asset
     decimals = na.decimals if na else None
     quote = intent.quote
@@ -179,6 +227,7 @@ def intent_representation(intent: PaymentIntent) -> dict[str, Any]:
         "cancel_url": intent.cancel_url or None,
         "metadata": intent.metadata,
         "flags": intent.flags,
+        "transactions": transactions,
         "sequence": intent.event_sequence,
         "created_at": intent.created_at.isoformat(),
         "updated_at": intent.updated_at.isoformat(),

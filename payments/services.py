@@ -46,7 +46,13 @@ from .pricing import (
     quote,
     to_base_units,
 )
-from .selectors import INTENT_RELATED, intent_evidence, intent_facts, intent_representation
+from .selectors import (
+    INTENT_RELATED,
+    intent_evidence,
+    intent_facts,
+    intent_representation,
+    transactions_representation,
+)
 from .wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
 
 logger = logging.getLogger(__name__)
@@ -168,7 +174,8 @@ def payment_intent_create(
             late_payment_window_minutes=merchant.late_payment_window_minutes,
         )
         if data.network_asset is None:
-            _events_write(intent=intent, events=[("payment.created", "created", None)])  # inserts the intent
+            # inserts the intent
+            _events_write(intent=intent, events=[("payment.created", "created", None)], transactions=[])
             return intent
         _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
         verdict = policy.evaluate(intent_facts(intent), [], [], {}, now)
@@ -184,7 +191,7 @@ def payment_intent_create(
             verdict=verdict.as_dict(),
             created_at=now,
         )
-        snapshot = intent_representation(intent)
+        snapshot = intent_representation(intent, transactions=[])
         created = _event(
             intent, "payment.created", 1, "created", None, snapshot | {"state": PaymentState.CREATED}
         )
@@ -715,7 +722,8 @@ def payment_settle(
         events += _exception_events_due(intent=intent, verdict=verdict)
         changed = (intent.amount_seen_base_units, intent.amount_confirmed_base_units, intent.flags) != cached
         if events or transitions or changed:
-            _events_write(intent=intent, events=events)
+            transactions = transactions_representation(intent, observations, tips)
+            _events_write(intent=intent, events=events, transactions=transactions)
     return transitions
 
 
@@ -732,14 +740,19 @@ def _exception_events_due(*, intent: PaymentIntent, verdict: policy.Verdict) -> 
     ]
 
 
-def _events_write(*, intent: PaymentIntent, events: list[tuple[str, str, StateTransition | None]]) -> None:
+def _events_write(
+    *,
+    intent: PaymentIntent,
+    events: list[tuple[str, str, StateTransition | None]],
+    transactions: list[dict[str, Any]],
+) -> None:
     """Save the intent and append its events to the outbox, each with the next per-payment sequence
     number and the payment's snapshot (the unique (intent, sequence) and (intent, dedupe key)
     constraints are the backstop against a double write)."""
     first = intent.event_sequence + 1
     intent.event_sequence += len(events)
     intent.save()
-    snapshot = intent_representation(intent)
+    snapshot = intent_representation(intent, transactions)
     Event.objects.bulk_create(
         [
             _event(intent, type, first + offset, dedupe_key, transition, snapshot)

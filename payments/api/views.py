@@ -12,7 +12,12 @@ from rest_framework.views import APIView
 from payments import services
 from payments.errors import NotFound
 from payments.models import NetworkAsset
-from payments.selectors import intent_get_for_merchant, intent_queryset, intent_representation
+from payments.selectors import (
+    intent_get_for_merchant,
+    intent_queryset,
+    intent_representation,
+    intents_transactions,
+)
 
 from .idempotency import idempotent
 from .serializers import (
@@ -116,7 +121,8 @@ class PaymentIntentListCreateView(APIView):
             intents = intents.filter(created_at__lt=filters["created_lt"])
         paginator = IntentCursorPagination()
         page = paginator.paginate_queryset(intents, request, view=self)
-        return paginator.get_paginated_response([intent_representation(i) for i in page])
+        transactions = intents_transactions(page)
+        return paginator.get_paginated_response([intent_representation(i, transactions[i.pk]) for i in page])
 
 
 class PaymentIntentDetailView(APIView):

@@ -80,6 +80,11 @@ def test_exact_payment_detected_confirming_paid_with_events():
     assert paid_event.payload["state"] == "paid"
     assert paid_event.payload["amount_confirmed"]["base_units"] == "10000000"
     assert paid_event.payload["sequence"] == 5
+    (tx,) = paid_event.payload["transactions"]
+    assert tx["tx_hash"] == "0xaa" and tx["amount"] == {"value": "10.000000", "base_units": "10000000"}
+    assert tx["block_height"] == 100 and tx["confirmations"] == 12 and tx["canonical"] is True
+    detected = intent.events.get(type="payment.detected").payload["transactions"]
+    assert detected[0]["confirmations"] == 0 and detected[0]["block_height"] is None
     assert int(intent.amount_confirmed_base_units) == 10_000_000
 
 

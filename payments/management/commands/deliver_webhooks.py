@@ -21,6 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--idle-sleep", type=float, default=0.5, help="seconds to wait when idle")
 
     def handle(self, *args, once: bool, idle_sleep: float, **options):
+        if not once:
+            self.stdout.write("delivering webhooks until interrupted")
+            self.stdout.flush()
         while True:
             report = deliveries_drain(budget_s=60)
             if report.attempts or report.dispatched:
