@@ -6,6 +6,8 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from payments.models import PaymentState
@@ -17,6 +19,7 @@ METADATA_MAX_BYTES = 16 * 1024
 METADATA_KEY_MAX = 40
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class AmountField(serializers.Field):
     """A positive decimal given as a string ("49.00"): never a JSON number, which may be a float."""
 
@@ -167,6 +170,11 @@ class PaymentIntentSerializer(serializers.Serializer):
     cancel_url = serializers.URLField(allow_null=True)
     metadata = serializers.DictField()
     flags = serializers.ListField(child=serializers.CharField())
+    transactions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="outputs/transfers seen to the address: network, tx_hash, output_index, amount, "
+        "block_height, confirmations, canonical, first_seen_at",
+    )
     sequence = serializers.IntegerField(help_text="sequence number of the latest event of this payment")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -174,3 +182,101 @@ class PaymentIntentSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = serializers.DictField(help_text='{"code": stable code, "message": text, "param": field or null}')
+
+
+# --- webhooks ----------------------------------------------------------------------------------------------
+
+
+def validate_event_types(value):
+    from payments.webhooks.events import EVENT_TYPES
+
+    unknown = sorted(set(value) - set(EVENT_TYPES))
+    if unknown:
+        raise serializers.ValidationError(
+            f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}", code="unknown_event_type"
+        )
+    return value
+
+
+class WebhookEndpointCreateSerializer(StrictSerializer):
+    url = serializers.CharField(max_length=2000, help_text="https, resolving to public addresses")
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=60),
+        required=False,
+        default=list,
+        max_length=50,
+        validators=[validate_event_types],
+        help_text="the event types to send; empty or absent: every type",
+    )
+    description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class WebhookEndpointUpdateSerializer(StrictSerializer):
+    url = serializers.CharField(max_length=2000, required=False)
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=60),
+        required=False,
+        max_length=50,
+        validators=[validate_event_types],
+    )
+    description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    enabled = serializers.BooleanField(required=False)
+
+
+class RotateSecretSerializer(StrictSerializer):
+    overlap_hours = serializers.IntegerField(
+        min_value=0, max_value=168, required=False, default=24, help_text="both secrets sign until then"
+    )
+
+
+class ReplaySerializer(StrictSerializer):
+    since = serializers.DateTimeField(help_text="events created at or after this time")
+    until = serializers.DateTimeField(help_text="and before this time")
+
+
+class RedeliverSerializer(StrictSerializer):
+    endpoint_id = serializers.CharField(
+        max_length=40, required=False, help_text="one endpoint; absent: every subscribed endpoint"
+    )
+
+
+class WebhookEndpointSerializer(serializers.Serializer):
+    """An endpoint (documentation of `webhooks.events.endpoint_representation`)."""
+
+    id = serializers.CharField()
+    object = serializers.CharField()
+    url = serializers.CharField()
+    description = serializers.CharField()
+    event_types = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    disabled_reason = serializers.CharField(allow_null=True, help_text="merchant, operator, gone, failing")
+    disabled_at = serializers.DateTimeField(allow_null=True)
+    failing_since = serializers.DateTimeField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    secret = serializers.CharField(required=False, help_text="whsec_...; only when created or rotated")
+
+
+class EventSerializer(serializers.Serializer):
+    """An event: the webhook body and an item of `GET /events`."""
+
+    id = serializers.CharField(help_text="also the webhook-id header: de-duplicate on it")
+    object = serializers.CharField()
+    type = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    data = PaymentIntentSerializer(help_text="the payment at that moment; `sequence` orders its events")
+
+
+class WebhookDeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    object = serializers.CharField()
+    event_id = serializers.CharField()
+    endpoint_id = serializers.CharField()
+    kind = serializers.CharField(help_text="original or replay")
+    state = serializers.CharField(help_text="pending, delivered, failed, paused")
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_status_code = serializers.IntegerField(allow_null=True)
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    attempt_log = serializers.ListField(child=serializers.DictField())

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, webhook_views
 
 urlpatterns = [
     path("payment-intents", views.PaymentIntentListCreateView.as_view(), name="intent-list"),
@@ -14,5 +14,38 @@ urlpatterns = [
         "payment-intents/<str:intent_id>/select-asset",
         views.PaymentIntentSelectAssetView.as_view(),
         name="intent-select-asset",
+    ),
+    path("webhook-endpoints", webhook_views.WebhookEndpointListView.as_view(), name="endpoint-list"),
+    path(
+        "webhook-endpoints/<str:endpoint_id>",
+        webhook_views.WebhookEndpointDetailView.as_view(),
+        name="endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/rotate-secret",
+        webhook_views.WebhookEndpointRotateView.as_view(),
+        name="endpoint-rotate-secret",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/replay",
+        webhook_views.WebhookEndpointReplayView.as_view(),
+        name="endpoint-replay",
+    ),
+    path(
+        "webhook-endpoints/<str:endpoint_id>/deliveries",
+        webhook_views.WebhookEndpointDeliveriesView.as_view(),
+        name="endpoint-deliveries",
+    ),
+    path("events", webhook_views.EventListView.as_view(), name="event-list"),
+    path("events/<str:event_id>", webhook_views.EventDetailView.as_view(), name="event-detail"),
+    path(
+        "events/<str:event_id>/deliveries",
+        webhook_views.EventDeliveriesView.as_view(),
+        name="event-deliveries",
+    ),
+    path(
+        "events/<str:event_id>/redeliver",
+        webhook_views.EventRedeliverView.as_view(),
+        name="event-redeliver",
     ),
 ]

@@ -22,13 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from payments.models import Event, WebhookAttempt, WebhookEndpoint
 
 from .endpoints import Reason, State, endpoint_disable, secrets_active
 from .events import event_body
@@ -333,19 +332,3 @@ def deliveries_drain(
         _record(results, now=clock())
         report.attempts += len(results)
         report.delivered += sum(1 for _, r in results if r.ok)
-
-
-def delivery_log(delivery: WebhookDelivery) -> list[dict[str, Any]]:
-    """The delivery's attempts, as the API shows them."""
-    return [
-        {
-            "number": a.number,
-            "started_at": a.started_at.isoformat(),
-            "outcome": a.outcome,
-            "status_code": a.status_code,
-            "latency_ms": a.latency_ms,
-            "error": a.error or None,
-            "response_excerpt": a.response_excerpt,
-        }
-        for a in delivery.attempt_log.all()
-    ]
