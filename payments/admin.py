@@ -9,7 +9,6 @@ from .models import (
     ChainObservation,
     ChainTip,
     ConfirmationRule,
-    Event,
     Merchant,
     Network,
     NetworkAsset,
@@ -138,5 +137,7 @@ class EvidenceAdmin(admin.ModelAdmin):
         return False
 
 
-for model in (ChainObservation, ChainTip, Resolution, StateTransition, Event):
+for model in (ChainObservation, ChainTip, Resolution, StateTransition):
     admin.site.register(model, EvidenceAdmin)
+
+from .webhooks import admin as webhooks_admin  # noqa: E402, F401 (registers the webhook admin, Event included)
