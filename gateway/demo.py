@@ -25,6 +25,9 @@ DEMO_ENV = {
         "BTC-USD=60000,BTC-EUR=55000,LTC-USD=80,LTC-EUR=74,ETH-USD=3000,ETH-EUR=2750,"
         "POL-USD=0.50,POL-EUR=0.46,USDC-EUR=0.92,USDT-EUR=0.92"
     ),
+    # so a receiver on this machine (examples/webhook_receiver) can be an endpoint
+    "GATEWAY_WEBHOOK_ALLOW_HTTP": "1",
+    "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
 }
 # Public account keys of the test mnemonic "abandon x11 about" (TOOLING.md vectors).
 DEMO_WALLETS = [
@@ -133,7 +136,7 @@ def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
     from django.contrib.auth import get_user_model
 
     from payments.accounts import api_key_create, merchant_create, wallet_add
-    from payments.models import Merchant
+    from payments.models import ApiKey, Merchant
 
     marker = state_dir / "demo.json"
     merchant = None
@@ -144,7 +147,7 @@ def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
         for chain, network, key in DEMO_WALLETS:
             wallet_add(merchant=merchant, chain=chain, account_key=key, network_code=network)
         marker.write_text(json.dumps({"merchant_id": merchant.pk}))
-    _, secret = api_key_create(merchant=merchant, scopes=["payments:read", "payments:write"], name="demo")
+    _, secret = api_key_create(merchant=merchant, scopes=list(ApiKey.SCOPES), name="demo")
     password = secrets.token_urlsafe(12)
     User = get_user_model()
     admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -268,16 +269,19 @@ def _endpoints_health(health: dict[str, str], *, now: datetime) -> None:
 
 _executor: ThreadPoolExecutor | None = None
 _transport: Transport | None = None
+_shared_lock = threading.Lock()
 
 
 def _shared() -> tuple[ThreadPoolExecutor, Transport]:
-    """One thread pool and one set of connection pools per process (created after a fork)."""
+    """One thread pool and one set of connection pools per process (created after a fork; a Celery
+    worker with the threads pool shares them between its drains)."""
     global _executor, _transport
-    if _executor is None or _transport is None:
-        size = settings.GATEWAY_WEBHOOK_CONCURRENCY
-        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
-        _transport = Transport(timeout_s=settings.GATEWAY_WEBHOOK_TIMEOUT_S, pool_size=size)
-    return _executor, _transport
+    with _shared_lock:
+        if _executor is None or _transport is None:
+            size = settings.GATEWAY_WEBHOOK_CONCURRENCY
+            _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
+            _transport = Transport(timeout_s=settings.GATEWAY_WEBHOOK_TIMEOUT_S, pool_size=size)
+        return _executor, _transport
 
 
 def deliver_due(*, now: datetime, transport: Transport | None = None, limit: int | None = None) -> int:
