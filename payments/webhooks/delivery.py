@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from payments.models import Event, WebhookAttempt, WebhookEndpoint
@@ -252,8 +253,12 @@ def _endpoints_health(health: dict[str, str], *, now: datetime) -> None:
     ok = [e for e, h in health.items() if h == "ok"]
     failing = [e for e, h in health.items() if h == "failing"]
     gone = [e for e, h in health.items() if h == "gone"]
-    if ok:
-        WebhookEndpoint.objects.filter(pk__in=ok).update(failing_since=None, last_success_at=now)
+    if ok:  # at most one write per endpoint a second while it is healthy (busy endpoints, many workers)
+        WebhookEndpoint.objects.filter(pk__in=ok).filter(
+            Q(failing_since__isnull=False)
+            | Q(last_success_at__isnull=True)
+            | Q(last_success_at__lt=now - timedelta(seconds=1))
+        ).update(failing_since=None, last_success_at=now)
     if failing:
         WebhookEndpoint.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
         cutoff = now - timedelta(hours=settings.GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS)
