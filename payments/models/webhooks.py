@@ -95,7 +95,7 @@ class WebhookDelivery(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["next_attempt_at", "id"],
+                fields=["endpoint", "next_attempt_at", "id"],
                 condition=models.Q(state="pending"),
                 name="delivery_due",
             ),

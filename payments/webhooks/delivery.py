@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,14 +30,16 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from payments.models import Event, WebhookAttempt, WebhookEndpoint
+from payments.models import WebhookAttempt, WebhookEndpoint
 
 from .endpoints import Reason, State, endpoint_disable, secrets_active
-from .events import event_body
+from .events import event_body_from
 from .signing import signed_headers
 from .transport import Result, Transport
 
 _DISPATCH_LOCK = 0x77686B31  # pg advisory lock key ("whk1")
+RECORD_GATHER_S = 0.003
+DISPATCH_IDLE_S = 0.5
 LOST_ERROR = "the worker stopped during this attempt; its result is unknown"
 
 
@@ -55,7 +58,7 @@ def lease() -> timedelta:
 
 def events_dispatch(*, now: datetime, batch: int = 1000, wait_for_lock: bool = True) -> int:
     """Give up to `batch` undispatched events their positions and deliveries. Returns how many."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if wait_for_lock:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DISPATCH_LOCK])
         else:
@@ -116,48 +119,96 @@ class Claim:
     claimed_at: datetime = field(default_factory=timezone.now)
 
 
-def _claim(*, now: datetime, limit: int) -> list[Claim]:
-    """Take up to `limit` due deliveries (attempt counted, lease set) in one statement."""
+class _Endpoints:
+    """URLs and active secrets of endpoints, read again after `ttl_s` (0: at every claim). A rotation or
+    URL change reaches a running drain within a second."""
+
+    def __init__(self, ttl_s: float = 0.0):
+        self.ttl_s = ttl_s
+        self._found: dict[str, tuple[float, str, list[str]]] = {}
+
+    def get(self, endpoint_ids: set[str], now: datetime) -> dict[str, tuple[str, list[str]]]:
+        fresh_after = time.monotonic() - self.ttl_s
+        stale = {e for e in endpoint_ids if e not in self._found or self._found[e][0] <= fresh_after}
+        if stale:
+            urls = dict(WebhookEndpoint.objects.filter(pk__in=stale).values_list("pk", "url"))
+            secrets = secrets_active(stale, now)
+            read_at = time.monotonic()
+            for endpoint_id in stale:
+                self._found[endpoint_id] = (read_at, urls.get(endpoint_id, ""), secrets.get(endpoint_id, []))
+        return {e: self._found[e][1:] for e in endpoint_ids}
+
+
+def _claim(
+    *,
+    now: datetime,
+    limit: int,
+    in_flight: Mapping[str, int] | None = None,
+    endpoints: _Endpoints | None = None,
+) -> list[Claim]:
+    """Take up to `limit` due deliveries (attempt counted, lease set) in one statement, oldest due first,
+    but at most GATEWAY_WEBHOOK_PER_ENDPOINT per endpoint counting the `in_flight` ones: an endpoint
+    with a backlog, slow or timing out, cannot take every thread, nor starve the others' deliveries
+    (each endpoint's due deliveries are looked up on their own, so a long queue for one is no wall).
+    Runs in the caller's transaction."""
     if limit <= 0:
         return []
-    with transaction.atomic(), connection.cursor() as cursor:
+    in_flight = in_flight or {}
+    with connection.cursor() as cursor:
         cursor.execute(
             """
-            WITH due AS (
-                SELECT id, claimed_at AS lost_claim FROM payments_webhookdelivery
-                WHERE state = 'pending' AND next_attempt_at <= %(now)s
-                ORDER BY next_attempt_at, id
+            WITH busy AS (
+                SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::int[]) AS b(endpoint_id, n)
+            ), due AS (
+                SELECT d.id, d.claimed_at AS lost_claim, d.next_attempt_at
+                FROM payments_webhookendpoint e
+                LEFT JOIN busy ON busy.endpoint_id = e.id
+                CROSS JOIN LATERAL (
+                    SELECT id, claimed_at, next_attempt_at FROM payments_webhookdelivery
+                    WHERE endpoint_id = e.id AND state = 'pending' AND next_attempt_at <= %(now)s
+                    ORDER BY next_attempt_at, id
+                    LIMIT greatest(%(per_endpoint)s - coalesce(busy.n, 0), 0)
+                    FOR UPDATE SKIP LOCKED
+                ) d
+                WHERE e.enabled
+                ORDER BY d.next_attempt_at, d.id
                 LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED
             )
             UPDATE payments_webhookdelivery d
             SET attempts = d.attempts + 1, claimed_at = %(now)s, next_attempt_at = %(lease_end)s
-            FROM due WHERE d.id = due.id
-            RETURNING d.id, d.attempts, d.event_id, d.endpoint_id, due.lost_claim
+            FROM due, payments_event ev
+            WHERE d.id = due.id AND ev.id = d.event_id
+            RETURNING d.id, d.attempts, d.endpoint_id, due.lost_claim, ev.id, ev.type, ev.created_at,
+                      ev.payload
             """,
-            {"now": now, "limit": limit, "lease_end": now + lease()},
+            {
+                "now": now,
+                "limit": limit,
+                "lease_end": now + lease(),
+                "per_endpoint": settings.GATEWAY_WEBHOOK_PER_ENDPOINT,
+                "busy_ids": list(in_flight),
+                "busy_counts": list(in_flight.values()),
+            },
         )
         rows = cursor.fetchall()
     if not rows:
         return []
-    events = {e.pk: e for e in Event.objects.filter(pk__in={r[2] for r in rows})}
-    endpoint_ids = {r[3] for r in rows}
-    urls = dict(WebhookEndpoint.objects.filter(pk__in=endpoint_ids).values_list("pk", "url"))
-    secrets = secrets_active(endpoint_ids, now)
+    found = (endpoints or _Endpoints()).get({r[2] for r in rows}, now)
     bodies: dict[str, bytes] = {}
     claims = []
-    for delivery_id, attempt, event_pk, endpoint_id, lost_claim in rows:
+    for delivery_id, attempt, endpoint_id, lost_claim, event_pk, type_, created_at, payload in rows:
         if event_pk not in bodies:
-            bodies[event_pk] = event_body(events[event_pk])
+            bodies[event_pk] = event_body_from(event_pk, type_, created_at, payload)
+        url, secrets = found[endpoint_id]
         claims.append(
             Claim(
                 delivery_id=delivery_id,
                 attempt=attempt,
-                url=urls[endpoint_id],
+                url=url,
                 endpoint_id=endpoint_id,
                 msg_id=event_pk,
                 body=bodies[event_pk],
-                secrets=secrets.get(endpoint_id, []),
+                secrets=secrets,
                 lost_attempt_started=lost_claim,
                 claimed_at=now,
             )
@@ -175,8 +226,11 @@ def _send(claim: Claim, transport: Transport) -> Result:
     return transport.post(claim.url, claim.body, headers)
 
 
-def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
-    """Write the attempts and move each delivery and endpoint on, in one transaction."""
+def _record(
+    results: list[tuple[Claim, Result]], *, now: datetime, healthy: dict[str, float] | None = None
+) -> None:
+    """Write the attempts and move each delivery and endpoint on, in the caller's transaction.
+    `healthy` (endpoint -> monotonic time of its last success written) spares a write per batch."""
     schedule = retry_schedule()
     attempts: list[WebhookAttempt] = []
     updates: list[tuple[int, int, str, datetime | None, int | None, datetime | None]] = []
@@ -218,13 +272,21 @@ def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
             health[claim.endpoint_id] = "gone"
         else:
             health.setdefault(claim.endpoint_id, "failing")
-    with transaction.atomic():
-        applied = _deliveries_update(updates)
-        # the attempts of results applied (a result that lost its lease is dropped with its attempt)
-        WebhookAttempt.objects.bulk_create(
-            [a for a in attempts if a.delivery_id in applied], ignore_conflicts=True
-        )
-        _endpoints_health(health, now=now)
+    applied = _deliveries_update(updates)
+    # the attempts of results applied (a result that lost its lease is dropped with its attempt)
+    WebhookAttempt.objects.bulk_create(
+        [a for a in attempts if a.delivery_id in applied], ignore_conflicts=True
+    )
+    if healthy is not None:
+        recently = time.monotonic() - 1.0
+        for endpoint_id, state in list(health.items()):
+            if state == "ok" and healthy.get(endpoint_id, 0.0) > recently:
+                del health[endpoint_id]
+            elif state == "ok":
+                healthy[endpoint_id] = time.monotonic()
+            else:
+                healthy.pop(endpoint_id, None)
+    _endpoints_health(health, now=now)
 
 
 def _deliveries_update(updates: list[tuple]) -> set[int]:
@@ -298,11 +360,13 @@ def deliver_due(*, now: datetime, transport: Transport | None = None, limit: int
     total = 0
     while True:
         events_dispatch(now=now)
-        claims = _claim(now=now, limit=size)
+        with transaction.atomic():
+            claims = _claim(now=now, limit=size)
         if not claims:
             return total
         results = list(executor.map(lambda c: _send(c, transport), claims))
-        _record(list(zip(claims, results, strict=True)), now=now)
+        with transaction.atomic():
+            _record(list(zip(claims, results, strict=True)), now=now)
         total += len(claims)
 
 
@@ -318,26 +382,46 @@ def deliveries_drain(
 ) -> DrainReport:
     """The worker loop: keep the thread pool busy with due attempts for up to `budget_s` seconds, or
     until nothing is due. Results are recorded as they complete (a slow endpoint holds back only its own
-    attempts); new claims are made when half the threads are free."""
+    attempts), in the same transaction as the next claim, which is made when half the threads are free.
+    New events are dispatched while there are some, and looked for twice a second otherwise."""
     executor, shared_transport = _shared()
     transport = transport or shared_transport
     size = settings.GATEWAY_WEBHOOK_CONCURRENCY
     report = DrainReport()
     deadline = time.monotonic() + budget_s
     in_flight: dict[Future, Claim] = {}
+    per_endpoint: Counter[str] = Counter()
+    endpoints = _Endpoints(ttl_s=1.0)
+    healthy: dict[str, float] = {}
+    next_dispatch = 0.0
+    results: list[tuple[Claim, Result]] = []
     while True:
-        out_of_time = time.monotonic() >= deadline
         free = size - len(in_flight)
-        if not out_of_time and (not in_flight or free * 2 >= size):
-            report.dispatched += events_dispatch(now=clock(), wait_for_lock=False)
-            for claim in _claim(now=clock(), limit=free):
-                in_flight[executor.submit(_send, claim, transport)] = claim
+        want = time.monotonic() < deadline and (not in_flight or free * 2 >= size)
+        if want and time.monotonic() >= next_dispatch:
+            dispatched = events_dispatch(now=clock(), wait_for_lock=False)
+            report.dispatched += dispatched
+            next_dispatch = 0.0 if dispatched else time.monotonic() + DISPATCH_IDLE_S
+        claims: list[Claim] = []
+        if results or want:
+            with transaction.atomic():
+                now = clock()
+                if results:
+                    _record(results, now=now, healthy=healthy)
+                if want:
+                    claims = _claim(now=now, limit=free, in_flight=+per_endpoint, endpoints=endpoints)
+        for claim in claims:
+            in_flight[executor.submit(_send, claim, transport)] = claim
+            per_endpoint[claim.endpoint_id] += 1
         if not in_flight:
             return report
-        done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
-        if not done:
-            continue
+        done, pending = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+        if done and pending and len(done) * 4 < len(in_flight):
+            # fast answers come in groups: a few milliseconds more make fewer, larger writes
+            more, _ = wait(pending, timeout=RECORD_GATHER_S, return_when=ALL_COMPLETED)
+            done |= more
         results = [(in_flight.pop(f), f.result()) for f in done]
-        _record(results, now=clock())
-        report.attempts += len(results)
-        report.delivered += sum(1 for _, r in results if r.ok)
+        for claim, result in results:
+            per_endpoint[claim.endpoint_id] -= 1
+            report.attempts += 1
+            report.delivered += result.ok

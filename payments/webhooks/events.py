@@ -29,8 +29,24 @@ def event_envelope(event: Event) -> dict[str, Any]:
 
 
 def event_body(event: Event) -> bytes:
-    """The exact bytes sent and signed."""
-    return json.dumps(event_envelope(event), separators=(",", ":"), ensure_ascii=False).encode()
+    """The exact bytes sent and signed: `event_envelope` as compact JSON."""
+    return event_body_from(event.id, event.type, event.created_at, event.payload)
+
+
+def event_body_from(event_id: str, type_: str, created_at, payload: dict | str) -> bytes:
+    """The body from an event's columns; `payload` may be the JSON text as PostgreSQL returns it (it is
+    embedded as it is, not parsed and written again)."""
+    head = json.dumps(
+        {"id": event_id, "object": "event", "type": type_, "created_at": created_at.isoformat()},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    data = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    )
+    return (head[:-1] + ',"data":' + data + "}").encode()
 
 
 def _iso(value) -> str | None:

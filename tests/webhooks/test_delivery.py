@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,7 +12,14 @@ from standardwebhooks import Webhook
 
 from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from payments.webhooks import endpoints
-from payments.webhooks.delivery import deliver_due, events_dispatch, lease, retry_schedule
+from payments.webhooks.delivery import (
+    deliver_due,
+    deliveries_drain,
+    events_dispatch,
+    lease,
+    retry_schedule,
+)
+from payments.webhooks.transport import Transport
 from tests.factories import make_merchant
 from tests.payments.test_services_settle import new_intent
 
@@ -229,3 +238,39 @@ def test_a_result_after_the_lease_was_taken_over_changes_nothing(receiver):
     delivery = WebhookDelivery.objects.get()
     assert delivery.state == "delivered" and delivery.attempts == 2
     assert [(a.number, a.outcome) for a in delivery.attempt_log.all()] == [(1, "lost"), (2, "succeeded")]
+
+
+def test_a_slow_endpoint_holds_back_only_its_own_attempts(receiver):
+    """The drain keeps sending to a fast endpoint while another one's attempt waits for its timeout."""
+    from tests.webhooks.receiver import Receiver
+
+    slow = Receiver(gate=threading.Event()).start()
+    try:
+        merchant = make_merchant()
+        endpoints.endpoint_create(merchant=merchant, url=slow.url, now=timezone.now())
+        endpoints.endpoint_create(merchant=merchant, url=receiver.url, now=timezone.now())
+        for _ in range(10):
+            new_intent(merchant)
+        started = time.time()
+        report = deliveries_drain(budget_s=30, transport=Transport(timeout_s=1.5))
+    finally:
+        slow.gate.set()
+        slow.stop()
+    assert len(receiver.received) == 20
+    assert max(r.at for r in receiver.received) - started < 1.0, "the fast endpoint waited for the slow one"
+    slow_attempts = WebhookAttempt.objects.filter(delivery__endpoint__url=slow.url)
+    assert slow_attempts.count() == 20 and all("timeout" in a.error for a in slow_attempts)
+    assert report.delivered == 20 and report.attempts == 40
+
+
+def test_the_celery_task_dispatches_and_delivers(receiver, settings):
+    from payments.tasks import deliver_webhooks
+
+    settings.GATEWAY_WEBHOOK_DRAIN_S = 5
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    new_intent(merchant)
+    result = deliver_webhooks.apply().get()
+    assert result == {"dispatched": 2, "attempts": 2, "delivered": 2}
+    assert len(receiver.received) == 2
+    assert "deliver-webhooks" in settings.CELERY_BEAT_SCHEDULE
