@@ -224,6 +224,7 @@ def payment_intent_create(
         if intent.quote is not None:
             intent.quote.pk = quote_pk
         intent._state.adding = False
+        intent.representation = snapshot
     return intent
 
 
@@ -753,6 +754,7 @@ def _events_write(
     intent.event_sequence += len(events)
     intent.save()
     snapshot = intent_representation(intent, transactions)
+    intent.representation = snapshot
     Event.objects.bulk_create(
         [
             _event(intent, type, first + offset, dedupe_key, transition, snapshot)

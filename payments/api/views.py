@@ -62,6 +62,11 @@ class IntentCursorPagination(CursorPagination):
         )
 
 
+def _rendered(intent) -> dict:
+    """The representation the service built for the version it just wrote, else a fresh one."""
+    return intent.representation or intent_representation(intent)
+
+
 def _network_asset(asset_code: str, network_code: str) -> NetworkAsset:
     return services.network_asset_resolve(asset_code=asset_code, network_code=network_code)
 
@@ -96,7 +101,7 @@ class PaymentIntentListCreateView(APIView):
                 ),
                 now=timezone.now(),
             )
-            return Response(intent_representation(intent), status=status.HTTP_201_CREATED)
+            return Response(_rendered(intent), status=status.HTTP_201_CREATED)
 
         return idempotent(request, merchant, create)
 
@@ -148,7 +153,7 @@ class PaymentIntentCancelView(APIView):
             intent = services.payment_intent_cancel(
                 merchant=merchant, intent_id=intent_id, now=timezone.now()
             )
-            return Response(intent_representation(intent))
+            return Response(_rendered(intent))
 
         return idempotent(request, merchant, cancel)
 
@@ -172,6 +177,6 @@ class PaymentIntentSelectAssetView(APIView):
             intent = services.payment_intent_select_asset(
                 merchant=merchant, intent_id=intent_id, network_asset=network_asset, now=timezone.now()
             )
-            return Response(intent_representation(intent))
+            return Response(_rendered(intent))
 
         return idempotent(request, merchant, select)

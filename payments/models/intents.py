@@ -45,10 +45,14 @@ ALLOWED_SOURCES: dict[str, list[str]] = {
 class PaymentIntent(models.Model):
     """What the merchant asked for, and the state its evidence proves.
 
+    `representation` (not a column) is the API representation that `services` built for the event
+    snapshot of the version it just wrote, so a view that answers with it need not build it again.
+
     `state` is protected: it changes only through the transitions below, which only
     `services.payment_settle` calls, with the verdict of `policy.evaluate`. The policy fields
     (`required_confirmations`, tolerances, late window) are a snapshot taken when the asset is assigned."""
 
+    representation: dict | None = None  # see the docstring; set by services, never stored
     id = models.CharField(primary_key=True, max_length=40, default=intent_id, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="intents")
     state = FSMField(default=S.CREATED, choices=S.choices, protected=True)

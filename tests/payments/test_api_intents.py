@@ -36,6 +36,9 @@ def test_create_crypto_priced_intent_assigns_address_and_awaits_payment(api):
         ("payment.created", 1),
         ("payment.awaiting_payment", 2),
     ]
+    # the answer is the snapshot of the latest event, and what a retrieve shows
+    assert body == intent.events.get(sequence=2).payload
+    assert api.get(f"/api/v1/payment-intents/{intent.pk}").json() == body
 
 
 def test_erc20_intent_has_eip681_transfer_uri(api):
