@@ -201,8 +201,11 @@ GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [
 GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS = float(os.environ.get("GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS", "120"))
 # Attempts in flight per worker process (threads), and how long one drain task runs at most.
 GATEWAY_WEBHOOK_CONCURRENCY = int(os.environ.get("GATEWAY_WEBHOOK_CONCURRENCY", "16"))
-# At most this many attempts in flight per endpoint per worker process: a slow endpoint keeps the rest.
-GATEWAY_WEBHOOK_PER_ENDPOINT = int(os.environ.get("GATEWAY_WEBHOOK_PER_ENDPOINT", "8"))
+# At most this many attempts in flight per endpoint per worker process (a quarter of the threads): slow
+# endpoints keep the rest.
+GATEWAY_WEBHOOK_PER_ENDPOINT = int(
+    os.environ.get("GATEWAY_WEBHOOK_PER_ENDPOINT", str(max(1, GATEWAY_WEBHOOK_CONCURRENCY // 4)))
+)
 GATEWAY_WEBHOOK_DRAIN_S = float(os.environ.get("GATEWAY_WEBHOOK_DRAIN_S", "20"))
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",

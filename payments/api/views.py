@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import services
-from payments.errors import NotFound
+from payments.errors import InvalidRequest, NotFound
 from payments.models import NetworkAsset
 from payments.selectors import (
     intent_get_for_merchant,
@@ -45,7 +45,17 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
-class IntentCursorPagination(CursorPagination):
+class StrictCursorPagination(CursorPagination):
+    """A cursor that cannot be decoded is a 400 `invalid_cursor` (DRF answers 404)."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except exceptions.NotFound:
+            raise InvalidRequest("the cursor is not valid", code="invalid_cursor", param="cursor") from None
+
+
+class IntentCursorPagination(StrictCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 20
     page_size_query_param = "limit"

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,7 +33,7 @@ from .serializers import (
     WebhookEndpointSerializer,
     WebhookEndpointUpdateSerializer,
 )
-from .views import ERRORS, IDEMPOTENCY_HEADER
+from .views import ERRORS, IDEMPOTENCY_HEADER, StrictCursorPagination
 
 EVENTS_PAGE_MAX = 100
 
@@ -157,7 +156,7 @@ class WebhookEndpointReplayView(_WebhookScopes, APIView):
         return idempotent(request, merchant, replay)
 
 
-class DeliveryPagination(CursorPagination):
+class DeliveryPagination(StrictCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 20
     page_size_query_param = "limit"
@@ -182,7 +181,9 @@ class WebhookEndpointDeliveriesView(_WebhookScopes, APIView):
         if state:
             if state not in WebhookDelivery.State.values:
                 raise InvalidRequest(
-                    f"state is one of {', '.join(WebhookDelivery.State.values)}", param="state"
+                    f"state is one of {', '.join(WebhookDelivery.State.values)}",
+                    code="invalid_parameter",
+                    param="state",
                 )
             deliveries = deliveries.filter(state=state)
         paginator = DeliveryPagination()
@@ -235,7 +236,7 @@ class EventListView(APIView):
         try:
             limit = min(max(int(request.query_params.get("limit", 50)), 1), EVENTS_PAGE_MAX)
         except ValueError:
-            raise InvalidRequest("limit is a whole number", param="limit") from None
+            raise InvalidRequest("limit is a whole number", code="invalid_parameter", param="limit") from None
         events = Event.objects.filter(merchant=merchant, position__isnull=False)
         after = request.query_params.get("after")
         if after:

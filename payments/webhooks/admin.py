@@ -133,8 +133,12 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Enable (paused deliveries resume)")
     def enable(self, request, queryset):
         for endpoint in queryset:
-            resumed = endpoints.endpoint_enable(endpoint=endpoint, now=timezone.now())
-            self.message_user(request, f"{endpoint.pk} enabled; {resumed} paused deliveries resumed")
+            try:
+                queued = endpoints.endpoint_enable(endpoint=endpoint, now=timezone.now())
+            except endpoints.NotFound:
+                self.message_user(request, f"{endpoint.pk} was deleted by the merchant", messages.ERROR)
+                continue
+            self.message_user(request, f"{endpoint.pk} enabled; {queued} deliveries queued")
 
     @admin.action(description="Disable (pending deliveries pause)")
     def disable(self, request, queryset):

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -24,9 +25,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -37,6 +40,7 @@ from .events import event_body_from
 from .signing import signed_headers
 from .transport import Result, Transport
 
+log = logging.getLogger(__name__)
 _DISPATCH_LOCK = 0x77686B31  # pg advisory lock key ("whk1")
 RECORD_GATHER_S = 0.003
 DISPATCH_IDLE_S = 0.5
@@ -170,33 +174,44 @@ def _claim(
                     LIMIT greatest(%(per_endpoint)s - coalesce(busy.n, 0), 0)
                     FOR UPDATE SKIP LOCKED
                 ) d
-                WHERE e.enabled
+                WHERE e.enabled AND e.deleted_at IS NULL
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT %(limit)s
             )
             UPDATE payments_webhookdelivery d
-            SET attempts = d.attempts + 1, claimed_at = %(now)s, next_attempt_at = %(lease_end)s
+            SET attempts = CASE WHEN d.attempts >= %(max_attempts)s THEN d.attempts ELSE d.attempts + 1 END,
+                state = CASE WHEN d.attempts >= %(max_attempts)s THEN 'failed' ELSE d.state END,
+                claimed_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(now)s END,
+                next_attempt_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(lease_end)s END
             FROM due, payments_event ev
             WHERE d.id = due.id AND ev.id = d.event_id
             RETURNING d.id, d.attempts, d.endpoint_id, due.lost_claim, ev.id, ev.type, ev.created_at,
-                      ev.payload
+                      ev.payload, d.state
             """,
             {
                 "now": now,
                 "limit": limit,
                 "lease_end": now + lease(),
                 "per_endpoint": settings.GATEWAY_WEBHOOK_PER_ENDPOINT,
+                "max_attempts": len(retry_schedule()),
                 "busy_ids": list(in_flight),
                 "busy_counts": list(in_flight.values()),
             },
         )
         rows = cursor.fetchall()
+    exhausted = [r for r in rows if r[8] == State.FAILED]
+    if exhausted:
+        # the last attempt was lost with its worker: it counts; nothing is sent beyond the schedule
+        WebhookAttempt.objects.bulk_create(
+            [_lost_attempt(r[0], r[1], r[3]) for r in exhausted], ignore_conflicts=True
+        )
+        rows = [r for r in rows if r[8] != State.FAILED]
     if not rows:
         return []
     found = (endpoints or _Endpoints()).get({r[2] for r in rows}, now)
     bodies: dict[str, bytes] = {}
     claims = []
-    for delivery_id, attempt, endpoint_id, lost_claim, event_pk, type_, created_at, payload in rows:
+    for delivery_id, attempt, endpoint_id, lost_claim, event_pk, type_, created_at, payload, _ in rows:
         if event_pk not in bodies:
             bodies[event_pk] = event_body_from(event_pk, type_, created_at, payload)
         url, secrets = found[endpoint_id]
@@ -216,36 +231,40 @@ def _claim(
     return claims
 
 
+def _lost_attempt(delivery_id: int, number: int, started: datetime) -> WebhookAttempt:
+    return WebhookAttempt(
+        delivery_id=delivery_id,
+        number=number,
+        started_at=started,
+        outcome=WebhookAttempt.Outcome.LOST,
+        error=LOST_ERROR,
+    )
+
+
 def _send(claim: Claim, transport: Transport) -> Result:
-    """One HTTP attempt (no database access: runs on a worker thread)."""
+    """One HTTP attempt (no database access: runs on a worker thread). Never raises: whatever goes
+    wrong is this attempt's error, and the worker goes on."""
     if not claim.secrets:
         return Result(None, 0, error="the endpoint has no active signing secret")
-    headers = signed_headers(
-        secrets=claim.secrets, msg_id=claim.msg_id, timestamp=int(time.time()), body=claim.body
-    )
-    return transport.post(claim.url, claim.body, headers)
+    try:
+        headers = signed_headers(
+            secrets=claim.secrets, msg_id=claim.msg_id, timestamp=int(time.time()), body=claim.body
+        )
+        return transport.post(claim.url, claim.body, headers)
+    except Exception as exc:
+        return Result(None, 0, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _record(
-    results: list[tuple[Claim, Result]], *, now: datetime, healthy: dict[str, float] | None = None
-) -> None:
-    """Write the attempts and move each delivery and endpoint on, in the caller's transaction.
-    `healthy` (endpoint -> monotonic time of its last success written) spares a write per batch."""
+def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
+    """Write the attempts and move each delivery and endpoint on, in the caller's transaction. Endpoint
+    rows are written before delivery rows, the order `endpoint_disable` locks them in (no deadlock)."""
     schedule = retry_schedule()
     attempts: list[WebhookAttempt] = []
     updates: list[tuple[int, int, str, datetime | None, int | None, datetime | None]] = []
     health: dict[str, str] = {}  # endpoint -> "ok" | "failing" | "gone"
     for claim, result in results:
         if claim.lost_attempt_started is not None:
-            attempts.append(
-                WebhookAttempt(
-                    delivery_id=claim.delivery_id,
-                    number=claim.attempt - 1,
-                    started_at=claim.lost_attempt_started,
-                    outcome=WebhookAttempt.Outcome.LOST,
-                    error=LOST_ERROR,
-                )
-            )
+            attempts.append(_lost_attempt(claim.delivery_id, claim.attempt - 1, claim.lost_attempt_started))
         attempts.append(
             WebhookAttempt(
                 delivery_id=claim.delivery_id,
@@ -272,21 +291,12 @@ def _record(
             health[claim.endpoint_id] = "gone"
         else:
             health.setdefault(claim.endpoint_id, "failing")
+    _endpoints_health(health, now=now)
     applied = _deliveries_update(updates)
     # the attempts of results applied (a result that lost its lease is dropped with its attempt)
     WebhookAttempt.objects.bulk_create(
         [a for a in attempts if a.delivery_id in applied], ignore_conflicts=True
     )
-    if healthy is not None:
-        recently = time.monotonic() - 1.0
-        for endpoint_id, state in list(health.items()):
-            if state == "ok" and healthy.get(endpoint_id, 0.0) > recently:
-                del health[endpoint_id]
-            elif state == "ok":
-                healthy[endpoint_id] = time.monotonic()
-            else:
-                healthy.pop(endpoint_id, None)
-    _endpoints_health(health, now=now)
 
 
 def _deliveries_update(updates: list[tuple]) -> set[int]:
@@ -299,11 +309,14 @@ def _deliveries_update(updates: list[tuple]) -> set[int]:
         cursor.execute(
             """
             UPDATE payments_webhookdelivery d
-            SET state = v.state, next_attempt_at = v.due, claimed_at = NULL,
-                last_status_code = v.code, delivered_at = v.delivered
+            SET state = CASE WHEN v.state = 'pending' AND NOT e.enabled THEN 'paused' ELSE v.state END,
+                next_attempt_at = CASE WHEN e.enabled THEN v.due END,
+                claimed_at = NULL, last_status_code = v.code, delivered_at = v.delivered
             FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[], %s::int[],
-                        %s::timestamptz[]) AS v(id, attempt, state, due, code, delivered)
-            WHERE d.id = v.id AND d.attempts = v.attempt AND d.state = 'pending'
+                        %s::timestamptz[]) AS v(id, attempt, state, due, code, delivered),
+                 payments_webhookendpoint e
+            WHERE d.id = v.id AND d.attempts = v.attempt AND d.state = 'pending' AND d.claimed_at IS NOT NULL
+              AND e.id = d.endpoint_id
             RETURNING d.id
             """,
             [ids, numbers, [str(s) for s in states], dues, codes, delivered],
@@ -337,6 +350,7 @@ def _endpoints_health(health: dict[str, str], *, now: datetime) -> None:
 _executor: ThreadPoolExecutor | None = None
 _transport: Transport | None = None
 _shared_lock = threading.Lock()
+_drain_lock = threading.Lock()
 
 
 def _shared() -> tuple[ThreadPoolExecutor, Transport]:
@@ -383,7 +397,19 @@ def deliveries_drain(
     """The worker loop: keep the thread pool busy with due attempts for up to `budget_s` seconds, or
     until nothing is due. Results are recorded as they complete (a slow endpoint holds back only its own
     attempts), in the same transaction as the next claim, which is made when half the threads are free.
-    New events are dispatched while there are some, and looked for twice a second otherwise."""
+    New events are dispatched while there are some, and looked for twice a second otherwise.
+
+    One drain per process at a time (a second one returns at once): the thread pool and the per-endpoint
+    counts are the process's, and a claim's lease starts when its attempt can start."""
+    if not _drain_lock.acquire(blocking=False):
+        return DrainReport()
+    try:
+        return _drain(budget_s=budget_s, clock=clock, transport=transport)
+    finally:
+        _drain_lock.release()
+
+
+def _drain(*, budget_s: float, clock: Callable[[], datetime], transport: Transport | None) -> DrainReport:
     executor, shared_transport = _shared()
     transport = transport or shared_transport
     size = settings.GATEWAY_WEBHOOK_CONCURRENCY
@@ -392,24 +418,27 @@ def deliveries_drain(
     in_flight: dict[Future, Claim] = {}
     per_endpoint: Counter[str] = Counter()
     endpoints = _Endpoints(ttl_s=1.0)
-    healthy: dict[str, float] = {}
     next_dispatch = 0.0
     results: list[tuple[Claim, Result]] = []
     while True:
         free = size - len(in_flight)
         want = time.monotonic() < deadline and (not in_flight or free * 2 >= size)
         if want and time.monotonic() >= next_dispatch:
-            dispatched = events_dispatch(now=clock(), wait_for_lock=False)
+            dispatched = _retrying(lambda: events_dispatch(now=clock(), wait_for_lock=False))
             report.dispatched += dispatched
             next_dispatch = 0.0 if dispatched else time.monotonic() + DISPATCH_IDLE_S
         claims: list[Claim] = []
         if results or want:
-            with transaction.atomic():
-                now = clock()
-                if results:
-                    _record(results, now=now, healthy=healthy)
-                if want:
-                    claims = _claim(now=now, limit=free, in_flight=+per_endpoint, endpoints=endpoints)
+            claims = _retrying(
+                partial(
+                    _record_and_claim,
+                    results=results,
+                    limit=free if want else 0,
+                    in_flight=+per_endpoint,
+                    endpoints=endpoints,
+                    clock=clock,
+                )
+            )
         for claim in claims:
             in_flight[executor.submit(_send, claim, transport)] = claim
             per_endpoint[claim.endpoint_id] += 1
@@ -425,3 +454,32 @@ def deliveries_drain(
             per_endpoint[claim.endpoint_id] -= 1
             report.attempts += 1
             report.delivered += result.ok
+
+
+def _record_and_claim(
+    *,
+    results: list[tuple[Claim, Result]],
+    limit: int,
+    in_flight: Mapping[str, int],
+    endpoints: _Endpoints,
+    clock: Callable[[], datetime],
+) -> list[Claim]:
+    with transaction.atomic():
+        now = clock()
+        if results:
+            _record(results, now=now)
+        return _claim(now=now, limit=limit, in_flight=in_flight, endpoints=endpoints)
+
+
+def _retrying(work: Callable[[], Any], tries: int = 3) -> Any:
+    """Run a transaction again after a deadlock or serialization failure (the drain keeps its results:
+    dying here would send them all again after their leases)."""
+    for attempt in range(tries):
+        try:
+            return work()
+        except OperationalError as exc:
+            if attempt == tries - 1:
+                raise
+            log.warning("webhook drain: retrying after %s", exc)
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
-from payments.errors import InvalidRequest, NotFound
+from payments.errors import Conflict, InvalidRequest, NotFound
 from payments.models import Event, Merchant, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 from . import guard
@@ -17,6 +17,10 @@ from .signing import secret_generate
 
 MAX_ENDPOINTS_PER_MERCHANT = 16
 MAX_ROTATION_OVERLAP = timedelta(days=7)
+MAX_REPLAY_EVENTS = 10_000
+# Events created this long before an endpoint was disabled are sent when it is enabled again, in case
+# their dispatch came after the disable (dispatch runs within seconds; the rest is margin).
+RESUME_MARGIN = timedelta(minutes=5)
 Reason = WebhookEndpoint.DisabledReason
 State = WebhookDelivery.State
 
@@ -87,12 +91,20 @@ def endpoint_update(
     enabled: bool | None = None,
     resolve: guard.Resolver = guard.system_resolve,
 ) -> WebhookEndpoint:
+    # checked before any lock: the URL check resolves the host, which may take a while
+    url = _url_clean(url, resolve) if url is not None else None
+    types = _event_types_clean(event_types) if event_types is not None else None
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if enabled is True and not endpoint.enabled and endpoint.disabled_reason == Reason.OPERATOR:
+            raise Conflict(
+                "an operator disabled this endpoint; ask support to enable it",
+                code="endpoint_disabled_by_operator",
+            )
         if url is not None:
-            endpoint.url = _url_clean(url, resolve)
-        if event_types is not None:
-            endpoint.event_types = _event_types_clean(event_types)
+            endpoint.url = url
+        if types is not None:
+            endpoint.event_types = types
         if description is not None:
             endpoint.description = description[:200]
         endpoint.save()
@@ -106,28 +118,57 @@ def endpoint_update(
 
 def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, now: datetime) -> int:
     """Stop sending: the endpoint's pending deliveries pause (they resume when it is enabled again).
-    Returns the number paused."""
+    An attempt in flight keeps its lease, and its result is recorded. Returns the number paused. Locks
+    the endpoint row, then its deliveries (the order every writer uses)."""
     with transaction.atomic():
         changed = WebhookEndpoint.objects.filter(pk=endpoint.pk, enabled=True).update(
             enabled=False, disabled_reason=reason, disabled_at=now
         )
         if not changed:
             return 0
-        return WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, state=State.PENDING).update(
-            state=State.PAUSED, claimed_at=None, next_attempt_at=None
-        )
+        return WebhookDelivery.objects.filter(
+            endpoint_id=endpoint.pk, state=State.PENDING, claimed_at__isnull=True
+        ).update(state=State.PAUSED, next_attempt_at=None)
 
 
 def endpoint_enable(*, endpoint: WebhookEndpoint, now: datetime) -> int:
-    """Send again: paused deliveries are due at once (with their attempt counts kept). Returns the number
-    resumed."""
+    """Send again: paused deliveries are due at once (with their attempt counts kept), and the events
+    created while the endpoint was disabled get their deliveries now. Returns the number queued."""
     with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.deleted_at is not None:
+            raise NotFound(f"no webhook endpoint {endpoint.pk}", code="endpoint_not_found")
+        if endpoint.enabled:
+            return 0
+        disabled_at = endpoint.disabled_at or now
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
             enabled=True, disabled_reason="", disabled_at=None, failing_since=None
         )
-        return WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, state=State.PAUSED).update(
+        resumed = WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, state=State.PAUSED).update(
             state=State.PENDING, next_attempt_at=now
         )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO payments_webhookdelivery
+                    (event_id, endpoint_id, kind, state, attempts, next_attempt_at, requested_by, created_at)
+                SELECT ev.id, %(endpoint)s, 'original', 'pending', 0, %(now)s, '', %(now)s
+                FROM payments_event ev
+                WHERE ev.merchant_id = %(merchant)s AND ev.position IS NOT NULL
+                  AND ev.created_at >= %(since)s AND ev.created_at >= %(endpoint_created)s
+                  AND (cardinality(%(types)s::text[]) = 0 OR ev.type = ANY(%(types)s::text[]))
+                ON CONFLICT (event_id, endpoint_id) WHERE kind = 'original' DO NOTHING
+                """,
+                {
+                    "endpoint": endpoint.pk,
+                    "merchant": endpoint.merchant_id,
+                    "now": now,
+                    "since": disabled_at - RESUME_MARGIN,
+                    "endpoint_created": endpoint.created_at,
+                    "types": endpoint.event_types,
+                },
+            )
+            return resumed + cursor.rowcount
 
 
 def endpoint_delete(*, endpoint: WebhookEndpoint, now: datetime) -> None:
@@ -144,11 +185,14 @@ def endpoint_secret_rotate(*, endpoint: WebhookEndpoint, overlap: timedelta, now
             f"the overlap is between 0 and {MAX_ROTATION_OVERLAP.days} days", code="invalid_overlap"
         )
     secret = secret_generate()
+    ends = now + overlap
     with transaction.atomic():
         WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
-        WebhookSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True).update(
-            expires_at=now + overlap
-        )
+        # every secret still signing stops at the end of this overlap at the latest (an older rotation's
+        # longer overlap is cut short too)
+        WebhookSecret.objects.filter(endpoint=endpoint).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=ends)
+        ).update(expires_at=ends)
         WebhookSecret.objects.create(endpoint=endpoint, secret=secret, created_at=now)
     return secret
 
@@ -173,7 +217,7 @@ def event_redeliver(
     """A new delivery of the event (same `webhook-id`) to one endpoint, or to every enabled endpoint of
     the merchant that subscribes to its type."""
     if endpoint is not None:
-        if endpoint.merchant_id != event.merchant_id:
+        if endpoint.merchant_id != event.merchant_id or endpoint.deleted_at is not None:
             raise NotFound(f"no webhook endpoint {endpoint.pk}", code="endpoint_not_found")
         if not endpoint.enabled:
             raise InvalidRequest("the endpoint is disabled; enable it first", code="endpoint_disabled")
@@ -205,14 +249,20 @@ def endpoint_replay(
     ).order_by("created_at", "intent_id", "sequence")
     if endpoint.event_types:
         events = events.filter(type__in=endpoint.event_types)
-    queued = 0
-    batch: list[WebhookDelivery] = []
-    for event_pk in events.values_list("pk", flat=True).iterator(chunk_size=2000):
-        batch.append(_replay(event_pk, endpoint.pk, now, requested_by))
-        if len(batch) == 2000:
-            queued += len(WebhookDelivery.objects.bulk_create(batch))
-            batch = []
-    queued += len(WebhookDelivery.objects.bulk_create(batch))
+    if events[MAX_REPLAY_EVENTS : MAX_REPLAY_EVENTS + 1].exists():
+        raise InvalidRequest(
+            f"the range holds more than {MAX_REPLAY_EVENTS} events; replay it in smaller ranges",
+            code="replay_too_large",
+        )
+    with transaction.atomic():  # all of the range or none of it
+        queued = 0
+        batch: list[WebhookDelivery] = []
+        for event_pk in events.values_list("pk", flat=True).iterator(chunk_size=2000):
+            batch.append(_replay(event_pk, endpoint.pk, now, requested_by))
+            if len(batch) == 2000:
+                queued += len(WebhookDelivery.objects.bulk_create(batch))
+                batch = []
+        queued += len(WebhookDelivery.objects.bulk_create(batch))
     return queued
 
 

@@ -31,9 +31,32 @@ class UrlRefused(InvalidRequest):
 @dataclass(frozen=True)
 class Destination:
     url: SplitResult
-    host: str
+    host: str  # ASCII (IDNA) form: what goes into the Host header, SNI and the certificate check
     port: int
-    addresses: tuple[str, ...]  # all checked; the transport connects to the first
+    addresses: tuple[str, ...]  # all checked; the transport connects to them in order
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.url.port is None else f"{host}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        return (self.url.path or "/") + (f"?{self.url.query}" if self.url.query else "")
+
+
+# Refused whatever `is_global` says (it has changed between Python versions), and IPv6 forms that embed
+# an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible, IPv4-translated) that could reach a private one.
+_DENIED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+        "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
 
 
 def system_resolve(host: str, port: int) -> list[str]:
@@ -55,6 +78,8 @@ def address_allowed(address: str) -> bool:
     for network in _allowed_networks(tuple(settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS)):
         if ip.version == network.version and ip in network:
             return True
+    if any(ip.version == network.version and ip in network for network in _DENIED):
+        return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -72,7 +97,15 @@ def url_parse(url: str) -> tuple[SplitResult, str, int]:
         raise UrlRefused("the webhook URL has no host", param="url")
     if parts.username is not None or parts.password is not None:
         raise UrlRefused("the webhook URL must not carry credentials", param="url")
-    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    if port == 0:
+        raise UrlRefused("the webhook URL's port is between 1 and 65535", param="url")
+    try:  # an internationalised name travels in its ASCII form (Host header, SNI, certificate)
+        host = (
+            parts.hostname.encode("idna").decode("ascii") if not parts.hostname.isascii() else parts.hostname
+        )
+    except UnicodeError:
+        raise UrlRefused("the webhook URL's host name is not valid", param="url") from None
+    return parts, host, port or (443 if parts.scheme == "https" else 80)
 
 
 def destination(url: str, resolve: Resolver = system_resolve) -> Destination:

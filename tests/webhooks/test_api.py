@@ -144,6 +144,28 @@ def test_catch_up_pages_through_every_event_oldest_first(api, shop):
     assert api.get(f"/api/v1/events/{last}").json()["id"] == last
 
 
+def test_a_merchant_cannot_undo_an_operators_disable(api, shop, receiver):
+    from payments.webhooks import endpoints
+
+    created = add_endpoint(api, receiver.url)
+    endpoint = WebhookEndpoint.objects.get(pk=created["id"])
+    endpoints.endpoint_disable(endpoint=endpoint, reason="operator", now=timezone.now())
+    response = api.patch(f"/api/v1/webhook-endpoints/{endpoint.pk}", {"enabled": True}, format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "endpoint_disabled_by_operator"
+    assert not WebhookEndpoint.objects.get(pk=endpoint.pk).enabled
+
+
+def test_a_bad_cursor_is_a_400(api, receiver):
+    created = add_endpoint(api, receiver.url)
+    for url in (
+        f"/api/v1/webhook-endpoints/{created['id']}/deliveries?cursor=nope",
+        "/api/v1/payment-intents?cursor=nope",
+    ):
+        response = api.get(url)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
+
+
 @pytest.mark.parametrize(
     ("query", "code"),
     [("after=evt_nope", "invalid_cursor"), ("type=payment.nope", "unknown_event_type"), ("limit=x", None)],
@@ -151,7 +173,7 @@ def test_catch_up_pages_through_every_event_oldest_first(api, shop):
 def test_bad_event_queries(api, query, code):
     response = api.get(f"/api/v1/events?{query}")
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == (code or "invalid_request")
+    assert response.json()["error"]["code"] == (code or "invalid_parameter")
 
 
 def test_redeliver_and_the_delivery_log_over_the_api(api, shop, receiver):

@@ -240,10 +240,11 @@ def test_a_result_after_the_lease_was_taken_over_changes_nothing(receiver):
     assert [(a.number, a.outcome) for a in delivery.attempt_log.all()] == [(1, "lost"), (2, "succeeded")]
 
 
-def test_a_slow_endpoint_holds_back_only_its_own_attempts(receiver):
+def test_a_slow_endpoint_holds_back_only_its_own_attempts(receiver, settings):
     """The drain keeps sending to a fast endpoint while another one's attempt waits for its timeout."""
     from tests.webhooks.receiver import Receiver
 
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 3600]  # one attempt each within this drain
     slow = Receiver(gate=threading.Event()).start()
     try:
         merchant = make_merchant()

@@ -40,6 +40,14 @@ def strict(settings):
         "https://0.0.0.0/hook",
         "https://100.64.0.1/hook",
         "https://224.0.0.1/hook",
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 form of 169.254.169.254
+        "https://[64:ff9b:1::a00:1]/hook",
+        "https://[2002:a9fe:a9fe::1]/hook",  # 6to4
+        "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
+        "https://[::7f00:1]/hook",  # IPv4-compatible 127.0.0.1
+        "https://[::ffff:0:7f00:1]/hook",  # IPv4-translated
+        "https://[fec0::1]/hook",  # site-local
+        "https://93.184.215.14:0/hook",  # port 0
         "https://localhost/hook",  # a name the system resolver maps to loopback
         "http://93.184.215.14/hook",  # plain http, not allowed by default
         "https://user:pass@93.184.215.14/hook",
