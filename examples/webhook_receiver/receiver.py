@@ -73,7 +73,7 @@ def verify(secret: str, headers, body: bytes, now: float | None = None) -> dict:
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     # during a secret rotation there are several signatures: any valid one will do
     if not any(
-        version == "v1" and hmac.compare_digest(expected, value)
+        version == "v1" and hmac.compare_digest(expected.encode(), value.encode("utf-8", "replace"))
         for version, _, value in (s.partition(",") for s in signatures)
     ):
         raise InvalidSignature("no valid signature")

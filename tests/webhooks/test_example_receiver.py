@@ -124,6 +124,9 @@ def test_the_example_receiver_fulfils_once_and_ignores_stale_events(example):
             secrets=[secret_generate()], msg_id="evt_forged", timestamp=int(time.time()), body=body
         ),
         signed_headers(secrets=[secret], msg_id="evt_forged", timestamp=int(time.time()) - 3600, body=body),
+        {"webhook-id": "evt_forged", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,é"},
+        {"webhook-id": "evt_forged", "webhook-timestamp": "soon", "webhook-signature": "v1,x"},
+        {},
     ):
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/webhooks", data=body, headers=headers, method="POST"
