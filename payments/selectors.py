@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from eth_utils import to_checksum_address as _to_checksum_address
 
 from . import policy
-from .models import ChainObservation, ChainTip, Merchant, PaymentIntent, Resolution
+from .models import ChainObservation, ChainTip, Merchant, NetworkAsset, PaymentIntent, Resolution, Wallet
 from .pricing import FIAT_CURRENCIES, format_amount
 
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
@@ -113,13 +113,14 @@ def _price_text(intent: PaymentIntent) -> str:
         return f"{intent.price_amount.normalize():f}"
 
 
-def payment_uri(intent: PaymentIntent) -> str | None:
-    """BIP21 for Bitcoin-family, EIP-681 for EVM (native value, or ERC-20 `transfer`)."""
+def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
+    """BIP21 for Bitcoin-family, EIP-681 for EVM (native value, or ERC-20 `transfer`), for the amount
+    due or another one (what is left to pay of an underpaid intent)."""
     na = intent.network_asset
     if na is None or intent.address is None or intent.amount_due_base_units is None:
         return None
     network = na.network
-    amount = int(intent.amount_due_base_units)
+    amount = int(intent.amount_due_base_units) if amount is None else amount
     address = display_address(intent)
     if network.chain == "evm":
         if na.is_native:
@@ -129,6 +130,22 @@ def payment_uri(intent: PaymentIntent) -> str | None:
             f"?address={address}&uint256={amount}"
         )
     return f"{network.uri_scheme}:{address}?amount={format_amount(amount, na.decimals)}"
+
+
+def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
+    """The asset/network pairs a customer may choose: enabled, on an enabled network, and with an active
+    wallet of the merchant to derive the address from (one EVM wallet serves every EVM network)."""
+    wallets = list(
+        Wallet.objects.filter(merchant=merchant, is_active=True).values_list("chain", "network_id")
+    )
+    evm = any(chain == "evm" for chain, _ in wallets)
+    networks = {network_id for chain, network_id in wallets if network_id is not None}
+    options = (
+        NetworkAsset.objects.filter(enabled=True, network__enabled=True)
+        .select_related("asset", "network")
+        .order_by("network__is_testnet", "asset__code", "network__name")
+    )
+    return [na for na in options if (na.network.chain == "evm" and evm) or na.network_id in networks]
 
 
 def display_address(intent: PaymentIntent) -> str | None:

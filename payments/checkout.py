@@ -1,0 +1,186 @@
+"""The customer's checkout page, `/pay/<token>` (the token is not the API id): it shows what the backend
+knows and nothing more. Choosing the asset is the only write, through the same service as the API.
+
+- `GET  /pay/<token>`              the page (server-rendered; static files served by the app)
+- `POST /pay/<token>/select`       choose an asset/network for an intent in `created`
+- `GET  /pay/<token>/status`       a small JSON document the page polls
+- `GET  /pay/<token>/qr.svg`       the QR code of the payment URI (`?remaining=1`: of what is left to pay)
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+import segno
+from django.db import transaction
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services
+from .errors import GatewayError
+from .models import PaymentIntent, PaymentState
+from .pricing import format_amount
+from .selectors import checkout_options, display_address, intent_queryset, payment_uri
+
+S = PaymentState
+
+
+def _intent(token: str) -> PaymentIntent:
+    intent = intent_queryset().select_related("merchant").filter(checkout_token=token).first()
+    if intent is None:
+        raise Http404("no such payment")
+    return intent
+
+
+def _remaining(intent: PaymentIntent) -> int | None:
+    if intent.amount_due_base_units is None:
+        return None
+    return max(int(intent.amount_due_base_units) - int(intent.amount_seen_base_units or 0), 0)
+
+
+def _confirmations(intent: PaymentIntent) -> int:
+    """Confirmations of the least-confirmed canonical transaction counted for the intent."""
+    from .selectors import intents_transactions
+
+    na = intent.network_asset
+    txs = [
+        t
+        for t in intents_transactions([intent])[intent.pk]
+        if t["canonical"] and na and t["network"] == na.network.code
+    ]
+    return min((t["confirmations"] for t in txs), default=0)
+
+
+def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
+    """What the page shows, in words, for every state."""
+    na = intent.network_asset
+    decimals = na.decimals if na else None
+    asset = na.asset.code if na else ""
+    remaining = _remaining(intent)
+    required = intent.required_confirmations or 0
+    confirmations = _confirmations(intent) if intent.state in (S.DETECTED, S.CONFIRMING) else 0
+    late = "late_payment" in (intent.flags or [])
+    texts = {
+        S.CREATED: (_("Choose how to pay"), _("Pick a currency and network below.")),
+        S.AWAITING_PAYMENT: (
+            _("Waiting for your payment"),
+            _("Send exactly the amount below to the address below. This page updates by itself."),
+        ),
+        S.DETECTED: (
+            _("Payment seen"),
+            _("Your payment is on its way: waiting for the network to confirm it."),
+        ),
+        S.CONFIRMING: (
+            _("Confirming your payment"),
+            _("%(count)s of %(required)s confirmations.") % {"count": confirmations, "required": required},
+        ),
+        S.PAID: (_("Paid, thank you"), _("Your payment is confirmed.")),
+        S.UNDERPAID: (
+            _("Partly paid"),
+            _(
+                "Less than the amount due arrived. Send the remaining %(amount)s %(asset)s to the same address."
+            )
+            % {"amount": format_amount(remaining or 0, decimals or 0), "asset": asset},
+        ),
+        S.OVERPAID: (
+            _("Paid, with more than the amount due"),
+            _("Your payment is confirmed. The merchant will contact you about the difference."),
+        ),
+        S.EXPIRED: (
+            _("This payment request has expired"),
+            _("Do not send funds to this address any more. Go back to the shop to start again."),
+        ),
+        S.FAILED: (_("The payment failed"), _("Please go back to the shop.")),
+        S.REFUNDED: (_("Refunded"), _("This payment was refunded.")),
+    }
+    title, detail = texts[intent.state]
+    if late:
+        detail = _("A payment arrived after this request expired. The merchant will review it.")
+    seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
+    waiting = intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.UNDERPAID)
+    return {
+        "state": intent.state,
+        "title": title,
+        "detail": detail,
+        "late": late,
+        "asset": asset or None,
+        "network": na.network.name if na else None,
+        "address": display_address(intent),
+        "amount_due": format_amount(int(intent.amount_due_base_units), decimals)
+        if decimals is not None
+        else None,
+        "remaining": format_amount(remaining, decimals)
+        if remaining is not None and decimals is not None
+        else None,
+        "confirmations": confirmations,
+        "required_confirmations": required,
+        "expires_at": intent.expires_at.isoformat(),
+        "seconds_left": seconds_left if waiting else None,
+        "payment_uri": payment_uri(intent, remaining if intent.state == S.UNDERPAID else None),
+        "redirect_url": (intent.success_url or None) if intent.state in (S.PAID, S.OVERPAID) else None,
+        "cancel_url": intent.cancel_url or None,
+        "final": intent.state not in (S.CREATED, S.AWAITING_PAYMENT, S.DETECTED, S.CONFIRMING, S.UNDERPAID),
+    }
+
+
+@never_cache
+@require_GET
+def page(request, token: str):
+    intent = _intent(token)
+    return _render(request, intent, error=None)
+
+
+def _render(request, intent: PaymentIntent, *, error: str | None, status_code: int = 200):
+    now = timezone.now()
+    context = {
+        "intent": intent,
+        "merchant_name": intent.merchant.name,
+        "price": f"{intent.price_amount.normalize():f} {intent.price_currency}",
+        "status": status(intent, now),
+        "options": checkout_options(intent.merchant) if intent.state == S.CREATED else [],
+        "error": error,
+    }
+    return render(request, "checkout/pay.html", context, status=status_code)
+
+
+@require_POST
+def select(request, token: str):
+    intent = _intent(token)
+    options = {str(na.pk): na for na in checkout_options(intent.merchant)}
+    chosen = options.get(request.POST.get("option", ""))
+    if chosen is None:
+        return _render(request, intent, error=_("Please choose one of the options."), status_code=400)
+    try:
+        with transaction.atomic():  # a refused choice writes nothing
+            services.payment_intent_select_asset(
+                merchant=intent.merchant, intent_id=intent.pk, network_asset=chosen, now=timezone.now()
+            )
+    except GatewayError as exc:
+        return _render(request, _intent(token), error=exc.message, status_code=exc.http_status)
+    return redirect("checkout-page", token=token, permanent=False)
+
+
+@never_cache
+@require_GET
+def status_json(request, token: str):
+    return JsonResponse(status(_intent(token), timezone.now()))
+
+
+@require_GET
+def qr_svg(request, token: str):
+    intent = _intent(token)
+    remaining = _remaining(intent) if request.GET.get("remaining") else None
+    uri = payment_uri(intent, remaining)
+    if uri is None:
+        raise Http404("no payment URI yet")
+    out = io.BytesIO()
+    segno.make(uri, micro=False, error="m").save(out, kind="svg", scale=5, border=4, xmldecl=False)
+    response = HttpResponse(out.getvalue(), content_type="image/svg+xml")
+    response["Cache-Control"] = "private, max-age=30"
+    return response

@@ -1,0 +1,149 @@
+"""The checkout page through Django's test client: choosing the asset, the words for every state, the
+status document, the QR code, and the page's weight and origins. (The browser tests drive it in
+Chromium.)"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from payments import services
+from payments.models import NetworkAsset, PaymentIntent
+from tests.factories import make_merchant
+from tests.payments.test_services_settle import block, new_intent, transfer
+
+pytestmark = pytest.mark.django_db
+
+
+def unassigned(merchant, **kw) -> PaymentIntent:
+    data = services.IntentInput(
+        price_amount=Decimal("25.00"),
+        price_currency="USDC",
+        network_asset=None,
+        success_url="https://shop.example/thanks",
+        cancel_url="https://shop.example/cart",
+        **kw,
+    )
+    return services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
+
+
+def page(intent) -> str:
+    response = Client().get(f"/pay/{intent.checkout_token}")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def status(intent) -> dict:
+    return Client().get(f"/pay/{intent.checkout_token}/status").json()
+
+
+def test_the_customer_chooses_the_asset_then_sees_amount_address_and_qr():
+    merchant = make_merchant("Corner shop")
+    intent = unassigned(merchant, merchant_order_id="A-17")
+    html = page(intent)
+    assert "Corner shop" in html and "A-17" in html and "Choose how to pay" in html
+    usdc_eth = NetworkAsset.objects.get(asset__code="USDC", network__code="ethereum")
+    assert f'value="{usdc_eth.pk}"' in html
+    # Bitcoin mainnet and Litecoin regtest are offered (the merchant has wallets for them), Bitcoin testnet not
+    options = re.findall(r'<input type="radio" name="option" value="(\d+)"', html)
+    networks = set(NetworkAsset.objects.filter(pk__in=options).values_list("network__code", flat=True))
+    assert {"ethereum", "bitcoin", "litecoin-regtest", "base"} <= networks
+    assert "bitcoin-testnet" not in networks
+    response = Client().post(f"/pay/{intent.checkout_token}/select", {"option": usdc_eth.pk})
+    assert response.status_code == 302 and response.url == f"/pay/{intent.checkout_token}"
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert intent.state == "awaiting_payment" and intent.network_asset_id == usdc_eth.pk
+    html = page(intent)
+    assert "Waiting for your payment" in html
+    assert "Send only <strong>USDC</strong> on the <strong>Ethereum</strong> network" in html
+    assert 'value="25.000000"' in html
+    address = PaymentIntent.objects.get(pk=intent.pk).address.address
+    assert address.lower() in html.lower()
+    qr = Client().get(f"/pay/{intent.checkout_token}/qr.svg")
+    assert qr.status_code == 200 and qr["Content-Type"] == "image/svg+xml"
+    assert qr.content.startswith(b"<svg") and b"xmlns" in qr.content
+    # choosing again is refused: the intent is no longer `created`
+    again = Client().post(f"/pay/{intent.checkout_token}/select", {"option": usdc_eth.pk})
+    assert again.status_code == 409
+
+
+def test_a_bad_choice_is_a_400_and_changes_nothing():
+    merchant = make_merchant()
+    intent = unassigned(merchant)
+    for option in ("", "999999", "abc"):
+        response = Client().post(f"/pay/{intent.checkout_token}/select", {"option": option})
+        assert response.status_code == 400 and b"choose one of the options" in response.content
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "created"
+
+
+def test_unknown_token_is_a_404_and_the_api_id_is_not_a_token():
+    intent = new_intent()
+    assert Client().get("/pay/nope").status_code == 404
+    assert Client().get(f"/pay/{intent.id}").status_code == 404
+    assert Client().get("/pay/nope/status").status_code == 404
+
+
+def test_words_for_each_state_from_the_status_document():
+    now = timezone.now()
+    intent = new_intent(success_url="https://shop.example/thanks", cancel_url="https://shop.example/cart")
+    st = status(intent)
+    assert st["state"] == "awaiting_payment" and st["title"] == "Waiting for your payment"
+    assert st["amount_due"] == "10.000000" and st["seconds_left"] > 0 and st["redirect_url"] is None
+    services.observation_record(transfer=transfer(intent), now=now)
+    assert status(intent)["title"] == "Payment seen"
+    services.chain_tip_record(network_code="ethereum", height=100, block_hash="0xb100", now=now)
+    services.observation_record(transfer=transfer(intent, **block(100, now)), now=now)
+    services.chain_tip_record(network_code="ethereum", height=104, block_hash="0xb104", now=now)
+    st = status(intent)
+    assert st["state"] == "confirming" and st["detail"] == "5 of 12 confirmations."
+    services.chain_tip_record(network_code="ethereum", height=111, block_hash="0xb111", now=now)
+    st = status(intent)
+    assert st["state"] == "paid" and st["title"] == "Paid, thank you"
+    assert st["redirect_url"] == "https://shop.example/thanks" and st["final"] and st["seconds_left"] is None
+    assert 'id="continue" href="https://shop.example/thanks"' in page(intent)
+
+
+def test_underpaid_shows_what_is_left_with_its_own_qr():
+    now = timezone.now()
+    intent = new_intent(amount="10")
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+    services.observation_record(transfer=transfer(intent, amount=4_000_000, **block(180, now)), now=now)
+    st = status(intent)
+    assert st["state"] == "underpaid"
+    assert st["remaining"] == "6.000000"
+    assert "Send the remaining 6.000000 USDC" in st["detail"]
+    assert st["payment_uri"].endswith("uint256=6000000")
+    html = page(intent)
+    assert 'value="6.000000"' in html and "qr.svg?remaining=1" in html
+    qr = Client().get(f"/pay/{intent.checkout_token}/qr.svg?remaining=1")
+    full = Client().get(f"/pay/{intent.checkout_token}/qr.svg")
+    assert qr.content != full.content
+
+
+def test_expired_page_points_back_to_the_shop():
+    intent = new_intent(cancel_url="https://shop.example/cart")
+    services.expire_due_intents(now=intent.expires_at + timedelta(seconds=1))
+    st = status(intent)
+    assert st["state"] == "expired" and st["final"] and st["seconds_left"] is None
+    html = page(intent)
+    assert "This payment request has expired" in html
+    assert 'id="cancel" href="https://shop.example/cart">Back to the shop' in html
+    assert 'id="pay" hidden' in html
+
+
+def test_the_page_loads_only_from_the_gateway_and_stays_small():
+    intent = new_intent()
+    html = page(intent)
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert all(s.startswith("/") or s.startswith("ethereum:") for s in sources), sources
+    total = len(html.encode())
+    for path in ("/static/checkout/checkout.css", "/static/checkout/checkout.js"):
+        response = Client().get(path)
+        assert response.status_code == 200, path
+        total += len(b"".join(response.streaming_content) if response.streaming else response.content)
+    assert total < 100 * 1024
