@@ -20,6 +20,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
@@ -129,7 +130,19 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
     }
 
 
+def _secured(response: HttpResponse, intent: PaymentIntent) -> HttpResponse:
+    """Nothing loads from elsewhere, and only the merchant's configured origins may frame the page."""
+    origins = " ".join(intent.merchant.checkout_origins) or "'none'"
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        f"form-action 'self'; base-uri 'none'; frame-ancestors {origins}"
+    )
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 @never_cache
+@xframe_options_exempt  # framing is decided by the CSP frame-ancestors above, per merchant
 @require_GET
 def page(request, token: str):
     intent = _intent(token)
@@ -146,9 +159,10 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
         "options": checkout_options(intent.merchant) if intent.state == S.CREATED else [],
         "error": error,
     }
-    return render(request, "checkout/pay.html", context, status=status_code)
+    return _secured(render(request, "checkout/pay.html", context, status=status_code), intent)
 
 
+@xframe_options_exempt
 @require_POST
 def select(request, token: str):
     intent = _intent(token)

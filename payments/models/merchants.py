@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from .ids import merchant_id
 from .reference import Chain, Network, NetworkAsset
 
 NUMERIC_UINT256 = {"max_digits": 78, "decimal_places": 0}
+
+
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def validate_origin(value: str) -> None:
+    """scheme://host[:port], nothing after: what a browser compares `frame-ancestors` against."""
+    if not _ORIGIN.match(value) or (
+        value.startswith("http://") and "://localhost" not in value and "://127.0.0.1" not in value
+    ):
+        raise ValidationError(
+            f"{value!r} is not an origin like https://shop.example (http only for localhost)",
+            code="invalid_origin",
+        )
 
 
 class Merchant(models.Model):
@@ -26,6 +43,13 @@ class Merchant(models.Model):
     )
     overpayment_tolerance_bps = models.PositiveIntegerField(
         default=0, help_text="excess not flagged as overpaid, in basis points of the amount due"
+    )
+    checkout_origins = ArrayField(
+        models.CharField(max_length=200, validators=[validate_origin]),
+        default=list,
+        blank=True,
+        help_text="origins allowed to show the checkout in an iframe, e.g. https://shop.example "
+        "(comma-separated); none: the checkout cannot be framed",
     )
 
     class Meta:

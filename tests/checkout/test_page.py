@@ -147,3 +147,28 @@ def test_the_page_loads_only_from_the_gateway_and_stays_small():
         assert response.status_code == 200, path
         total += len(b"".join(response.streaming_content) if response.streaming else response.content)
     assert total < 100 * 1024
+
+
+def test_framing_is_allowed_only_for_the_merchants_origins():
+    intent = new_intent()
+    response = Client().get(f"/pay/{intent.checkout_token}")
+    csp = response["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "X-Frame-Options" not in response
+    merchant = intent.merchant
+    merchant.checkout_origins = ["https://shop.example", "http://127.0.0.1:8801"]
+    merchant.save()
+    csp = Client().get(f"/pay/{intent.checkout_token}")["Content-Security-Policy"]
+    assert "frame-ancestors https://shop.example http://127.0.0.1:8801" in csp
+
+
+@pytest.mark.parametrize(
+    "origin", ["shop.example", "https://shop.example/path", "http://shop.example", "javascript:x"]
+)
+def test_a_checkout_origin_must_be_an_origin(origin):
+    from django.core.exceptions import ValidationError
+
+    merchant = make_merchant(wallets=False)
+    merchant.checkout_origins = [origin]
+    with pytest.raises(ValidationError):
+        merchant.full_clean()

@@ -16,8 +16,13 @@
     if (el && value !== null && value !== undefined) el.textContent = value;
   }
 
-  function tellParent(event) {
-    if (window.parent !== window) window.parent.postMessage({ source: "gateway-checkout", event: event, state: state }, "*");
+  var framed = window.parent !== window;
+
+  function tellParent(event, extra) {
+    if (!framed) return;
+    var message = { source: "gateway-checkout", event: event, state: state };
+    for (var k in extra || {}) message[k] = extra[k];
+    window.parent.postMessage(message, "*");  // states only: nothing secret
   }
 
   function tick() {
@@ -48,8 +53,9 @@
     var pay = document.getElementById("pay");
     if (pay && st.final) pay.hidden = true;
     if (changed && (state === "paid" || state === "overpaid")) {
-      tellParent("paid");
-      if (st.redirect_url) setTimeout(function () { window.location.assign(st.redirect_url); }, 1500);
+      tellParent("paid", { redirect_url: st.redirect_url });
+      // framed, the embedding page decides where to go; on its own, the page goes back to the shop
+      if (st.redirect_url && !framed) setTimeout(function () { window.location.assign(st.redirect_url); }, 1500);
     }
     if (changed && state === "expired") tellParent("expired");
     if (changed && st.state === "awaiting_payment" && !document.getElementById("pay")) window.location.reload();
