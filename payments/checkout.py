@@ -27,7 +27,7 @@ from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
 from .pricing import format_amount
-from .selectors import checkout_options, display_address, intent_queryset, payment_uri
+from .selectors import checkout_options, display_address, intent_queryset, payment_uri, price_text
 
 S = PaymentState
 
@@ -154,7 +154,7 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
     context = {
         "intent": intent,
         "merchant_name": intent.merchant.name,
-        "price": f"{intent.price_amount.normalize():f} {intent.price_currency}",
+        "price": f"{price_text(intent)} {intent.price_currency}",
         "status": status(intent, now),
         "options": checkout_options(intent.merchant) if intent.state == S.CREATED else [],
         "error": error,

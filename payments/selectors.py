@@ -103,7 +103,7 @@ def _money(amount: Decimal | int | None, decimals: int | None) -> dict[str, str]
     return {"value": format_amount(int(amount), decimals), "base_units": str(int(amount))}
 
 
-def _price_text(intent: PaymentIntent) -> str:
+def price_text(intent: PaymentIntent) -> str:
     """The price as asked: fiat with its usual decimals ("25.00"), an asset amount without trailing zeros."""
     places = FIAT_CURRENCIES.get(intent.price_currency)
     if places is not None:
@@ -215,7 +215,7 @@ def intent_representation(
         "state": intent.state,
         "merchant_order_id": intent.merchant_order_id,
         "customer_id": intent.customer_id,
-        "price": {"amount": _price_text(intent), "currency": intent.price_currency},
+        "price": {"amount": price_text(intent), "currency": intent.price_currency},
         "asset": na.asset.code if na else None,
         "network": na.network.code if na else None,
         "token_contract": (na.contract_address or None) if na else None,

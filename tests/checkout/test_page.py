@@ -47,6 +47,7 @@ def test_the_customer_chooses_the_asset_then_sees_amount_address_and_qr():
     intent = unassigned(merchant, merchant_order_id="A-17")
     html = page(intent)
     assert "Corner shop" in html and "A-17" in html and "Choose how to pay" in html
+    assert "25 USDC" in html
     usdc_eth = NetworkAsset.objects.get(asset__code="USDC", network__code="ethereum")
     assert f'value="{usdc_eth.pk}"' in html
     # Bitcoin mainnet and Litecoin regtest are offered (the merchant has wallets for them), Bitcoin testnet not
