@@ -27,11 +27,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from devchain.process import file_lock, free_port, signal_group
+from devchain.process import free_port, signal_group
+
+from .apt import ensure_installed, executable
 
 LITECOIND_CANDIDATES = ("/usr/lib/litecoin/litecoind",)
 REGTEST_HRP = "rltc"
-_APT_TIMEOUT = 300
 RPC_IN_WARMUP = -28
 
 
@@ -46,46 +47,12 @@ class LitecoindError(RuntimeError):
 # --- installation ------------------------------------------------------------------------------------
 
 
-def _find_binary() -> Path | None:
-    override = os.environ.get("LITECOIND")
-    for candidate in ([override] if override else []) + list(LITECOIND_CANDIDATES):
-        path = Path(candidate)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    return None
-
-
 def litecoind_binary() -> Path:
     """The litecoind daemon (``$LITECOIND`` or /usr/lib/litecoin/litecoind), installing the Debian package
     if it is missing; RuntimeError (LitecoindError) if that is not possible."""
-    found = _find_binary()
-    if found is not None:
-        return found
-    with file_lock("apt-litecoind"):
-        found = _find_binary()
-        if found is not None:
-            return found
-        apt = shutil.which("apt-get")
-        if apt is None:
-            raise LitecoindError("litecoind is not installed and apt-get is not available: install litecoind")
-        prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-        if prefix is None:
-            raise LitecoindError("litecoind is not installed; run `apt-get install -y litecoind` as root")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install = [*prefix, apt, "install", "-y", "litecoind"]
-        output = ""
-        for command in (install, [*prefix, apt, "update"], install):  # retry with fresh package lists
-            try:
-                result = subprocess.run(
-                    command, capture_output=True, text=True, timeout=_APT_TIMEOUT, env=env
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise LitecoindError(f"`{' '.join(command)}` timed out after {exc.timeout} s") from exc
-            output += f"$ {' '.join(command)} (exit {result.returncode})\n{result.stderr[-1500:]}\n"
-            found = _find_binary()
-            if found is not None:
-                return found
-    raise LitecoindError(f"could not install litecoind with apt-get:\n{output}")
+    override = os.environ.get("LITECOIND")
+    find = executable(*([override] if override else []), *LITECOIND_CANDIDATES)
+    return ensure_installed(["litecoind"], find, error=LitecoindError)
 
 
 # --- the node ----------------------------------------------------------------------------------------

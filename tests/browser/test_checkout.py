@@ -1,0 +1,209 @@
+"""The checkout in headless Chromium against a live server and anvil: pick the asset, read address and
+amount from the page, pay with web3 from a funded account, watch the page reach paid and go back to the
+shop; the underpaid and expired pages; the QR code decodes to the payment URI; nothing is fetched from
+another host; framing is refused for an origin the merchant did not allow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+from django.utils import timezone
+
+from devchain.anvil import token_transfer, token_units
+from payments import services
+from payments.models import NetworkAsset, PaymentIntent
+from payments.scanning import network_scan
+from tests.browser.conftest import DESKTOP, PHONE
+from tests.factories import make_api_key, make_merchant
+from tests.integration.test_scan_evm_anvil import local_usdc  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def api_create(live_server, key: str, **body) -> dict:
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/payment-intents",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def snapshots(page, artifacts, name: str) -> None:
+    """The page at desktop and phone width (full page)."""
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(artifacts / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def scan_until(page, backend, node, title: str, timeout_s: float = 60) -> None:
+    """Mine and scan (what beat does) until the page, polling on its own, shows `title`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        node.mine(1)
+        network_scan(backend=backend, now=timezone.now())
+        try:
+            page.wait_for_function(
+                "t => document.getElementById('status-title').textContent.trim() === t",
+                arg=title,
+                timeout=1500,
+            )
+            return
+        except Exception:
+            continue
+    raise AssertionError(f"the page never showed {title!r}: {page.inner_text('#status-title')!r}")
+
+
+@pytest.fixture
+def shop(local_usdc):  # noqa: F811
+    node, token, backend = local_usdc
+    merchant = make_merchant("Browser shop")
+    _, key = make_api_key(merchant)
+    return merchant, key, node, token, backend
+
+
+def test_pick_pay_and_return_to_the_shop(shop, live_server, page, artifacts, zbarimg):
+    _merchant, key, node, token, backend = shop
+    hosts: set[str] = set()
+    page.on("request", lambda r: hosts.add(urlsplit(r.url).netloc))
+    success = f"{live_server.url}/healthz?order=1001"
+    created = api_create(
+        live_server, key, amount="12.50", currency="USD", merchant_order_id="1001", success_url=success
+    )
+    page.goto(created["checkout_url"].replace("http://127.0.0.1:8000", live_server.url))
+    assert page.inner_text("#status-title") == "Choose how to pay"
+    snapshots(page, artifacts, "1-choose")
+    local = NetworkAsset.objects.get(asset__code="USDC", network__code="evm-local")
+    page.check(f"input[name=option][value='{local.pk}']")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#address")
+    assert page.inner_text("#status-title") == "Waiting for your payment"
+    assert "Send only USDC on the" in page.inner_text(".warning")
+    address, amount = page.input_value("#address"), page.input_value("#amount")
+    assert amount == "12.500000"
+    intent = PaymentIntent.objects.get(pk=created["id"])
+    assert address.lower() == intent.address.address
+    snapshots(page, artifacts, "2-awaiting")
+    # the QR code, as the browser shows it, decodes to exactly the payment URI
+    page.locator("#qr").screenshot(path=str(artifacts / "qr.png"))
+    decoded = subprocess.run(
+        [str(zbarimg), "--raw", "-q", str(artifacts / "qr.png")], capture_output=True, text=True
+    )
+    uri = api_get(live_server, key, created["id"])["payment_uri"]
+    assert decoded.returncode == 0 and decoded.stdout.strip() == uri
+    # pay from a funded account, as a customer's wallet would
+    token_transfer(node.w3, token, node.accounts[1], address, token_units(amount))
+    scan_until(page, backend, node, "Paid, thank you")
+    snapshots(page, artifacts, "3-paid")
+    page.wait_for_url(success, timeout=10_000)
+    assert hosts == {urlsplit(live_server.url).netloc}, hosts
+
+
+def api_get(live_server, key: str, intent_id: str) -> dict:
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/payment-intents/{intent_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_underpaid_page_shows_what_is_left(shop, live_server, page, artifacts, zbarimg):
+    merchant, _key, node, token, backend = shop
+    local = NetworkAsset.objects.get(asset__code="USDC", network__code="evm-local")
+    intent = services.payment_intent_create(
+        merchant=merchant,
+        data=services.IntentInput(price_amount=Decimal("20"), price_currency="USDC", network_asset=local),
+        now=timezone.now(),
+    )
+    page.goto(f"{live_server.url}/pay/{intent.checkout_token}")
+    token_transfer(node.w3, token, node.accounts[1], page.input_value("#address"), token_units("7.25"))
+    scan_until(page, backend, node, "Partly paid")
+    page.wait_for_function("() => document.getElementById('amount').value === '12.750000'")
+    assert "Send the remaining 12.750000 USDC" in page.inner_text("#status-detail")
+    page.wait_for_function("() => document.getElementById('qr').src.includes('remaining=1')")
+    page.wait_for_timeout(300)  # the new QR image
+    page.locator("#qr").screenshot(path=str(artifacts / "qr-remaining.png"))
+    decoded = subprocess.run(
+        [str(zbarimg), "--raw", "-q", str(artifacts / "qr-remaining.png")], capture_output=True, text=True
+    )
+    assert decoded.stdout.strip().endswith("uint256=12750000")
+    snapshots(page, artifacts, "4-underpaid")
+
+
+def test_expired_page(shop, live_server, page, artifacts):
+    _merchant, key, *_ = shop
+    created = api_create(
+        live_server,
+        key,
+        amount="5",
+        currency="USDC",
+        asset="USDC",
+        network="evm-local",
+        cancel_url=f"{live_server.url}/healthz?cart",
+    )
+    page.goto(f"{live_server.url}/pay/{PaymentIntent.objects.get(pk=created['id']).checkout_token}")
+    intent = PaymentIntent.objects.get(pk=created["id"])
+    services.expire_due_intents(now=intent.expires_at)
+    page.wait_for_function(
+        "() => document.getElementById('status-title').textContent === 'This payment request has expired'",
+        timeout=10_000,
+    )
+    assert page.locator("#pay").is_hidden() and page.locator("#countdown").is_hidden()
+    snapshots(page, artifacts, "5-expired")
+
+
+class _FramingShop:
+    """A shop page on another origin (its own port) that frames the checkout."""
+
+    def __init__(self, checkout_url: str):
+        html = f'<!DOCTYPE html><title>shop</title><iframe id="pay" src="{checkout_url}" width="600" height="800"></iframe>'
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_iframe_is_refused_for_an_origin_not_allowed(shop, live_server, page, artifacts, allowed):
+    merchant, key, *_ = shop
+    created = api_create(live_server, key, amount="5", currency="USDC", asset="USDC", network="evm-local")
+    url = f"{live_server.url}/pay/{PaymentIntent.objects.get(pk=created['id']).checkout_token}"
+    framing = _FramingShop(url)
+    try:
+        merchant.checkout_origins = [framing.origin] if allowed else ["https://other-shop.example"]
+        merchant.save()
+        page.goto(framing.origin)
+        page.wait_for_timeout(1500)
+        frame = next(f for f in page.frames if f != page.main_frame)
+        shown = frame.url.startswith(live_server.url) and frame.query_selector("#status-title") is not None
+        assert shown == allowed, frame.url
+        page.screenshot(path=str(artifacts / f"6-iframe-{'allowed' if allowed else 'refused'}.png"))
+    finally:
+        framing.close()
