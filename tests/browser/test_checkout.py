@@ -207,3 +207,17 @@ def test_the_iframe_is_refused_for_an_origin_not_allowed(shop, live_server, page
         page.screenshot(path=str(artifacts / f"6-iframe-{'allowed' if allowed else 'refused'}.png"))
     finally:
         framing.close()
+
+
+def test_a_german_browser_gets_the_german_page(shop, live_server, browser, artifacts):
+    _merchant, key, *_ = shop
+    created = api_create(live_server, key, amount="5", currency="USDC", asset="USDC", network="evm-local")
+    context = browser.new_context(viewport=PHONE, locale="de-DE")
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/pay/{PaymentIntent.objects.get(pk=created['id']).checkout_token}")
+        assert page.inner_text("#status-title") == "Wir warten auf Ihre Zahlung"
+        assert "Senden Sie nur USDC im Netzwerk" in page.inner_text(".warning")
+        page.screenshot(path=str(artifacts / "7-awaiting-de-phone.png"), full_page=True)
+    finally:
+        context.close()

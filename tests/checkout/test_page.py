@@ -173,3 +173,15 @@ def test_a_checkout_origin_must_be_an_origin(origin):
     merchant.checkout_origins = [origin]
     with pytest.raises(ValidationError):
         merchant.full_clean()
+
+
+def test_the_page_speaks_the_browsers_language():
+    intent = unassigned(make_merchant())
+    german = Client(HTTP_ACCEPT_LANGUAGE="de-DE,de;q=0.9,en;q=0.5")
+    html = german.get(f"/pay/{intent.checkout_token}").content.decode()
+    assert 'lang="de"' in html and "Wählen Sie, wie Sie bezahlen" in html and "Bezahlen mit" in html
+    assert (
+        german.get(f"/pay/{intent.checkout_token}/status").json()["title"] == "Wählen Sie, wie Sie bezahlen"
+    )
+    english = Client(HTTP_ACCEPT_LANGUAGE="fr-FR,fr;q=0.9")  # no French: English
+    assert "Choose how to pay" in english.get(f"/pay/{intent.checkout_token}").content.decode()
