@@ -164,10 +164,12 @@ def test_expired_page(shop, live_server, page, artifacts):
 
 
 class _FramingShop:
-    """A shop page on another origin (its own port) that frames the checkout."""
+    """A shop page on another origin (its own port) that frames the checkout (or serves `html`)."""
 
-    def __init__(self, checkout_url: str):
-        html = f'<!DOCTYPE html><title>shop</title><iframe id="pay" src="{checkout_url}" width="600" height="800"></iframe>'
+    def __init__(self, checkout_url: str, html: str | None = None):
+        html = html or (
+            f'<!DOCTYPE html><title>shop</title><iframe id="pay" src="{checkout_url}" width="600" height="800"></iframe>'
+        )
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
@@ -221,3 +223,66 @@ def test_a_german_browser_gets_the_german_page(shop, live_server, browser, artif
         page.screenshot(path=str(artifacts / "7-awaiting-de-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_the_embed_script_opens_a_modal_and_reports_paid_and_close(live_server, page, artifacts):
+    """A shop on another (allowed) origin opens the checkout with embed.js; the parent hears `paid`
+    (with the success URL) by postMessage, and `close` from the modal's button."""
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    intent = new_intent(success_url="https://shop.example/thanks")
+    url = f"{live_server.url}/pay/{intent.checkout_token}"
+    html = f"""<!DOCTYPE html><title>shop</title><script src="{live_server.url}/static/checkout/embed.js"></script>
+<button id="buy">Pay</button><script>
+window.events = [];
+document.getElementById("buy").onclick = function () {{
+  GatewayCheckout.open("{url}", {{
+    onPaid: function (m) {{ window.events.push(["paid", m.redirect_url]); }},
+    onExpired: function (m) {{ window.events.push(["expired"]); }},
+    onClose: function () {{ window.events.push(["close"]); }},
+  }});
+}};
+</script>"""
+    shop_page = _FramingShop(url, html)
+    try:
+        intent.merchant.checkout_origins = [shop_page.origin]
+        intent.merchant.save()
+        page.goto(shop_page.origin)
+        page.click("#buy")
+        frame = page.frame_locator("iframe[title=Payment]")
+        assert frame.locator("#status-title").inner_text() == "Waiting for your payment"
+        now = timezone.now()
+        services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+        services.observation_record(transfer=transfer(intent, **block(180, now)), now=now)
+        page.wait_for_function("() => window.events.length > 0", timeout=15_000)
+        assert page.evaluate("window.events") == [["paid", "https://shop.example/thanks"]]
+        page.screenshot(path=str(artifacts / "8-modal-paid.png"))
+        page.click("button[aria-label=Close]")
+        assert page.evaluate("window.events")[-1] == ["close"]
+        assert page.locator("iframe[title=Payment]").count() == 0
+    finally:
+        shop_page.close()
+
+
+def test_labels_and_focus_order(live_server, page):
+    from tests.payments.test_services_settle import new_intent
+
+    intent = new_intent()
+    page.goto(f"{live_server.url}/pay/{intent.checkout_token}")
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, textarea, button, img')]
+              .filter(el => el.tagName === 'IMG' ? !el.alt
+                     : el.tagName === 'BUTTON' ? !el.textContent.trim()
+                     : !(el.labels && el.labels.length))
+              .map(el => el.outerHTML)"""
+    )
+    assert unlabelled == []
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(
+            page.evaluate(
+                "document.activeElement.id || document.activeElement.dataset.copy || document.activeElement.textContent.trim()"
+            )
+        )
+    assert order == ["amount", "amount", "address", "address"], order

@@ -185,3 +185,15 @@ def test_the_page_speaks_the_browsers_language():
     )
     english = Client(HTTP_ACCEPT_LANGUAGE="fr-FR,fr;q=0.9")  # no French: English
     assert "Choose how to pay" in english.get(f"/pay/{intent.checkout_token}").content.decode()
+
+
+def test_a_late_payment_is_explained():
+    created = timezone.now() - timedelta(hours=1)
+    intent = new_intent(now=created)
+    now = timezone.now()
+    services.expire_due_intents(now=now)
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+    services.observation_record(transfer=transfer(intent, **block(150, now)), now=now)
+    st = status(intent)
+    assert st["state"] == "expired" and st["late"]
+    assert st["detail"] == "A payment arrived after this request expired. The merchant will review it."
