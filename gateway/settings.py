@@ -120,6 +120,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.api.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["payments.api.auth.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "payments.api.errors.exception_handler",
@@ -165,6 +166,24 @@ CELERY_BEAT_SCHEDULE = {
     "top-up-address-pools": {"task": "payments.tasks.top_up_address_pools", "schedule": 5.0},
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
+
+# Cache: counts for rate limits and throttles. Local memory (per process) unless CACHE_URL names a Redis
+# server shared by every worker (production: redis://127.0.0.1:6379/1).
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+        if os.environ.get("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+# Public checkout pages (page, status polling, QR, choice) per client address and minute; 0: no limit.
+# The page polls its status every 2 s (30 a minute). Behind a reverse proxy, list its addresses.
+GATEWAY_CHECKOUT_RATE_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_RATE_PER_MINUTE", "120"))
+# Merchant API requests per API key and second (a runaway-client guard); 0: no limit.
+GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", "1000"))
+GATEWAY_TRUSTED_PROXIES = [
+    a.strip() for a in os.environ.get("GATEWAY_TRUSTED_PROXIES", "").split(",") if a.strip()
+]
 
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("GATEWAY_IDEMPOTENCY_TTL_HOURS", "24"))

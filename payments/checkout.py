@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import segno
+from django.conf import settings
 from django.db import transaction
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -28,6 +29,7 @@ from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
 from .pricing import format_amount
+from .ratelimit import limited
 from .selectors import checkout_options, display_address, intent_queryset, payment_uri, price_text
 
 S = PaymentState
@@ -142,9 +144,14 @@ def _secured(response: HttpResponse, intent: PaymentIntent) -> HttpResponse:
     return response
 
 
+def _per_minute() -> int:
+    return settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE
+
+
 @never_cache
 @xframe_options_exempt  # framing is decided by the CSP frame-ancestors above, per merchant
 @require_GET
+@limited("checkout", _per_minute)
 def page(request, token: str):
     intent = _intent(token)
     return _render(request, intent, error=None)
@@ -167,6 +174,7 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
 # form must also work framed on the merchant's site, where the browser withholds a CSRF cookie
 @xframe_options_exempt
 @require_POST
+@limited("checkout", _per_minute)
 def select(request, token: str):
     intent = _intent(token)
     options = {str(na.pk): na for na in checkout_options(intent.merchant)}
@@ -185,11 +193,13 @@ def select(request, token: str):
 
 @never_cache
 @require_GET
+@limited("checkout", _per_minute)
 def status_json(request, token: str):
     return JsonResponse(status(_intent(token), timezone.now()))
 
 
 @require_GET
+@limited("checkout", _per_minute)
 def qr_svg(request, token: str):
     intent = _intent(token)
     remaining = _remaining(intent) if request.GET.get("remaining") else None

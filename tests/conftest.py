@@ -49,3 +49,10 @@ def fresh_reference_cache():
     reference_cache_clear()
     yield
     reference_cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def no_checkout_rate_limit(settings):
+    """Tests make many checkout requests from one address within a minute; the rate-limit test sets its
+    own limit."""
+    settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 0

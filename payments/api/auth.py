@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.throttling import BaseThrottle
 
 from payments.accounts import api_key_authenticate
+from payments.ratelimit import hit
 
 
 class MerchantPrincipal:
@@ -73,3 +76,19 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "a merchant API key (create_api_key)"}
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """At most GATEWAY_API_RATE_PER_SECOND requests a second per API key (0: no limit), counted in a
+    fixed window in Django's cache (per process unless CACHE_URL is shared): a guard against a runaway
+    client, answered with 429 `rate_limited` and Retry-After."""
+
+    def allow_request(self, request, view):
+        limit = settings.GATEWAY_API_RATE_PER_SECOND
+        if limit <= 0 or request.auth is None:
+            return True
+        self._wait = hit("api", str(request.auth.pk), limit, window_s=1)
+        return self._wait is None
+
+    def wait(self):
+        return self._wait

@@ -197,3 +197,19 @@ def test_a_late_payment_is_explained():
     st = status(intent)
     assert st["state"] == "expired" and st["late"]
     assert st["detail"] == "A payment arrived after this request expired. The merchant will review it."
+
+
+def test_public_checkout_requests_are_rate_limited_per_client(settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 5
+    intent = new_intent()
+    one, other = Client(REMOTE_ADDR="203.0.113.7"), Client(REMOTE_ADDR="203.0.113.8")
+    statuses = [one.get(f"/pay/{intent.checkout_token}/status").status_code for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    refused = one.get(f"/pay/{intent.checkout_token}")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert other.get(f"/pay/{intent.checkout_token}/status").status_code == 200
+    cache.clear()
