@@ -230,6 +230,9 @@ def _banner(base: str, merchant: str, api_key: str, admin_password: str, chain) 
  Pay it from a funded demo account (copy the intent's payment_uri):
    .venv/bin/python -m devchain.pay '<payment_uri>'      # --fraction 0.5 pays half
  then watch the intent: GET {base}/api/v1/payment-intents/<id>  (paid after 2 confirmations)
+ Or pay as a customer: open the intent's checkout_url in a browser (create one without "asset" and
+ "network" to choose them on the page), then pay the shown payment URI with devchain.pay.
+ Webhooks: see docs/WEBHOOKS.md (examples/webhook_receiver registers itself with the key above).
 ================================================================================
 """,
         flush=True,

@@ -286,3 +286,29 @@ def test_labels_and_focus_order(live_server, page):
             )
         )
     assert order == ["amount", "amount", "address", "address"], order
+
+
+@pytest.mark.parametrize("case", ["overpaid", "late"])
+def test_overpaid_and_late_pages(live_server, page, artifacts, case):
+    from datetime import timedelta
+
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    now = timezone.now()
+    intent = new_intent(amount="10", now=now - timedelta(hours=1) if case == "late" else now)
+    if case == "late":
+        services.expire_due_intents(now=now)
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+    amount = 15_000_000 if case == "overpaid" else 10_000_000
+    services.observation_record(transfer=transfer(intent, amount=amount, **block(180, now)), now=now)
+    page.goto(f"{live_server.url}/pay/{intent.checkout_token}")
+    expected = {
+        "overpaid": (
+            "Paid, with more than the amount due",
+            "The merchant will contact you about the difference.",
+        ),
+        "late": ("This payment request has expired", "A payment arrived after this request expired."),
+    }[case]
+    assert page.inner_text("#status-title") == expected[0]
+    assert expected[1] in page.inner_text("#status-detail")
+    snapshots(page, artifacts, f"9-{case}")

@@ -213,3 +213,34 @@ def test_public_checkout_requests_are_rate_limited_per_client(settings):
     assert 0 < int(refused["Retry-After"]) <= 60
     assert other.get(f"/pay/{intent.checkout_token}/status").status_code == 200
     cache.clear()
+
+
+def _luminance(hex_colour: str) -> float:
+    digits = hex_colour.lstrip("#")
+    digits = "".join(d * 2 for d in digits) if len(digits) == 3 else digits
+    rgb = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_contrast():
+    from pathlib import Path
+
+    css = (Path(__file__).resolve().parents[2] / "payments/static/checkout/checkout.css").read_text()
+    colours = dict(re.findall(r"--(\w+): (#[0-9a-f]{6}|#[0-9a-f]{3})\b", css))
+    pairs = [
+        ("ink", "#ffffff"),
+        ("muted", "#ffffff"),
+        ("accent", "#ffffff"),
+        ("bad", "#ffffff"),
+        ("warn", "#fff4e0"),
+        ("ink", "#fafafa"),
+    ]
+    for name, background in pairs:
+        assert contrast(colours[name], background) >= 4.5, (name, background)
+    assert contrast("#ffffff", colours["accent"]) >= 4.5  # the button's text
