@@ -165,6 +165,7 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
         "price": f"{price_text(intent)} {intent.price_currency}",
         "status": status(intent, now),
         "options": checkout_options(intent.merchant) if intent.state == S.CREATED else [],
+        "frame_origins": " ".join(intent.merchant.checkout_origins),
         "error": error,
     }
     return _secured(render(request, "checkout/pay.html", context, status=status_code), intent)

@@ -260,6 +260,16 @@ document.getElementById("buy").onclick = function () {{
         page.click("button[aria-label=Close]")
         assert page.evaluate("window.events")[-1] == ["close"]
         assert page.locator("iframe[title=Payment]").count() == 0
+        # another payment, left to expire: the parent hears `expired`
+        second = new_intent(merchant=intent.merchant)
+        page.evaluate(
+            "u => GatewayCheckout.open(u, {onExpired: function () { window.events.push(['expired']); }})",
+            f"{live_server.url}/pay/{second.checkout_token}",
+        )
+        page.frame_locator("iframe[title=Payment]").locator("#status-title").wait_for()
+        services.expire_due_intents(now=second.expires_at)
+        page.wait_for_function("() => window.events.length === 3", timeout=15_000)
+        assert page.evaluate("window.events")[-1] == ["expired"]
     finally:
         shop_page.close()
 
@@ -312,3 +322,24 @@ def test_overpaid_and_late_pages(live_server, page, artifacts, case):
     assert page.inner_text("#status-title") == expected[0]
     assert expected[1] in page.inner_text("#status-detail")
     snapshots(page, artifacts, f"9-{case}")
+
+
+@pytest.mark.parametrize("case", ["detected", "confirming"])
+def test_detected_and_confirming_pages(live_server, page, artifacts, case):
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    now = timezone.now()
+    intent = new_intent(amount="10")
+    page.goto(f"{live_server.url}/pay/{intent.checkout_token}")
+    if case == "detected":
+        services.observation_record(transfer=transfer(intent), now=now)  # in the mempool
+        title, detail = "Payment seen", "waiting for the network to confirm it"
+    else:
+        services.chain_tip_record(network_code="ethereum", height=104, block_hash="0xb104", now=now)
+        services.observation_record(transfer=transfer(intent, **block(100, now)), now=now)
+        title, detail = "Confirming your payment", "5 of 12 confirmations."
+    page.wait_for_function(
+        "t => document.getElementById('status-title').textContent === t", arg=title, timeout=10_000
+    )
+    assert detail in page.inner_text("#status-detail")
+    snapshots(page, artifacts, f"2b-{case}")

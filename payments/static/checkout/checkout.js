@@ -17,12 +17,15 @@
   }
 
   var framed = window.parent !== window;
+  // only the merchant's configured origins may frame the page (CSP); a message addressed to another
+  // origin than the parent's is dropped by the browser, so each one is tried
+  var origins = (root.dataset.frameOrigins || "").split(" ").filter(Boolean);
 
   function tellParent(event, extra) {
     if (!framed) return;
     var message = { source: "gateway-checkout", event: event, state: state };
     for (var k in extra || {}) message[k] = extra[k];
-    window.parent.postMessage(message, "*");  // states only: nothing secret
+    origins.forEach(function (origin) { window.parent.postMessage(message, origin); });
   }
 
   function tick() {
