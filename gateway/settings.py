@@ -176,9 +176,11 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
-# Public checkout pages (page, status polling, QR, choice) per client address and minute; 0: no limit.
-# The page polls its status every 2 s (30 a minute). Behind a reverse proxy, list its addresses.
+# Public checkout pages (page, QR, choice) per client address and minute; 0: no limit. Behind reverse
+# proxies, list their addresses or networks in GATEWAY_TRUSTED_PROXIES.
 GATEWAY_CHECKOUT_RATE_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_RATE_PER_MINUTE", "120"))
+# The status polling has its own budget per client address and payment (one page polls 30 times a minute).
+GATEWAY_CHECKOUT_POLLS_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_POLLS_PER_MINUTE", "90"))
 # Merchant API requests per API key and second (a runaway-client guard); 0: no limit.
 GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", "1000"))
 GATEWAY_TRUSTED_PROXIES = [

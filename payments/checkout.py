@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
-from .pricing import format_amount
+from .pricing import FIAT_CURRENCIES, format_amount
 from .ratelimit import limited
 from .selectors import checkout_options, display_address, intent_queryset, payment_uri, price_text
 
@@ -53,10 +53,15 @@ def _confirmations(intent: PaymentIntent) -> int:
     from .selectors import intents_transactions
 
     na = intent.network_asset
+    if na is None:
+        return 0
+    contract = na.contract_address.lower()
     txs = [
         t
         for t in intents_transactions([intent])[intent.pk]
-        if t["canonical"] and na and t["network"] == na.network.code
+        if t["canonical"]
+        and t["network"] == na.network.code
+        and (t["token_contract"] or "").lower() == contract  # not a stray token or coin
     ]
     return min((t["confirmations"] for t in txs), default=0)
 
@@ -104,10 +109,17 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         S.REFUNDED: (_("Refunded"), _("This payment was refunded.")),
     }
     title, detail = texts[intent.state]
+    window_open = now < intent.expires_at and intent.canceled_at is None
+    if intent.state == S.UNDERPAID and not window_open:
+        # a top-up now would be late (not counted): never tell the customer to send more
+        detail = _("The time to pay has run out. Do not send more; the merchant will contact you.")
     if late:
         detail = _("A payment arrived after this request expired. The merchant will review it.")
+    if intent.state == S.CREATED and not _open_for_payments(intent):
+        detail = _("This shop cannot take payments right now.")
     seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
-    waiting = intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.UNDERPAID)
+    waiting = intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.UNDERPAID) and window_open
+    show_payment = intent.state in (S.AWAITING_PAYMENT, S.UNDERPAID) and window_open
     return {
         "state": intent.state,
         "title": title,
@@ -128,9 +140,17 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "seconds_left": seconds_left if waiting else None,
         "payment_uri": payment_uri(intent, remaining if intent.state == S.UNDERPAID else None),
         "redirect_url": (intent.success_url or None) if intent.state in (S.PAID, S.OVERPAID) else None,
-        "cancel_url": intent.cancel_url or None,
-        "final": intent.state not in (S.CREATED, S.AWAITING_PAYMENT, S.DETECTED, S.CONFIRMING, S.UNDERPAID),
+        # "cancel" while nothing is paid; "back to the shop" once it is over without payment
+        "cancel_url": (intent.cancel_url or None)
+        if intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.EXPIRED, S.FAILED)
+        else None,
+        "show_payment": show_payment,
+        "final": intent.state in (S.PAID, S.OVERPAID, S.REFUNDED),
     }
+
+
+def _open_for_payments(intent: PaymentIntent) -> bool:
+    return intent.merchant.is_active
 
 
 def _secured(response: HttpResponse, intent: PaymentIntent) -> HttpResponse:
@@ -144,14 +164,26 @@ def _secured(response: HttpResponse, intent: PaymentIntent) -> HttpResponse:
     return response
 
 
+def _options(intent: PaymentIntent) -> list:
+    """The merchant's pairs; for a price in an asset (not fiat), only that asset on its networks."""
+    options = checkout_options(intent.merchant)
+    if intent.price_currency not in FIAT_CURRENCIES:
+        options = [na for na in options if na.asset.code == intent.price_currency]
+    return options
+
+
 def _per_minute() -> int:
     return settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE
+
+
+def _polls_per_minute() -> int:
+    return settings.GATEWAY_CHECKOUT_POLLS_PER_MINUTE
 
 
 @never_cache
 @xframe_options_exempt  # framing is decided by the CSP frame-ancestors above, per merchant
 @require_GET
-@limited("checkout", _per_minute)
+@limited("checkout", _per_minute, html=True)
 def page(request, token: str):
     intent = _intent(token)
     return _render(request, intent, error=None)
@@ -164,7 +196,7 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
         "merchant_name": intent.merchant.name,
         "price": f"{price_text(intent)} {intent.price_currency}",
         "status": status(intent, now),
-        "options": checkout_options(intent.merchant) if intent.state == S.CREATED else [],
+        "options": _options(intent) if intent.state == S.CREATED and _open_for_payments(intent) else [],
         "frame_origins": " ".join(intent.merchant.checkout_origins),
         "error": error,
     }
@@ -175,10 +207,10 @@ def _render(request, intent: PaymentIntent, *, error: str | None, status_code: i
 # form must also work framed on the merchant's site, where the browser withholds a CSRF cookie
 @xframe_options_exempt
 @require_POST
-@limited("checkout", _per_minute)
+@limited("checkout", _per_minute, html=True)
 def select(request, token: str):
     intent = _intent(token)
-    options = {str(na.pk): na for na in checkout_options(intent.merchant)}
+    options = {str(na.pk): na for na in _options(intent)} if _open_for_payments(intent) else {}
     chosen = options.get(request.POST.get("option", ""))
     if chosen is None:
         return _render(request, intent, error=_("Please choose one of the options."), status_code=400)
@@ -188,13 +220,21 @@ def select(request, token: str):
                 merchant=intent.merchant, intent_id=intent.pk, network_asset=chosen, now=timezone.now()
             )
     except GatewayError as exc:
-        return _render(request, _intent(token), error=exc.message, status_code=exc.http_status)
+        messages = {
+            "intent_asset_already_chosen": _("The way to pay was already chosen."),
+            "intent_expired": _("This payment request has expired."),
+            "rate_unavailable": _("No exchange rate is available right now. Please try again shortly."),
+        }
+        message = messages.get(
+            exc.code, _("This option cannot be used right now. Please choose another one.")
+        )
+        return _render(request, _intent(token), error=message, status_code=exc.http_status)
     return redirect("checkout-page", token=token, permanent=False)
 
 
 @never_cache
 @require_GET
-@limited("checkout", _per_minute)
+@limited("checkout-status", _polls_per_minute, per_token=True)  # the page's own polling: per page
 def status_json(request, token: str):
     return JsonResponse(status(_intent(token), timezone.now()))
 

@@ -56,3 +56,4 @@ def no_checkout_rate_limit(settings):
     """Tests make many checkout requests from one address within a minute; the rate-limit test sets its
     own limit."""
     settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 0
+    settings.GATEWAY_CHECKOUT_POLLS_PER_MINUTE = 0

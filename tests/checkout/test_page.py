@@ -20,10 +20,10 @@ from tests.payments.test_services_settle import block, new_intent, transfer
 pytestmark = pytest.mark.django_db
 
 
-def unassigned(merchant, **kw) -> PaymentIntent:
+def unassigned(merchant, currency="USDC", **kw) -> PaymentIntent:
     data = services.IntentInput(
         price_amount=Decimal("25.00"),
-        price_currency="USDC",
+        price_currency=currency,
         network_asset=None,
         success_url="https://shop.example/thanks",
         cancel_url="https://shop.example/cart",
@@ -50,8 +50,14 @@ def test_the_customer_chooses_the_asset_then_sees_amount_address_and_qr():
     assert "25 USDC" in html
     usdc_eth = NetworkAsset.objects.get(asset__code="USDC", network__code="ethereum")
     assert f'value="{usdc_eth.pk}"' in html
-    # Bitcoin mainnet and Litecoin regtest are offered (the merchant has wallets for them), Bitcoin testnet not
+    # priced in USDC: USDC on each network the merchant can take it on, nothing else
     options = re.findall(r'<input type="radio" name="option" value="(\d+)"', html)
+    offered = NetworkAsset.objects.filter(pk__in=options)
+    assert set(offered.values_list("asset__code", flat=True)) == {"USDC"}
+    assert {"ethereum", "base"} <= set(offered.values_list("network__code", flat=True))
+    # priced in USD: every asset with a wallet, e.g. Bitcoin mainnet and Litecoin regtest, not Bitcoin testnet
+    html_usd = page(unassigned(merchant, currency="USD"))
+    options = re.findall(r'<input type="radio" name="option" value="(\d+)"', html_usd)
     networks = set(NetworkAsset.objects.filter(pk__in=options).values_list("network__code", flat=True))
     assert {"ethereum", "bitcoin", "litecoin-regtest", "base"} <= networks
     assert "bitcoin-testnet" not in networks
@@ -106,7 +112,8 @@ def test_words_for_each_state_from_the_status_document():
     st = status(intent)
     assert st["state"] == "paid" and st["title"] == "Paid, thank you"
     assert st["redirect_url"] == "https://shop.example/thanks" and st["final"] and st["seconds_left"] is None
-    assert 'id="continue" href="https://shop.example/thanks"' in page(intent)
+    assert st["cancel_url"] is None and not st["show_payment"]  # paid: no "cancel"
+    assert 'id="continue" target="_top" href="https://shop.example/thanks"' in page(intent)
 
 
 def test_underpaid_shows_what_is_left_with_its_own_qr():
@@ -130,10 +137,11 @@ def test_expired_page_points_back_to_the_shop():
     intent = new_intent(cancel_url="https://shop.example/cart")
     services.expire_due_intents(now=intent.expires_at + timedelta(seconds=1))
     st = status(intent)
-    assert st["state"] == "expired" and st["final"] and st["seconds_left"] is None
+    assert st["state"] == "expired" and not st["show_payment"] and st["seconds_left"] is None
     html = page(intent)
     assert "This payment request has expired" in html
-    assert 'id="cancel" href="https://shop.example/cart">Back to the shop' in html
+    assert 'id="cancel" target="_top" href="https://shop.example/cart"' in html
+    assert ">Back to the shop</a>" in html
     assert 'id="pay" hidden' in html
 
 
@@ -141,7 +149,9 @@ def test_the_page_loads_only_from_the_gateway_and_stays_small():
     intent = new_intent()
     html = page(intent)
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert all(s.startswith("/") or s.startswith("ethereum:") for s in sources), sources
+    assert all(
+        (s.startswith("/") and not s.startswith("//")) or s.startswith("ethereum:") for s in sources
+    ), sources
     total = len(html.encode())
     for path in ("/static/checkout/checkout.css", "/static/checkout/checkout.js"):
         response = Client().get(path)
@@ -199,20 +209,46 @@ def test_a_late_payment_is_explained():
     assert st["detail"] == "A payment arrived after this request expired. The merchant will review it."
 
 
-def test_public_checkout_requests_are_rate_limited_per_client(settings):
+def test_public_checkout_requests_are_rate_limited_per_client(settings, monkeypatch):
     from django.core.cache import cache
 
+    from payments import ratelimit
+
     cache.clear()
+    monkeypatch.setattr(ratelimit.time, "time", lambda: 1_800_000_000.0)  # one window for the whole test
     settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 5
+    settings.GATEWAY_CHECKOUT_POLLS_PER_MINUTE = 3
     intent = new_intent()
+    second = new_intent(intent.merchant)
     one, other = Client(REMOTE_ADDR="203.0.113.7"), Client(REMOTE_ADDR="203.0.113.8")
-    statuses = [one.get(f"/pay/{intent.checkout_token}/status").status_code for _ in range(7)]
-    assert statuses == [200] * 5 + [429] * 2
+    pages = [one.get(f"/pay/{intent.checkout_token}").status_code for _ in range(7)]
+    assert pages == [200] * 5 + [429] * 2
     refused = one.get(f"/pay/{intent.checkout_token}")
-    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert refused["Content-Type"].startswith("text/plain") and b"Too many requests" in refused.content
     assert 0 < int(refused["Retry-After"]) <= 60
-    assert other.get(f"/pay/{intent.checkout_token}/status").status_code == 200
+    assert other.get(f"/pay/{intent.checkout_token}").status_code == 200
+    # the page's polling has its own budget, per payment
+    polls = [one.get(f"/pay/{intent.checkout_token}/status").status_code for _ in range(4)]
+    assert polls == [200] * 3 + [429]
+    assert one.get(f"/pay/{intent.checkout_token}/status").json()["error"]["code"] == "rate_limited"
+    assert one.get(f"/pay/{second.checkout_token}/status").status_code == 200
     cache.clear()
+
+
+def test_the_client_address_behind_trusted_proxies(settings):
+    from django.test import RequestFactory
+
+    from payments.ratelimit import client_address
+
+    settings.GATEWAY_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.9, 10.1.1.1"
+    )
+    assert client_address(request) == "198.51.100.9"  # the nearest untrusted hop, not a forged first entry
+    assert (
+        client_address(RequestFactory().get("/", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="1.2.3.4"))
+        == "203.0.113.5"
+    )
 
 
 def _luminance(hex_colour: str) -> float:
@@ -244,3 +280,29 @@ def test_text_colours_meet_wcag_aa_contrast():
     for name, background in pairs:
         assert contrast(colours[name], background) >= 4.5, (name, background)
     assert contrast("#ffffff", colours["accent"]) >= 4.5  # the button's text
+
+
+def test_underpaid_after_the_deadline_no_longer_asks_for_more():
+    now = timezone.now()
+    intent = new_intent(amount="10", cancel_url="https://shop.example/cart")
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+    services.observation_record(transfer=transfer(intent, amount=4_000_000, **block(180, now)), now=now)
+    from payments.checkout import status as checkout_status
+
+    intent = PaymentIntent.objects.select_related(
+        "network_asset__asset", "network_asset__network", "address", "merchant"
+    ).get(pk=intent.pk)
+    late = checkout_status(intent, intent.expires_at + timedelta(seconds=1))
+    assert late["state"] == "underpaid" and not late["show_payment"] and late["seconds_left"] is None
+    assert "Do not send more" in late["detail"] and late["cancel_url"] is None
+
+
+def test_a_shop_that_cannot_take_payments_says_so():
+    merchant = make_merchant()
+    intent = unassigned(merchant)
+    merchant.is_active = False
+    merchant.save()
+    html = page(intent)
+    assert "This shop cannot take payments right now." in html and 'name="option"' not in html
+    refused = Client().post(f"/pay/{intent.checkout_token}/select", {"option": "1"})
+    assert refused.status_code == 400

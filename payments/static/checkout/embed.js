@@ -42,7 +42,7 @@
       if (e.origin !== origin || e.source !== frame.contentWindow || !e.data || e.data.source !== "gateway-checkout") return;
       if (e.data.event === "paid") {
         if (handlers.onPaid) handlers.onPaid(e.data);
-        else if (e.data.redirect_url) window.location.assign(e.data.redirect_url);
+        else if (/^https?:\/\//.test(e.data.redirect_url || "")) window.location.assign(e.data.redirect_url);
       } else if (e.data.event === "expired" && handlers.onExpired) {
         handlers.onExpired(e.data);
       }
