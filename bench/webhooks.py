@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from create_intents import ROOT, CpuMeter, free_port, log, process_tree, with_dbname
+from create_intents import ROOT, Bench, CpuMeter, free_port, log, process_tree
 
 ETH_XPUB = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
 TARGET_PER_S = 200.0
@@ -134,27 +134,14 @@ class Run:
     def __init__(self, args):
         self.args = args
         self.children: list[subprocess.Popen] = []
-        self.admin_url = self.db_url = None
-        self.db_created = False
-        self.postmaster_pid: int | None = None
+        self.db = Bench(args)  # the database set-up and teardown of bench/create_intents.py
         self.info: dict = {}
 
     def start_database(self) -> None:
-        base = os.environ.get("DATABASE_URL")
-        if not base:
-            from gateway.embedded_db import embedded_database_url
-
-            base = embedded_database_url(Path(os.environ.get("GATEWAY_STATE_DIR", ROOT / ".state")))
-        self.admin_url, self.db_url = with_dbname(base, "postgres"), with_dbname(base, self.args.db_name)
-        import psutil
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            self.info["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
-            self.postmaster_pid = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0]).ppid()
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.args.db_name}"')
-            self.db_created = True
+        self.db.start_database()
+        self.admin_url, self.db_url = self.db.admin_url, self.db.bench_url
+        self.postmaster_pid = self.db.postmaster_pid
+        self.info["postgres"] = self.db.info["postgres_version"]
 
     def env(self) -> dict[str, str]:
         return (
@@ -175,6 +162,7 @@ class Run:
         import django
 
         django.setup()
+        self.db.django_ready = True  # its connections are closed before the database is dropped
         from django.core.management import call_command
         from django.db import connection
         from django.utils import timezone
@@ -394,17 +382,7 @@ webhook delivery, {self.args.events} events, {self.args.workers} workers x {self
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if self.db_created and not self.args.keep_db:
-            import psycopg
-
-            try:
-                from django.db import connections
-
-                connections.close_all()
-            except Exception:
-                pass
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
+        self.db.cleanup()
 
 
 def main() -> int:

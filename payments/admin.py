@@ -125,7 +125,8 @@ class PaymentIntentAdmin(admin.ModelAdmin):
 
 
 class EvidenceAdmin(admin.ModelAdmin):
-    """Evidence and its consequences are append-only: viewable, never edited here."""
+    """Evidence and its consequences are append-only: viewable, never edited here (also the outbox and
+    the webhook delivery log)."""
 
     def has_add_permission(self, request):
         return False

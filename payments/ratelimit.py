@@ -7,12 +7,14 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from functools import lru_cache, wraps
+from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
+
+from .ipnets import contains, networks
 
 
 def client_address(request: HttpRequest) -> str:
@@ -32,12 +34,7 @@ def _trusted(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in _trusted_networks(tuple(settings.GATEWAY_TRUSTED_PROXIES)))
-
-
-@lru_cache(maxsize=8)
-def _trusted_networks(spec: tuple[str, ...]) -> tuple:
-    return tuple(ipaddress.ip_network(s, strict=False) for s in spec)
+    return contains(networks(tuple(settings.GATEWAY_TRUSTED_PROXIES)), ip)
 
 
 def hit(name: str, ident: str, limit: int, window_s: int = 60) -> int | None:

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from payments.admin import EvidenceAdmin  # defined before payments.admin imports this module
 from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 from . import endpoints, guard
@@ -182,30 +183,26 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         )
 
 
-class AttemptInline(admin.TabularInline):
-    model = WebhookAttempt
+class ReadOnlyInline(admin.TabularInline):
+    """A log shown under its parent: every field read-only, nothing added or deleted here."""
+
     extra = 0
     can_delete = False
-    fields = ("number", "started_at", "outcome", "status_code", "latency_ms", "error", "response_excerpt")
-    readonly_fields = fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class AttemptInline(ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ("number", "started_at", "outcome", "status_code", "latency_ms", "error", "response_excerpt")
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(EvidenceAdmin):
     list_display = (
         "id",
         "event",
@@ -238,15 +235,9 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{sent} deliveries queued again")
 
 
-class DeliveryInline(admin.TabularInline):
+class DeliveryInline(ReadOnlyInline):
     model = WebhookDelivery
-    extra = 0
-    can_delete = False
     fields = ("log", "endpoint", "kind", "state", "attempts", "last_status_code", "delivered_at")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="delivery")
     def log(self, delivery):
@@ -255,7 +246,7 @@ class DeliveryInline(admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(EvidenceAdmin):
     list_display = ("id", "merchant", "intent", "type", "sequence", "position", "created_at")
     list_filter = ("type",)
     search_fields = ("id", "intent__id", "intent__merchant_order_id")

@@ -13,12 +13,12 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings
 
 from payments.errors import InvalidRequest
+from payments.ipnets import contains, networks
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -65,20 +65,14 @@ def system_resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-@lru_cache(maxsize=32)
-def _allowed_networks(spec: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(s.strip(), strict=False) for s in spec if s.strip())
-
-
 def address_allowed(address: str) -> bool:
     """A public unicast address, or one inside a network the operator allows."""
     ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for network in _allowed_networks(tuple(settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS)):
-        if ip.version == network.version and ip in network:
-            return True
-    if any(ip.version == network.version and ip in network for network in _DENIED):
+    if contains(networks(tuple(settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS)), ip):
+        return True
+    if contains(_DENIED, ip):
         return False
     return ip.is_global and not ip.is_multicast
 
