@@ -30,7 +30,14 @@ from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
 from .pricing import FIAT_CURRENCIES, format_amount
 from .ratelimit import limited
-from .selectors import checkout_options, display_address, intent_queryset, payment_uri, price_text
+from .selectors import (
+    checkout_options,
+    display_address,
+    intent_queryset,
+    intents_transactions,
+    payment_uri,
+    price_text,
+)
 
 S = PaymentState
 
@@ -50,8 +57,6 @@ def _remaining(intent: PaymentIntent) -> int | None:
 
 def _confirmations(intent: PaymentIntent) -> int:
     """Confirmations of the least-confirmed canonical transaction counted for the intent."""
-    from .selectors import intents_transactions
-
     na = intent.network_asset
     if na is None:
         return 0

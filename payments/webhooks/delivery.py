@@ -97,14 +97,12 @@ def events_dispatch(*, now: datetime, batch: int = 1000, wait_for_lock: bool = T
                  AND ep.created_at <= batch.created_at
                  AND (cardinality(ep.event_types) = 0 OR batch.type = ANY(ep.event_types))
                 ON CONFLICT (event_id, endpoint_id) WHERE kind = 'original' DO NOTHING
-                RETURNING 1
             )
-            SELECT (SELECT count(*) FROM numbered), (SELECT count(*) FROM deliveries)
+            SELECT count(*) FROM numbered
             """,
             {"batch": batch, "now": now},
         )
-        dispatched, _ = cursor.fetchone()
-    return dispatched
+        return cursor.fetchone()[0]
 
 
 # --- claim, send, record ---------------------------------------------------------------------------------
