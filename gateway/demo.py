@@ -27,6 +27,7 @@ DEMO_ENV = {
     ),
     # so a receiver on this machine (examples/webhook_receiver) can be an endpoint
     "GATEWAY_WEBHOOK_ALLOW_HTTP": "1",
+    "GATEWAY_RETURN_URL_ALLOW_HTTP": "1",
     "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
 }
 # Public account keys of the test mnemonic "abandon x11 about" (TOOLING.md vectors).

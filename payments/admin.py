@@ -1,8 +1,11 @@
 """Admin for reference data and a read-only view of payments and their evidence. Support queues and
 dangerous actions belong to the `support` app."""
 
+from django import forms
 from django.contrib import admin
+from django.core.validators import MinValueValidator
 
+from .accounts import confirmation_rule_set
 from .models import (
     ApiKey,
     Asset,
@@ -17,6 +20,7 @@ from .models import (
     StateTransition,
     Wallet,
 )
+from .pricing import format_amount, to_base_units
 
 
 class NetworkAssetInline(admin.TabularInline):
@@ -71,8 +75,47 @@ class NetworkAssetAdmin(admin.ModelAdmin):
     list_filter = ("network", "asset", "enabled")
 
 
+class ConfirmationRuleForm(forms.ModelForm):
+    """A confirmation tier with its minimum amount in the asset's units (not base units)."""
+
+    min_amount = forms.DecimalField(
+        min_value=0,
+        initial=0,
+        label="from amount due (asset units)",
+        help_text="the tier applies to amounts due from this amount upward; 0: every amount",
+    )
+
+    class Meta:
+        model = ConfirmationRule
+        fields = ("network_asset", "min_amount", "confirmations")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["network_asset"].queryset = NetworkAsset.objects.select_related("asset", "network")
+        self.fields["confirmations"].min_value = 1
+        self.fields["confirmations"].widget.attrs["min"] = 1
+        self.fields["confirmations"].validators.append(MinValueValidator(1))
+        if self.instance.pk:
+            self.initial["min_amount"] = format_amount(
+                int(self.instance.min_amount_base_units), self.instance.network_asset.decimals
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        network_asset, amount = cleaned.get("network_asset"), cleaned.get("min_amount")
+        if network_asset is not None and amount is not None:
+            try:
+                self.instance.min_amount_base_units = to_base_units(amount, network_asset.decimals)
+            except ValueError:
+                self.add_error(
+                    "min_amount", f"{network_asset.asset.code} has {network_asset.decimals} decimals"
+                )
+        return cleaned
+
+
 class ConfirmationRuleInline(admin.TabularInline):
     model = ConfirmationRule
+    form = ConfirmationRuleForm
     extra = 0
 
 
@@ -88,6 +131,32 @@ class WalletInline(admin.TabularInline):
 class MerchantAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "is_active", "created_at")
     inlines = [ConfirmationRuleInline, WalletInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not ConfirmationRule:
+            return super().save_formset(request, form, formset, change)
+        # Tiers are written by the service, like every other path that sets them.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for deleted in formset.deleted_forms:
+            if deleted.instance.pk:
+                formset.deleted_objects.append(deleted.instance)
+                deleted.instance.delete()
+        for rule_form in formset.forms:
+            if rule_form in formset.deleted_forms or not rule_form.has_changed():
+                continue
+            old = rule_form.instance
+            if old.pk and {"min_amount", "network_asset"} & set(rule_form.changed_data):
+                ConfirmationRule.objects.filter(pk=old.pk).delete()
+            rule = confirmation_rule_set(
+                merchant=form.instance,
+                network_asset=rule_form.cleaned_data["network_asset"],
+                confirmations=rule_form.cleaned_data["confirmations"],
+                min_amount_base_units=int(old.min_amount_base_units),
+            )
+            if old.pk:
+                formset.changed_objects.append((rule, rule_form.changed_data))
+            else:
+                formset.new_objects.append(rule)
 
 
 @admin.register(ApiKey)

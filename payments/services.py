@@ -8,7 +8,6 @@ the same transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -403,7 +402,8 @@ def _address_claim(
                 address_pool_refill(
                     merchant_id=merchant_id, network=network_asset.network, now=now, skip_if_busy=True
                 )
-            tiers = [(int(amount), confirmations) for amount, confirmations in json.loads(tiers or "[]")]
+            # psycopg decodes json itself: a list of [min_amount_text, confirmations] pairs, or NULL.
+            tiers = [(int(amount), confirmations) for amount, confirmations in tiers or ()]
             return (
                 PaymentAddress(
                     pk=address_id,

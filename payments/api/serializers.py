@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -13,7 +16,7 @@ from rest_framework import serializers
 from payments.models import PaymentState
 
 # Digits, optionally a dot and more digits: no sign, no exponent, no NaN/Infinity, no spaces.
-_AMOUNT = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
+_AMOUNT = re.compile(r"[0-9]{1,40}(\.[0-9]{1,40})?")  # matched in full (fullmatch): no trailing newline
 METADATA_MAX_KEYS = 50
 METADATA_MAX_BYTES = 16 * 1024
 METADATA_KEY_MAX = 40
@@ -31,7 +34,7 @@ class AmountField(serializers.Field):
     }
 
     def to_internal_value(self, data):
-        if not isinstance(data, str) or not _AMOUNT.match(data):
+        if not isinstance(data, str) or not _AMOUNT.fullmatch(data):
             self.fail("invalid_amount")
         try:
             value = Decimal(data)
@@ -48,6 +51,37 @@ class AmountField(serializers.Field):
 
     def to_representation(self, value):
         return f"{value:f}"
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class ReturnUrlField(serializers.URLField):
+    """Where the checkout sends the customer back: https only; plain http only to this machine (a
+    loopback host), and only when the operator allows it (`GATEWAY_RETURN_URL_ALLOW_HTTP`, the demo)."""
+
+    default_error_messages = {
+        "insecure_return_url": "must be an https URL (http only for localhost when the operator allows it)",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=2000, required=False, allow_blank=True, default="", **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        self.run_validators(value)  # not a URL at all (javascript:...) is `invalid_parameter` first
+        parts = urlsplit(value)
+        if parts.scheme == "https":
+            return value
+        if parts.scheme == "http" and settings.GATEWAY_RETURN_URL_ALLOW_HTTP and _loopback(parts.hostname):
+            return value
+        self.fail("insecure_return_url")
 
 
 class StrictSerializer(serializers.Serializer):
@@ -101,8 +135,8 @@ class PaymentIntentCreateSerializer(StrictSerializer):
     merchant_order_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     customer_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     expires_in_minutes = serializers.IntegerField(required=False, min_value=1, max_value=7 * 24 * 60)
-    success_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
-    cancel_url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
+    success_url = ReturnUrlField(help_text="https URL the checkout returns to once paid")
+    cancel_url = ReturnUrlField(help_text="https URL the checkout returns to when the customer gives up")
     metadata = serializers.JSONField(required=False, default=dict, validators=[validate_metadata])
 
     def validate_currency(self, value: str) -> str:

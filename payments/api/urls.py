@@ -4,47 +4,49 @@ from . import views, webhook_views
 
 urlpatterns = [
     path("payment-intents", views.PaymentIntentListCreateView.as_view(), name="intent-list"),
-    path("payment-intents/<str:intent_id>", views.PaymentIntentDetailView.as_view(), name="intent-detail"),
     path(
-        "payment-intents/<str:intent_id>/cancel",
+        "payment-intents/<public_id:intent_id>", views.PaymentIntentDetailView.as_view(), name="intent-detail"
+    ),
+    path(
+        "payment-intents/<public_id:intent_id>/cancel",
         views.PaymentIntentCancelView.as_view(),
         name="intent-cancel",
     ),
     path(
-        "payment-intents/<str:intent_id>/select-asset",
+        "payment-intents/<public_id:intent_id>/select-asset",
         views.PaymentIntentSelectAssetView.as_view(),
         name="intent-select-asset",
     ),
     path("webhook-endpoints", webhook_views.WebhookEndpointListView.as_view(), name="endpoint-list"),
     path(
-        "webhook-endpoints/<str:endpoint_id>",
+        "webhook-endpoints/<public_id:endpoint_id>",
         webhook_views.WebhookEndpointDetailView.as_view(),
         name="endpoint-detail",
     ),
     path(
-        "webhook-endpoints/<str:endpoint_id>/rotate-secret",
+        "webhook-endpoints/<public_id:endpoint_id>/rotate-secret",
         webhook_views.WebhookEndpointRotateView.as_view(),
         name="endpoint-rotate-secret",
     ),
     path(
-        "webhook-endpoints/<str:endpoint_id>/replay",
+        "webhook-endpoints/<public_id:endpoint_id>/replay",
         webhook_views.WebhookEndpointReplayView.as_view(),
         name="endpoint-replay",
     ),
     path(
-        "webhook-endpoints/<str:endpoint_id>/deliveries",
+        "webhook-endpoints/<public_id:endpoint_id>/deliveries",
         webhook_views.WebhookEndpointDeliveriesView.as_view(),
         name="endpoint-deliveries",
     ),
     path("events", webhook_views.EventListView.as_view(), name="event-list"),
-    path("events/<str:event_id>", webhook_views.EventDetailView.as_view(), name="event-detail"),
+    path("events/<public_id:event_id>", webhook_views.EventDetailView.as_view(), name="event-detail"),
     path(
-        "events/<str:event_id>/deliveries",
+        "events/<public_id:event_id>/deliveries",
         webhook_views.EventDeliveriesView.as_view(),
         name="event-deliveries",
     ),
     path(
-        "events/<str:event_id>/redeliver",
+        "events/<public_id:event_id>/redeliver",
         webhook_views.EventRedeliverView.as_view(),
         name="event-redeliver",
     ),

@@ -1,0 +1,159 @@
+"""Merchant confirmation rules, tiered by amount, end to end: set in the admin (as the README tells
+operators) and by the service, honoured by intents created over the API and by the scanner on anvil.
+
+Before the fix, any rule made every create a 500 (the claim decoded JSON that psycopg had decoded)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from devchain.anvil import mint, token_transfer, token_units
+from payments.accounts import confirmation_rule_set
+from payments.chains.evm import EvmBackend
+from payments.models import Asset, ConfirmationRule, Network, NetworkAsset, PaymentIntent
+from payments.scanning import network_scan
+
+pytestmark = pytest.mark.django_db
+
+
+def admin_form_data(response) -> dict[str, object]:
+    """The POST body a browser would send for the rendered change form, inlines included."""
+    data: dict[str, object] = {}
+    forms = [response.context["adminform"].form]
+    for inline in response.context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    for form in forms:
+        for field in form:
+            value = field.value()
+            if value is None or value is False:
+                continue
+            data[field.html_name] = "on" if value is True else value
+    return data
+
+
+def local(asset: str) -> NetworkAsset:
+    return NetworkAsset.objects.get(asset__code=asset, network__code="evm-local")
+
+
+def create(api, amount: str, asset: str = "ETH") -> dict:
+    response = api.post(
+        "/api/v1/payment-intents",
+        {"amount": amount, "currency": asset, "asset": asset, "network": "evm-local"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.fixture
+def usdc_on_anvil(anvil_token):
+    node, token = anvil_token
+    network = Network.objects.get(code="evm-local")
+    network.rpc_url = node.url
+    network.scan_start_height = node.block_number()
+    network.save()
+    NetworkAsset.objects.update_or_create(
+        network=network,
+        asset=Asset.objects.get(code="USDC"),
+        defaults={"contract_address": token.address.lower(), "decimals": 6, "default_confirmations": 2},
+    )
+    mint(node.w3, token, node.accounts[0], node.accounts[1], token_units("1000"))
+    return node, token, EvmBackend("evm-local", node.url)
+
+
+def test_tiers_set_in_the_admin_apply_to_intents_created_over_the_api(admin_client, merchant, api):
+    url = f"/admin/payments/merchant/{merchant.pk}/change/"
+    data = admin_form_data(admin_client.get(url))
+    prefix = "confirmation_rules"
+    eth = local("ETH")
+    data.update(
+        {
+            f"{prefix}-TOTAL_FORMS": "2",
+            f"{prefix}-0-network_asset": str(eth.pk),
+            f"{prefix}-0-min_amount": "0",
+            f"{prefix}-0-confirmations": "3",
+            f"{prefix}-1-network_asset": str(eth.pk),
+            f"{prefix}-1-min_amount": "100.5",  # asset units, as the form says
+            f"{prefix}-1-confirmations": "7",
+        }
+    )
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    tiers = sorted(
+        ConfirmationRule.objects.filter(merchant=merchant).values_list(
+            "min_amount_base_units", "confirmations"
+        )
+    )
+    assert tiers == [(0, 3), (100_500_000_000_000_000_000, 7)]  # 100.5 ETH in wei (18 decimals)
+
+    assert create(api, "10")["required_confirmations"] == 3
+    assert create(api, "100.499999999999999999")["required_confirmations"] == 3
+    assert create(api, "100.5")["required_confirmations"] == 7
+    assert create(api, "5000")["required_confirmations"] == 7
+
+    # the page shows the tier back in asset units, and an amount finer than the asset is refused
+    page = admin_client.get(url)
+    assert b'value="100.500000000000000000"' in page.content
+    data = admin_form_data(page)
+    data[f"{prefix}-1-min_amount"] = "0.0000000000000000001"
+    refused = admin_client.post(url, data)
+    assert refused.status_code == 200, refused.status_code
+    assert b"ETH has 18 decimals" in refused.content, refused.context["errors"]
+
+
+def test_a_rule_set_by_the_service_does_not_break_create(api, merchant):
+    confirmation_rule_set(merchant=merchant, network_asset=local("ETH"), confirmations=4)
+    assert create(api, "0.25")["required_confirmations"] == 4
+    # the same asset on another network keeps its default
+    response = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "0.01", "currency": "ETH", "asset": "ETH", "network": "base"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    base = NetworkAsset.objects.get(asset__code="ETH", network__code="base")
+    assert response.json()["required_confirmations"] == base.default_confirmations
+
+
+@pytest.mark.parametrize(("confirmations", "min_amount"), [(0, 0), (-1, 0), (True, 0), (3, -1), ("3", 0)])
+def test_the_service_refuses_nonsense_tiers(merchant, confirmations, min_amount):
+    from payments.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        confirmation_rule_set(
+            merchant=merchant,
+            network_asset=local("ETH"),
+            confirmations=confirmations,
+            min_amount_base_units=min_amount,
+        )
+    assert not ConfirmationRule.objects.exists()
+
+
+def test_the_scanner_honours_each_tier(usdc_on_anvil, merchant, api):
+    node, token, backend = usdc_on_anvil
+    usdc = local("USDC")
+    confirmation_rule_set(merchant=merchant, network_asset=usdc, confirmations=3)
+    confirmation_rule_set(
+        merchant=merchant, network_asset=usdc, confirmations=5, min_amount_base_units=token_units("100")
+    )
+    small, large = create(api, "10", "USDC"), create(api, "200", "USDC")
+    network_scan(backend=backend, now=timezone.now())
+    token_transfer(node.w3, token, node.accounts[1], small["address"], token_units("10"))
+    token_transfer(node.w3, token, node.accounts[1], large["address"], token_units("200"))
+
+    def states() -> tuple[str, str]:
+        network_scan(backend=backend, now=timezone.now())
+        return (
+            PaymentIntent.objects.get(pk=small["id"]).state,
+            PaymentIntent.objects.get(pk=large["id"]).state,
+        )
+
+    # each transfer is in its own block; the large one's block is the tip (1 confirmation)
+    assert states() == ("confirming", "confirming")
+    node.mine(1)  # small: 3 confirmations, large: 2
+    assert states() == ("paid", "confirming")
+    node.mine(2)  # large: 4
+    assert states() == ("paid", "confirming")
+    node.mine(1)  # large: 5
+    assert states() == ("paid", "paid")
