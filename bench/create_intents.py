@@ -601,6 +601,10 @@ class Bench:
 
         merchant = run("create_merchant", "Bench merchant")
         wallet = run("add_wallet", merchant, "--chain", "evm", "--xpub", ETH_XPUB)
+        # Intents are accepted only on watched networks; nothing scans during the bench.
+        from payments.models import Network
+
+        Network.objects.filter(code="ethereum").update(rpc_url="http://127.0.0.1:9")
         self.api_key = run("create_api_key", merchant)
         log(f"merchant {merchant}, {wallet}, API key {self.api_key[:12]}...")
         with connection.cursor() as cursor:

@@ -378,6 +378,7 @@ def detection_latency(args, results: dict) -> None:
         network = Network.objects.get(code="evm-local")
         network.rpc_url = node.url
         network.scan_start_height = node.block_number()
+        network.enabled = True  # development networks start disabled
         network.save()
         na = NetworkAsset.objects.create(
             network=network, asset=Asset.objects.get(code="USDC"), contract_address=token.address.lower(),

@@ -184,7 +184,8 @@ def _demo_chain(state_dir: Path):
     network = Network.objects.get(code="evm-local")
     network.rpc_url = node.url
     network.scan_start_height = 0
-    network.save(update_fields=["rpc_url", "scan_start_height"])
+    network.enabled = True  # development networks start disabled outside the demo
+    network.save(update_fields=["rpc_url", "scan_start_height", "enabled"])
     NetworkAsset.objects.update_or_create(
         network=network,
         asset=Asset.objects.get(code="USDC"),

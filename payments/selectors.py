@@ -133,8 +133,8 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
 
 
 def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
-    """The asset/network pairs a customer may choose: enabled, on an enabled network, and with an active
-    wallet of the merchant to derive the address from (one EVM wallet serves every EVM network)."""
+    """The asset/network pairs a customer may choose: enabled, on an enabled network with a node (watched),
+    and with an active wallet of the merchant to derive the address from (one EVM wallet serves every EVM network)."""
     wallets = list(
         Wallet.objects.filter(merchant=merchant, is_active=True).values_list("chain", "network_id")
     )
@@ -142,6 +142,7 @@ def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
     networks = {network_id for chain, network_id in wallets if network_id is not None}
     options = (
         NetworkAsset.objects.filter(enabled=True, network__enabled=True)
+        .exclude(network__rpc_url="")
         .select_related("asset", "network")
         .order_by("network__is_testnet", "asset__code", "network__name")
     )

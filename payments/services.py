@@ -99,21 +99,29 @@ def reference_cache_clear() -> None:
 
 
 def network_asset_resolve(*, asset_code: str, network_code: str) -> NetworkAsset:
-    """The enabled asset on an enabled network, or an error with a stable code saying which part is wrong."""
+    """The enabled asset on an enabled network that has a node (is watched), or an error with a stable code
+    saying which part is wrong."""
     na = _cached(
         ("network_asset", asset_code, network_code), lambda: _network_asset_load(asset_code, network_code)
     )
-    if na is not None and na.enabled and na.network.enabled:
+    if na is not None and na.enabled and na.network.watched:
         return na
     reference_cache_clear()  # an error answer is never served from a stale cache
     na = _network_asset_load(asset_code, network_code)
-    if na is not None and na.enabled and na.network.enabled:
+    if na is not None and na.enabled and na.network.watched:
         return na
     network = na.network if na else Network.objects.filter(code=network_code).first()
     if network is None:
         raise InvalidRequest(f"unknown network {network_code!r}", code="unknown_network", param="network")
     if not network.enabled:
         raise InvalidRequest(f"network {network_code} is disabled", code="network_disabled", param="network")
+    if not network.watched:
+        # No node: payments on it would never be seen.
+        raise InvalidRequest(
+            f"network {network_code} is not watched by this gateway (no node configured)",
+            code="network_not_watched",
+            param="network",
+        )
     if na is None:
         if not Asset.objects.filter(code=asset_code).exists():
             raise InvalidRequest(f"unknown asset {asset_code!r}", code="unknown_asset", param="asset")

@@ -41,6 +41,29 @@ def reference_data(request):
     yield
 
 
+# What the tests give every network that has no node of its own: a URL that nothing listens on. Payments
+# are offered and accepted only on watched networks (enabled, with a node), and development networks start
+# disabled outside the demo and the tests; tests that scan point their network at a real node themselves.
+UNREACHABLE_NODE = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def networks_watched(request, reference_data):
+    """Every network enabled and with a node URL, for tests that use the database."""
+    uses_db = {"db", "transactional_db", "django_db_setup"} & set(request.fixturenames)
+    as_migrated = request.node.get_closest_marker("networks_as_migrated") is not None
+    if as_migrated or (not uses_db and request.node.get_closest_marker("django_db") is None):
+        yield
+        return
+    from payments.models import Network
+
+    if "transactional_db" not in request.fixturenames:
+        request.getfixturevalue("db")
+    Network.objects.filter(rpc_url="").update(rpc_url=UNREACHABLE_NODE)
+    Network.objects.update(enabled=True)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_reference_cache():
     """Each test sees the reference data as it is in its database, not as an earlier test cached it."""

@@ -53,6 +53,11 @@ class Network(models.Model):
     def __str__(self) -> str:
         return self.code
 
+    @property
+    def watched(self) -> bool:
+        """Enabled and with a node to scan: only then are payments on it offered and accepted."""
+        return self.enabled and bool(self.rpc_url)
+
 
 class Asset(models.Model):
     """A currency that can be paid (BTC, ETH, USDC ...). Stablecoins carry their peg currency."""

@@ -26,5 +26,7 @@ def test_backend_for_network(code, rpc_url, backend):
 
 
 def test_network_without_node_is_not_scanned():
+    network = Network.objects.get(code="bitcoin")
+    network.rpc_url = ""
     with pytest.raises(ValueError, match="no rpc_url"):
-        backend_for(Network.objects.get(code="bitcoin"))
+        backend_for(network)
