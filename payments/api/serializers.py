@@ -9,8 +9,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from payments.models import PaymentState
@@ -22,7 +21,14 @@ METADATA_MAX_BYTES = 16 * 1024
 METADATA_KEY_MAX = 40
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^[0-9]{1,40}(\.[0-9]{1,40})?$",
+        "example": "49.00",
+        "description": "a positive decimal as a string: digits, optionally a dot and decimals",
+    }
+)
 class AmountField(serializers.Field):
     """A positive decimal given as a string ("49.00"): never a JSON number, which may be a float."""
 
@@ -167,8 +173,12 @@ class SelectAssetSerializer(StrictSerializer):
 
 class PaymentIntentListQuery(serializers.Serializer):
     state = serializers.MultipleChoiceField(choices=PaymentState.values, required=False)
-    merchant_order_id = serializers.CharField(max_length=200, required=False)
-    customer_id = serializers.CharField(max_length=200, required=False)
+    merchant_order_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="exact match (empty: intents without one)"
+    )
+    customer_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="exact match (empty: intents without one)"
+    )
     created_gte = serializers.DateTimeField(required=False)
     created_lt = serializers.DateTimeField(required=False)
 
@@ -214,8 +224,34 @@ class PaymentIntentSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="stable, machine-readable: branch on it")
+    message = serializers.CharField(help_text="for people; may change")
+    param = serializers.CharField(allow_null=True, help_text="the parameter at fault, dotted; or null")
+
+
 class ErrorSerializer(serializers.Serializer):
-    error = serializers.DictField(help_text='{"code": stable code, "message": text, "param": field or null}')
+    """Every error answer of the API, whatever its status."""
+
+    error = ErrorDetailSerializer()
+
+
+def list_of(
+    name: str, item: type[serializers.Serializer], **extra: serializers.Field
+) -> serializers.Serializer:
+    """The documented shape of a list answer: {"object": "list", "data": [...], ...paging fields}."""
+    return inline_serializer(
+        name,
+        {
+            "object": serializers.ChoiceField(choices=["list"]),
+            "data": item(many=True),
+            **extra,
+        },
+    )
+
+
+def next_link() -> serializers.Field:
+    return serializers.URLField(allow_null=True, help_text="the next page's URL; null on the last page")
 
 
 # --- webhooks ----------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from .serializers import (
     PaymentIntentListQuery,
     PaymentIntentSerializer,
     SelectAssetSerializer,
+    list_of,
+    next_link,
 )
 
 ERRORS = {
@@ -34,19 +36,46 @@ ERRORS = {
     403: ErrorSerializer,
     404: ErrorSerializer,
     409: ErrorSerializer,
+    413: ErrorSerializer,
     422: ErrorSerializer,
+    429: ErrorSerializer,
+    503: ErrorSerializer,  # rate_unavailable: the fiat rate source did not answer; retry later
 }
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255},
     OpenApiParameter.HEADER,
     required=False,
-    description="Same key and body within 24 h: the original response. Same key, other body: 422.",
+    description="Any printable text up to 255 characters, unique per operation you mean once (an order "
+    "id and attempt). Same key and body within 24 h: the original response, replayed. Same key, other "
+    "body: 422 `idempotency_key_reused`. Same key while the first request runs: 409.",
+)
+LIMIT = OpenApiParameter(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 100}, description="page size, 1 to 100 (default 20)"
 )
 
 
+PAGE_MAX = 100
+
+
+def page_limit(request, default: int, maximum: int = PAGE_MAX) -> int:
+    """The `limit` query parameter: a whole number from 1 to `maximum` (400 otherwise, never clamped)."""
+    raw = request.query_params.get("limit")
+    if raw in (None, ""):
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise InvalidRequest(
+            f"limit is a whole number from 1 to {maximum}", code="invalid_parameter", param="limit"
+        )
+    return int(raw)
+
+
 class StrictCursorPagination(CursorPagination):
-    """A cursor that cannot be decoded is a 400 `invalid_cursor` (DRF answers 404)."""
+    """A cursor that cannot be decoded is a 400 `invalid_cursor` (DRF answers 404); a `limit` out of range
+    is a 400."""
+
+    def get_page_size(self, request):
+        return page_limit(request, self.page_size, self.max_page_size)
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
@@ -116,12 +145,26 @@ class PaymentIntentListCreateView(APIView):
         return idempotent(request, merchant, create)
 
     @extend_schema(
-        parameters=[PaymentIntentListQuery, OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
-        responses={200: PaymentIntentSerializer(many=True), **ERRORS},
+        parameters=[
+            PaymentIntentListQuery,
+            LIMIT,
+            OpenApiParameter("cursor", str, description="from a `next` or `previous` link"),
+        ],
+        responses={
+            200: list_of(
+                "PaymentIntentList", PaymentIntentSerializer, next=next_link(), previous=next_link()
+            ),
+            **ERRORS,
+        },
         summary="List payment intents",
     )
     def get(self, request):
-        query = PaymentIntentListQuery(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty form value as absent, so `created_lt=` would
+        # silently filter nothing instead of being refused.
+        params = request.query_params
+        query = PaymentIntentListQuery(
+            data={name: params.getlist(name) if name == "state" else params[name] for name in params}
+        )
         query.is_valid(raise_exception=True)
         filters = query.validated_data
         intents = intent_queryset().filter(merchant=request.user.merchant)

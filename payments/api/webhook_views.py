@@ -32,8 +32,10 @@ from .serializers import (
     WebhookEndpointCreateSerializer,
     WebhookEndpointSerializer,
     WebhookEndpointUpdateSerializer,
+    list_of,
+    next_link,
 )
-from .views import ERRORS, IDEMPOTENCY_HEADER, StrictCursorPagination
+from .views import ERRORS, IDEMPOTENCY_HEADER, LIMIT, StrictCursorPagination, page_limit
 
 EVENTS_PAGE_MAX = 100
 
@@ -48,7 +50,10 @@ class _WebhookScopes:
 
 
 class WebhookEndpointListView(_WebhookScopes, APIView):
-    @extend_schema(responses={200: WebhookEndpointSerializer(many=True), **ERRORS}, summary="List endpoints")
+    @extend_schema(
+        responses={200: list_of("WebhookEndpointList", WebhookEndpointSerializer), **ERRORS},
+        summary="List endpoints",
+    )
     def get(self, request):
         found = request.user.merchant.webhook_endpoints.filter(deleted_at__isnull=True).order_by("created_at")
         return Response({"object": "list", "data": [endpoint_representation(e) for e in found]})
@@ -168,8 +173,15 @@ class DeliveryPagination(StrictCursorPagination):
 
 class WebhookEndpointDeliveriesView(_WebhookScopes, APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("state", str), OpenApiParameter("limit", int)],
-        responses={200: WebhookDeliverySerializer(many=True), **ERRORS},
+        parameters=[
+            OpenApiParameter("state", str, enum=WebhookDelivery.State.values),
+            LIMIT,
+            OpenApiParameter("cursor", str, description="from a `next` link"),
+        ],
+        responses={
+            200: list_of("WebhookDeliveryPage", WebhookDeliverySerializer, next=next_link()),
+            **ERRORS,
+        },
         summary="The endpoint's delivery log, newest first",
     )
     def get(self, request, endpoint_id: str):
@@ -214,18 +226,14 @@ class EventListView(APIView):
             OpenApiParameter("after", str, description="the id of the last event you processed"),
             OpenApiParameter("type", str, many=True, description="only these types (repeat, or commas)"),
             OpenApiParameter("payment_intent", str, description="only this payment's events"),
-            OpenApiParameter("limit", int, description=f"at most {EVENTS_PAGE_MAX}; default 50"),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": EVENTS_PAGE_MAX},
+                description=f"1 to {EVENTS_PAGE_MAX}; default 50",
+            ),
         ],
         responses={
-            200: inline_serializer(
-                "EventList",
-                {
-                    "object": serializers.CharField(),
-                    "data": EventSerializer(many=True),
-                    "has_more": serializers.BooleanField(),
-                    "next": serializers.CharField(allow_null=True),
-                },
-            ),
+            200: list_of("EventList", EventSerializer, has_more=serializers.BooleanField(), next=next_link()),
             **ERRORS,
         },
         summary="Events in the order they were dispatched, oldest first: page with `after`",
@@ -233,10 +241,7 @@ class EventListView(APIView):
     )
     def get(self, request):
         merchant = request.user.merchant
-        try:
-            limit = min(max(int(request.query_params.get("limit", 50)), 1), EVENTS_PAGE_MAX)
-        except ValueError:
-            raise InvalidRequest("limit is a whole number", code="invalid_parameter", param="limit") from None
+        limit = page_limit(request, 50, EVENTS_PAGE_MAX)
         events = Event.objects.filter(merchant=merchant, position__isnull=False)
         after = request.query_params.get("after")
         if after:
@@ -279,7 +284,7 @@ class EventDeliveriesView(APIView):
     read_scope = "webhooks:read"
 
     @extend_schema(
-        responses={200: WebhookDeliverySerializer(many=True), **ERRORS},
+        responses={200: list_of("WebhookDeliveryList", WebhookDeliverySerializer), **ERRORS},
         summary="Every delivery of the event, with its attempts",
     )
     def get(self, request, event_id: str):
@@ -294,7 +299,7 @@ class EventRedeliverView(APIView):
     @extend_schema(
         request=RedeliverSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={202: WebhookDeliverySerializer(many=True), **ERRORS},
+        responses={202: list_of("WebhookDeliveriesQueued", WebhookDeliverySerializer), **ERRORS},
         summary="Send the event again (same webhook-id)",
     )
     def post(self, request, event_id: str):
