@@ -90,8 +90,14 @@ def wallet_add(
             raise InvalidRequest(f"{network_code} is not a {chain} network", code="network_chain_mismatch")
         if key.mainnet == network.is_testnet:
             kind = "mainnet" if key.mainnet else "testnet"
+            accepted = "tpub/vpub" if network.is_testnet else "xpub/zpub"
             raise InvalidRequest(
-                f"a {kind} key ({key.version.prefix}) cannot serve {network_code}",
+                f"a {kind} key ({key.version.prefix}) cannot serve {network_code}; it takes {accepted}",
+                code="xpub_network_mismatch",
+            )
+        if key.version.chain not in (None, chain):
+            raise InvalidRequest(
+                f"a {key.version.chain} key ({key.version.prefix}) cannot serve {network_code}",
                 code="xpub_network_mismatch",
             )
     try:
