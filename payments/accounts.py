@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
 
 from .errors import Conflict, InvalidRequest, NotFound
 from .models import ApiKey, Chain, ConfirmationRule, Merchant, Network, NetworkAsset, Wallet
@@ -100,7 +101,28 @@ def wallet_add(
     *, merchant: Merchant, chain: str, account_key: str, network_code: str | None = None
 ) -> Wallet:
     """Register a watch-only account key. EVM wallets serve every EVM network; a Bitcoin-family wallet
-    serves one network, whose mainnet/testnet kind must match the key's."""
+    serves one network, whose mainnet/testnet kind must match the key's. A key that an active wallet of
+    any merchant derives the same addresses from is refused (`wallet_key_in_use`); the key of a
+    deactivated wallet continues that wallet's index sequence, so no address is derived twice."""
+    with transaction.atomic():
+        wallet = wallet_add_check(
+            merchant=merchant, chain=chain, account_key=account_key, network_code=network_code
+        )
+        try:
+            with transaction.atomic():
+                wallet.save(force_insert=True)
+        except IntegrityError as exc:  # the locks make this unlikely; the constraints make it certain
+            raise _wallet_conflict(exc) from None
+    return wallet
+
+
+def wallet_add_check(
+    *, merchant: Merchant, chain: str, account_key: str, network_code: str | None = None
+) -> Wallet:
+    """Everything `wallet_add` checks, without writing: the unsaved wallet it would create (its index
+    sequence starting after any deactivated wallet with the key), or the GatewayError it would raise.
+    Inside a transaction, the checks' locks hold to its end, so a save in the same transaction cannot
+    race another add of the key (the admin's add form checks, then saves, in one transaction)."""
     if chain not in Chain.values:
         raise InvalidRequest(f"unknown chain {chain!r}", code="unknown_chain", param="chain")
     key = parse_account_key(account_key)
@@ -118,19 +140,104 @@ def wallet_add(
             raise InvalidRequest(f"{network_code} is not a {chain} network", code="network_chain_mismatch")
         if key.mainnet == network.is_testnet:
             kind = "mainnet" if key.mainnet else "testnet"
+            accepted = "tpub/vpub" if network.is_testnet else "xpub/zpub"
             raise InvalidRequest(
-                f"a {kind} key ({key.version.prefix}) cannot serve {network_code}",
+                f"a {kind} key ({key.version.prefix}) cannot serve {network_code}; it takes {accepted}",
                 code="xpub_network_mismatch",
             )
-    try:
-        with transaction.atomic():
-            return Wallet.objects.create(
-                merchant=merchant, chain=chain, network=network, account_key=key.text
+        if key.version.chain not in (None, chain):
+            raise InvalidRequest(
+                f"a {key.version.chain} key ({key.version.prefix}) cannot serve {network_code}",
+                code="xpub_network_mismatch",
             )
-    except IntegrityError:
+    wallet = Wallet(
+        merchant=merchant,
+        chain=chain,
+        network=network,
+        account_key=key.text,
+        key_fingerprint=key.fingerprint,
+        address_space=_address_space(chain, network),
+    )
+    _wallet_lock(wallet)
+    _wallet_conflicts_check(wallet)
+    wallet.next_index = _wallet_first_index(wallet)
+    return wallet
+
+
+def wallet_deactivate(*, wallet: Wallet) -> Wallet:
+    """Stop deriving from the wallet: creates no longer claim its addresses. Its addresses, intents and
+    index stay; its key may then serve a new wallet, which continues after it."""
+    Wallet.objects.filter(pk=wallet.pk).update(is_active=False)
+    wallet.is_active = False
+    return wallet
+
+
+def wallet_reactivate(*, wallet: Wallet) -> Wallet:
+    """Serve payments from a deactivated wallet again, unless another active wallet has its key or its
+    merchant's place for the chain and network; it continues after any wallet that used its key since."""
+    with transaction.atomic():
+        wallet = Wallet.objects.select_related("merchant", "network").get(pk=wallet.pk)
+        if wallet.is_active:
+            return wallet
+        _wallet_lock(wallet)
+        _wallet_conflicts_check(wallet)
+        wallet.next_index = max(wallet.next_index, _wallet_first_index(wallet))
+        wallet.is_active = True
+        try:
+            with transaction.atomic():
+                wallet.save(update_fields=["is_active", "next_index"])
+        except IntegrityError as exc:
+            raise _wallet_conflict(exc) from None
+    return wallet
+
+
+def _address_space(chain: str, network: Network | None) -> str:
+    """Where a key's addresses live: every EVM network shares one; a Bitcoin-family address is its HRP's."""
+    return "evm" if chain == Chain.EVM else network.bech32_hrp
+
+
+def _wallet_lock(wallet: Wallet) -> None:
+    """Serialise adds and reactivations per merchant and per key material (always in that order), for the
+    rest of the transaction; the unique constraints stand behind these locks."""
+    with connection.cursor() as cursor:
+        for name in (f"wallet-merchant:{wallet.merchant_id}", f"wallet-key:{wallet.key_fingerprint}"):
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [name])
+
+
+def _wallet_conflicts_check(wallet: Wallet) -> None:
+    active = Wallet.objects.filter(is_active=True).exclude(pk=wallet.pk)
+    holder = active.filter(key_fingerprint=wallet.key_fingerprint, address_space=wallet.address_space).first()
+    if holder is not None:
+        # Another merchant's wallet is not named: its existence is all the operator needs to know.
+        whose = "this merchant's" if holder.merchant_id == wallet.merchant_id else "another merchant's"
+        raise Conflict(
+            f"this account key (in any of its spellings: xpub, zpub, vpub ...) is in use by {whose} active "
+            f"{holder.chain} wallet; deactivate that wallet first",
+            code="wallet_key_in_use",
+        )
+    if active.filter(merchant_id=wallet.merchant_id, chain=wallet.chain, network=wallet.network).exists():
         raise Conflict(
             "the merchant already has an active wallet for this chain and network", code="wallet_exists"
-        ) from None
+        )
+
+
+def _wallet_first_index(wallet: Wallet) -> int:
+    """The first index no wallet with this key has derived in this address space (0 for a new key)."""
+    used = Wallet.objects.filter(
+        key_fingerprint=wallet.key_fingerprint, address_space=wallet.address_space
+    ).aggregate(Max("next_index"))["next_index__max"]
+    return used or 0
+
+
+def _wallet_conflict(exc: IntegrityError) -> Conflict:
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+    if constraint == "wallet_key_active_unique":
+        return Conflict("this account key is in use by another active wallet", code="wallet_key_in_use")
+    if constraint == "wallet_one_active_per_chain_network":
+        return Conflict(
+            "the merchant already has an active wallet for this chain and network", code="wallet_exists"
+        )
+    raise exc
 
 
 def _api_key_with_merchant(digest: str) -> ApiKey | None:

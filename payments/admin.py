@@ -2,10 +2,12 @@
 dangerous actions belong to the `support` app."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.validators import MinValueValidator
 
+from . import accounts
 from .accounts import confirmation_rule_set
+from .errors import GatewayError
 from .models import (
     ApiKey,
     Asset,
@@ -120,11 +122,101 @@ class ConfirmationRuleInline(admin.TabularInline):
 
 
 class WalletInline(admin.TabularInline):
+    """Shown with its merchant; added, deactivated and reactivated in the wallet admin (through the
+    services, which refuse a key another active wallet uses)."""
+
     model = Wallet
     extra = 0
     fields = ("chain", "network", "account_key", "next_index", "is_active")
-    readonly_fields = ("account_key", "next_index")
+    readonly_fields = fields
+    can_delete = False
     verbose_name = "wallet (next_index = highest derived index + 1; mind the gap limit)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class WalletAddForm(forms.ModelForm):
+    """The add form checks through `wallet_add_check`, so it refuses what `add_wallet` refuses, with the
+    same codes; the admin's save then goes through `wallet_add` in the same transaction."""
+
+    class Meta:
+        model = Wallet
+        fields = ("merchant", "chain", "network", "account_key")
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            accounts.wallet_add_check(**_wallet_add_arguments(data))
+        except GatewayError as exc:
+            raise forms.ValidationError(f"{exc.message} ({exc.code})", code=exc.code) from exc
+        return data
+
+
+def _wallet_add_arguments(data) -> dict:
+    network = data.get("network")
+    return {
+        "merchant": data["merchant"],
+        "chain": data["chain"],
+        "account_key": data["account_key"],
+        "network_code": network.code if network else None,
+    }
+
+
+@admin.register(Wallet)
+class WalletAdmin(admin.ModelAdmin):
+    """Wallets are added through the service and never edited or deleted (their addresses are evidence):
+    deactivate one to stop deriving from it."""
+
+    list_display = ("id", "merchant", "chain", "network", "next_index", "is_active", "created_at")
+    list_filter = ("chain", "network", "is_active")
+    search_fields = ("merchant__id", "merchant__name", "account_key")
+    actions = ("deactivate", "reactivate")
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = WalletAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return WalletAddForm.Meta.fields
+        return ("merchant", "chain", "network", "account_key", "next_index", "is_active", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        wallet = accounts.wallet_add(**_wallet_add_arguments(form.cleaned_data))
+        for field in Wallet._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(wallet, field.attname))
+        obj._state.adding = False
+
+    @admin.action(description="Deactivate selected wallets", permissions=["change"])
+    def deactivate(self, request, queryset):
+        for wallet in queryset.filter(is_active=True):
+            accounts.wallet_deactivate(wallet=wallet)
+            self.message_user(request, f"wallet {wallet.pk} deactivated", messages.SUCCESS)
+
+    @admin.action(description="Reactivate selected wallets", permissions=["change"])
+    def reactivate(self, request, queryset):
+        for wallet in queryset.filter(is_active=False):
+            try:
+                accounts.wallet_reactivate(wallet=wallet)
+            except GatewayError as exc:
+                self.message_user(request, f"wallet {wallet.pk}: {exc.message} ({exc.code})", messages.ERROR)
+            else:
+                self.message_user(request, f"wallet {wallet.pk} reactivated", messages.SUCCESS)
 
 
 @admin.register(Merchant)

@@ -2,12 +2,15 @@
 a private extended key is refused before it is parsed.
 
 Bitcoin-family: BIP84 (native segwit, bech32) at account/0/i, from an account key with any of the
-common version prefixes (xpub, zpub, tpub, vpub; Litecoin's Ltub, Mtub, ttub).
+version prefixes SLIP-132 registers for single-key P2PKH or P2WPKH accounts: xpub, zpub (mainnet), tpub,
+vpub (test networks), and Litecoin's own Ltub (mainnet) and ttub (test networks). Wrapped-segwit (BIP49)
+keys (ypub, upub, Litecoin's Mtub) are refused.
 EVM: BIP44 at account/0/i from the account xpub (m/44'/60'/0'); one address for every EVM network.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from bip_utils import (
@@ -28,21 +31,25 @@ class KeyVersion:
     prefix: str
     public: bytes
     mainnet: bool
-    # BIP49 (ypub/upub) keys are for wrapped segwit: deriving bech32 from them would give addresses the
-    # merchant's wallet does not watch.
+    # BIP49 (ypub/upub/Mtub) keys are for wrapped segwit: deriving bech32 from them would give addresses
+    # the merchant's wallet does not watch.
     supported: bool = True
+    # A coin's own version (Litecoin's Ltub/ttub) serves that chain only; None: any chain.
+    chain: str | None = None
 
 
+# Public versions from SLIP-132's registry (github.com/satoshilabs/slips/blob/master/slip-0132.md); the
+# tests check this table against the registry and each prefix against its Base58Check rendering.
 _PUBLIC_VERSIONS = [
     KeyVersion("xpub", bytes.fromhex("0488b21e"), mainnet=True),
     KeyVersion("zpub", bytes.fromhex("04b24746"), mainnet=True),
-    KeyVersion("Ltub", bytes.fromhex("019da462"), mainnet=True),
-    KeyVersion("Mtub", bytes.fromhex("01b26ef6"), mainnet=True),
+    KeyVersion("Ltub", bytes.fromhex("019da462"), mainnet=True, chain="litecoin"),
     KeyVersion("tpub", bytes.fromhex("043587cf"), mainnet=False),
-    KeyVersion("vpub", bytes.fromhex("045f1c74"), mainnet=False),
-    KeyVersion("ttub", bytes.fromhex("0436f6e1"), mainnet=False),
+    KeyVersion("vpub", bytes.fromhex("045f1cf6"), mainnet=False),
+    KeyVersion("ttub", bytes.fromhex("0436f6e1"), mainnet=False, chain="litecoin"),
     KeyVersion("ypub", bytes.fromhex("049d7cb2"), mainnet=True, supported=False),
     KeyVersion("upub", bytes.fromhex("044a5262"), mainnet=False, supported=False),
+    KeyVersion("Mtub", bytes.fromhex("01b26ef6"), mainnet=True, supported=False, chain="litecoin"),
 ]
 _PRIVATE_VERSIONS = {
     bytes.fromhex(h)
@@ -75,6 +82,18 @@ class AccountKey:
     def mainnet(self) -> bool:
         return self.version.mainnet
 
+    @property
+    def fingerprint(self) -> str:
+        """The key material (chain code and public key) as a hash: the same for every version prefix the
+        key is written with (xpub, zpub, vpub, ...), and what decides the addresses it derives."""
+        return key_material_fingerprint(self.text)
+
+
+def key_material_fingerprint(text: str) -> str:
+    """sha256 of an extended key's chain code and public key (bytes 13..78 of its 78-byte payload),
+    hex. Version, depth, parent fingerprint and child number are left out: they change no address."""
+    return hashlib.sha256(Base58Decoder.CheckDecode(text)[13:]).hexdigest()
+
 
 def parse_account_key(text: str) -> AccountKey:
     """Validate an account extended public key; raise InvalidExtendedKey with a stable code if it is not
@@ -97,7 +116,8 @@ def parse_account_key(text: str) -> AccountKey:
         raise InvalidExtendedKey(f"unknown extended key version {version_bytes.hex()}")
     if not version.supported:
         raise InvalidExtendedKey(
-            f"{version.prefix} keys are for wrapped segwit (BIP49); give an xpub/zpub (BIP84) key",
+            f"{version.prefix} keys are for wrapped segwit (BIP49); give the account's native segwit (BIP84) "
+            "key: xpub/zpub, or tpub/vpub on a test network",
             code="unsupported_xpub_type",
         )
     try:

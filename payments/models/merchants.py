@@ -113,7 +113,8 @@ class Wallet(models.Model):
     One EVM wallet serves every EVM network (same address everywhere, one index sequence); a
     Bitcoin-family wallet belongs to one network (its address prefix). Addresses are derived ahead, a
     batch at a time under the wallet's row lock, into a pool of unclaimed `PaymentAddress` rows;
-    `next_index` is the next index to derive."""
+    `next_index` is the next index to derive. One key material serves at most one active wallet per
+    address space; a later wallet with a deactivated wallet's key starts where that one stopped."""
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="wallets")
     chain = models.CharField(max_length=16, choices=Chain.choices)
@@ -121,6 +122,16 @@ class Wallet(models.Model):
         Network, null=True, blank=True, on_delete=models.PROTECT, help_text="empty for EVM (all networks)"
     )
     account_key = models.CharField(max_length=120, help_text="account-level extended public key")
+    key_fingerprint = models.CharField(
+        max_length=64,
+        editable=False,
+        help_text="sha256 of the key's chain code and public key: the same whatever prefix it is written with",
+    )
+    address_space = models.CharField(
+        max_length=16,
+        editable=False,
+        help_text="'evm', or the network's bech32 HRP: one key derives the same addresses where this is equal",
+    )
     next_index = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     is_active = models.BooleanField(default=True)
@@ -132,6 +143,13 @@ class Wallet(models.Model):
                 condition=models.Q(is_active=True),
                 nulls_distinct=False,
                 name="wallet_one_active_per_chain_network",
+            ),
+            # Two active wallets deriving the same addresses would collide in the address pool: one
+            # account key serves one active wallet per address space, across all merchants.
+            models.UniqueConstraint(
+                fields=["key_fingerprint", "address_space"],
+                condition=models.Q(is_active=True),
+                name="wallet_key_active_unique",
             ),
         ]
 

@@ -5,6 +5,7 @@ Private keys appear only here, to produce vectors: the code under test sees publ
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import pytest
@@ -21,12 +22,21 @@ from bip_utils import (
     Bip84Coins,
     SegwitBech32Decoder,
 )
+from django.core.management import call_command
+from django.utils import timezone
+from embit import script as embit_script
+from embit.base58 import decode_check as embit_decode_check
+from embit.base58 import encode_check as embit_encode_check
+from embit.bip32 import HDKey as EmbitHDKey
+from embit.networks import NETWORKS as EMBIT_NETWORKS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 
+from payments import services, wallets
 from payments.accounts import wallet_add
 from payments.errors import Conflict, InvalidExtendedKey, InvalidRequest, NotFound
-from payments.models import Wallet
+from payments.models import Network, PaymentAddress, Wallet
 from payments.wallets import derive_bech32_address, derive_evm_address, parse_account_key
 from tests.factories import (
     BIP84_FIRST_ADDRESS,
@@ -35,6 +45,7 @@ from tests.factories import (
     ETH_FIRST_ADDRESS,
     TEST_MNEMONIC,
     account_key,
+    make_api_key,
     make_merchant,
 )
 
@@ -42,14 +53,29 @@ from tests.factories import (
 # against the private-path derivation below.
 BIP84_SECOND_ADDRESS = "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g"
 
-VERSIONS = {
-    "xpub": "0488b21e",
-    "zpub": "04b24746",
-    "ypub": "049d7cb2",
-    "tpub": "043587cf",
-    "vpub": "045f1c74",
-    "xprv": "0488ade4",
-    "zprv": "04b2430c",
+# SLIP-132, "Registered HD version bytes for BIP-0032" (github.com/satoshilabs/slips/blob/master/slip-0132.md),
+# transcribed from the registry's table: prefix -> (public version, private prefix, private version,
+# network, address encoding). Never from payments/wallets.py.
+SLIP132 = {
+    "xpub": ("0488b21e", "xprv", "0488ade4", "bitcoin", "mainnet", "P2PKH or P2SH"),
+    "ypub": ("049d7cb2", "yprv", "049d7878", "bitcoin", "mainnet", "P2WPKH in P2SH"),
+    "zpub": ("04b24746", "zprv", "04b2430c", "bitcoin", "mainnet", "P2WPKH"),
+    "tpub": ("043587cf", "tprv", "04358394", "bitcoin", "testnet", "P2PKH or P2SH"),
+    "upub": ("044a5262", "uprv", "044a4e28", "bitcoin", "testnet", "P2WPKH in P2SH"),
+    "vpub": ("045f1cf6", "vprv", "045f18bc", "bitcoin", "testnet", "P2WPKH"),
+    "Ltub": ("019da462", "Ltpv", "019d9cfe", "litecoin", "mainnet", "P2PKH or P2SH"),
+    "Mtub": ("01b26ef6", "Mtpv", "01b26792", "litecoin", "mainnet", "P2WPKH in P2SH"),
+    "ttub": ("0436f6e1", "ttpv", "0436ef7d", "litecoin", "testnet", "P2PKH or P2SH"),
+}
+VERSIONS = {prefix: row[0] for prefix, row in SLIP132.items()} | {row[1]: row[2] for row in SLIP132.values()}
+# SLIP-173, "Registered human-readable parts for BIP-0173" (github.com/satoshilabs/slips/blob/master/slip-0173.md).
+SLIP173_HRP = {
+    "bitcoin": "bc",
+    "bitcoin-testnet": "tb",
+    "bitcoin-regtest": "bcrt",
+    "litecoin": "ltc",
+    "litecoin-testnet": "tltc",
+    "litecoin-regtest": "rltc",
 }
 
 
@@ -154,6 +180,183 @@ def test_testnet_account_key_derives_with_the_given_hrp(prefix):
         assert len(program) == 20
         assert witness_program(regtest, "bcrt") == program
         assert witness_program(ltc_regtest, "rltc") == program
+
+
+# --- SLIP-132: every version the code knows, against the registry ---------------------------------
+
+
+@pytest.mark.parametrize("prefix", sorted(VERSIONS))
+def test_slip132_version_bytes_render_as_their_prefix(prefix):
+    """A 78-byte extended key written with these version bytes starts with the prefix whatever its payload
+    (both ends of the payload range; embit's Base58Check, not the library our code uses)."""
+    version = bytes.fromhex(VERSIONS[prefix])
+    for payload in (bytes(74), b"\xff" * 74):
+        assert embit_encode_check(version + payload)[:4] == prefix
+
+
+def test_slip132_bitcoin_versions_agree_with_embit():
+    # embit names versions by script type per network: its test network "zpub" is SLIP-132's vpub.
+    main, test = EMBIT_NETWORKS["main"], EMBIT_NETWORKS["test"]
+    assert [main[p].hex() for p in ("xpub", "ypub", "zpub", "xprv", "yprv", "zprv")] == [
+        VERSIONS[p] for p in ("xpub", "ypub", "zpub", "xprv", "yprv", "zprv")
+    ]
+    assert [test[p].hex() for p in ("xpub", "ypub", "zpub", "xprv", "yprv", "zprv")] == [
+        VERSIONS[p] for p in ("tpub", "upub", "vpub", "tprv", "uprv", "vprv")
+    ]
+
+
+def test_every_version_the_code_knows_is_the_registrys():
+    known = {v.prefix: v for v in wallets._PUBLIC_VERSIONS}
+    assert set(known) == set(SLIP132)
+    for prefix, (public, _, _, coin, network, encoding) in SLIP132.items():
+        version = known[prefix]
+        assert version.public.hex() == public, prefix
+        assert version.mainnet == (network == "mainnet"), prefix
+        # Bitcoin's versions are the generic ones (Electrum and Litecoin Core write Litecoin keys with
+        # them too); a coin's own versions serve that coin only.
+        assert version.chain == (None if coin == "bitcoin" else coin), prefix
+        assert version.supported == (encoding != "P2WPKH in P2SH"), prefix
+    assert {v.hex() for v in wallets._PRIVATE_VERSIONS} == {row[2] for row in SLIP132.values()}
+
+
+def account_path(prefix: str) -> str:
+    """The BIP84 account of the test mnemonic a key with this prefix stands for (SLIP-44: 0 bitcoin, 2
+    litecoin, 1 every test network)."""
+    _, _, _, coin, network, _ = SLIP132[prefix]
+    return "m/84'/1'/0'" if network == "testnet" else ("m/84'/2'/0'" if coin == "litecoin" else "m/84'/0'/0'")
+
+
+@pytest.mark.parametrize("prefix", ["xpub", "zpub", "tpub", "vpub", "Ltub", "ttub"])
+def test_native_segwit_account_keys_parse_under_their_slip132_prefix(prefix):
+    text = with_version(account_key(account_path(prefix)), prefix)
+    assert text.startswith(prefix)
+    key = parse_account_key(text)
+    assert key.version.prefix == prefix
+    assert key.mainnet == (SLIP132[prefix][4] == "mainnet")
+
+
+@pytest.mark.parametrize("prefix", ["ypub", "upub", "Mtub"])
+def test_wrapped_segwit_keys_are_unsupported(prefix):
+    text = with_version(account_key(account_path(prefix)), prefix)
+    assert text.startswith(prefix)
+    with pytest.raises(InvalidExtendedKey) as exc:
+        parse_account_key(text)
+    assert exc.value.code == "unsupported_xpub_type"
+
+
+def embit_addresses(text: str, hrp: str, indexes) -> list[str]:
+    """BIP84 receive addresses by embit. embit refuses Litecoin's own versions: the version changes no
+    address, so it reads the key material under xpub's."""
+    key = EmbitHDKey.from_string(
+        embit_encode_check(bytes.fromhex(VERSIONS["xpub"]) + embit_decode_check(text)[4:])
+    )
+    return [embit_script.p2wpkh(key.derive([0, i]).key).address({"bech32": hrp}) for i in indexes]
+
+
+# network, chain, prefix: every prefix each network accepts (mainnet xpub/zpub, Litecoin's Ltub too;
+# test networks tpub/vpub, Litecoin's ttub too).
+ACCEPTED = [
+    ("bitcoin", "bitcoin", "xpub"),
+    ("bitcoin", "bitcoin", "zpub"),
+    ("bitcoin-testnet", "bitcoin", "tpub"),
+    ("bitcoin-testnet", "bitcoin", "vpub"),
+    ("bitcoin-regtest", "bitcoin", "vpub"),
+    ("litecoin", "litecoin", "xpub"),
+    ("litecoin", "litecoin", "zpub"),
+    ("litecoin", "litecoin", "Ltub"),
+    ("litecoin-testnet", "litecoin", "vpub"),
+    ("litecoin-testnet", "litecoin", "ttub"),
+    ("litecoin-regtest", "litecoin", "tpub"),
+    ("litecoin-regtest", "litecoin", "vpub"),
+    ("litecoin-regtest", "litecoin", "ttub"),
+]
+
+
+@pytest.mark.parametrize(("network_code", "chain", "prefix"), ACCEPTED)
+def test_wallet_addresses_equal_embits(bare_merchant, network_code, chain, prefix):
+    text = with_version(account_key(account_path(prefix)), prefix)
+    wallet = wallet_add(merchant=bare_merchant, chain=chain, account_key=text, network_code=network_code)
+    hrp = SLIP173_HRP[network_code]
+    assert wallet.network.bech32_hrp == hrp
+    services.address_pool_refill(
+        merchant_id=bare_merchant.pk, network=wallet.network, now=timezone.now(), batch=25
+    )
+    derived = list(
+        PaymentAddress.objects.filter(wallet=wallet)
+        .order_by("derivation_index")
+        .values_list("address", flat=True)
+    )
+    assert derived == embit_addresses(text, hrp, range(25))
+    assert all(address.startswith(f"{hrp}1q") for address in derived)
+
+
+REFUSED = [
+    # (network, chain, prefix): a key of the other kind of network, or of another coin
+    ("bitcoin", "bitcoin", "tpub"),
+    ("bitcoin", "bitcoin", "vpub"),
+    ("bitcoin", "bitcoin", "Ltub"),
+    ("bitcoin-testnet", "bitcoin", "xpub"),
+    ("bitcoin-testnet", "bitcoin", "zpub"),
+    ("bitcoin-testnet", "bitcoin", "ttub"),
+    ("bitcoin-regtest", "bitcoin", "zpub"),
+    ("litecoin", "litecoin", "vpub"),
+    ("litecoin", "litecoin", "ttub"),
+    ("litecoin-testnet", "litecoin", "Ltub"),
+    ("litecoin-regtest", "litecoin", "zpub"),
+    ("litecoin-regtest", "litecoin", "Ltub"),
+]
+
+
+@pytest.mark.parametrize(("network_code", "chain", "prefix"), REFUSED)
+def test_key_of_another_network_kind_or_coin_is_xpub_network_mismatch(
+    bare_merchant, network_code, chain, prefix
+):
+    text = with_version(account_key(account_path(prefix)), prefix)
+    with pytest.raises(InvalidRequest) as exc:
+        wallet_add(merchant=bare_merchant, chain=chain, account_key=text, network_code=network_code)
+    assert exc.value.code == "xpub_network_mismatch" and exc.value.http_status == 400
+    assert not Wallet.objects.filter(merchant=bare_merchant).exists()
+
+
+def test_add_wallet_vpub_for_litecoin_regtest_as_the_readme_shows(bare_merchant, litecoind):
+    """The README's command with Electrum's testnet BIP84 key (vpub); the addresses intents get over the
+    API are embit's and Litecoin Core's (which takes the same key material as a tpub)."""
+    vpub = with_version(account_key("m/84'/1'/0'"), "vpub")
+    out = io.StringIO()
+    call_command(
+        "add_wallet",
+        bare_merchant.pk,
+        "--chain",
+        "litecoin",
+        "--xpub",
+        vpub,
+        "--network",
+        "litecoin-regtest",
+        stdout=out,
+    )
+    assert "litecoin-regtest" in out.getvalue()
+    Network.objects.filter(code="litecoin-regtest").update(rpc_url=litecoind.url, enabled=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_api_key(bare_merchant)[1]}")
+    addresses = []
+    for i in range(3):
+        response = client.post(
+            "/api/v1/payment-intents",
+            {
+                "amount": "0.01",
+                "currency": "LTC",
+                "asset": "LTC",
+                "network": "litecoin-regtest",
+                "merchant_order_id": f"o{i}",
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.json()
+        addresses.append(response.json()["address"])
+    tpub = with_version(vpub, "tpub")
+    descriptor = litecoind.rpc("getdescriptorinfo", f"wpkh({tpub}/0/*)")["descriptor"]
+    assert addresses == embit_addresses(vpub, "rltc", range(3))
+    assert addresses == litecoind.rpc("deriveaddresses", descriptor, [0, 2])
 
 
 def test_index_out_of_range_is_refused():

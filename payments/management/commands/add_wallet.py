@@ -8,7 +8,8 @@ from payments.models import Merchant
 class Command(BaseCommand):
     help = (
         "Register a merchant's watch-only account key. EVM: the account xpub at m/44'/60'/0' (serves every "
-        "EVM network). Bitcoin/Litecoin: the BIP84 account key (xpub/zpub, tpub/vpub for test networks)."
+        "EVM network). Bitcoin/Litecoin: the BIP84 account key (xpub/zpub, tpub/vpub for test networks; "
+        "Litecoin's Ltub/ttub too)."
     )
 
     def add_arguments(self, parser):
