@@ -16,6 +16,9 @@ class ActionPermissionMixin:
     run them never sees them; each action calls `require_action_permission` on what was selected before
     it changes anything, and a POST naming an action the user does not see is a 403.
 
+    A custom admin view (get_urls) calls `require_action_permission(request, [obj])` before it does
+    anything and the change page shows its button only when `has_action_permission(request, obj)`.
+
     `action_permission` is the model permission acting needs ("app_label.codename"); by default the
     change permission of this admin's model. Admins of read-only evidence (events, deliveries) name the
     permission of what their actions change (the webhook endpoint)."""
