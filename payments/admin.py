@@ -4,9 +4,13 @@ dangerous actions belong to the `support` app."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.validators import MinValueValidator
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from . import accounts
-from .accounts import confirmation_rule_set
+from .accounts import api_key_create, api_key_revoke, confirmation_rule_set
+from .admin_access import ActionPermissionMixin
 from .errors import GatewayError
 from .models import (
     ApiKey,
@@ -251,10 +255,80 @@ class MerchantAdmin(admin.ModelAdmin):
                 formset.new_objects.append(rule)
 
 
+class ApiKeyAddForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, scope) for scope in ApiKey.SCOPES], widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("merchant", "name", "scopes")
+        labels = {"name": "label"}
+
+
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
+    """Keys are made by `api_key_create`, whose secret the page after the add form shows once (it is
+    never stored), and revoked by `api_key_revoke` (the list's action, with the change permission).
+    Nothing else about a key changes here, and keys are revoked, never deleted."""
+
     list_display = ("prefix", "merchant", "name", "scopes", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("prefix", "digest", "created_at", "last_used_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("prefix", "name", "merchant__id", "merchant__name")
+    fields = ("merchant", "name", "scopes", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ApiKeyAddForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        key, secret = api_key_create(
+            merchant=form.cleaned_data["merchant"],
+            scopes=form.cleaned_data["scopes"],
+            name=form.cleaned_data["name"],
+        )
+        for model_field in ApiKey._meta.concrete_fields:
+            setattr(obj, model_field.attname, getattr(key, model_field.attname))
+        obj._state.adding, obj._state.db = False, key._state.db
+        obj.secret_shown_once = secret  # not a field: lives until the response below is rendered
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = TemplateResponse(
+            request,
+            "admin/payments/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "API key created",
+                "key": obj,
+                "secret": obj.secret_shown_once,
+            },
+        )
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke (the key stops working at once)", permissions=("action",))
+    def revoke(self, request, queryset):
+        self.require_action_permission(request, queryset)
+        now = timezone.now()
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=key, now=now)
+            self.message_user(request, f"{key.prefix}… revoked", messages.SUCCESS)
 
 
 class TransitionInline(admin.TabularInline):

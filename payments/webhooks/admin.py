@@ -1,6 +1,7 @@
 """Admin for webhooks: endpoints (add with the secret shown once, enable/disable, rotate, replay a time
 range), the delivery log per event and per endpoint, and redelivery. Every change goes through the
-services in `endpoints.py`, so the admin gets the same SSRF checks and rules as the API."""
+services in `endpoints.py`, so the admin gets the same SSRF checks and rules as the API. Every action
+needs the change permission on webhook endpoints (`ActionPermissionMixin`), checked per selected object."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from payments.admin import EvidenceAdmin  # defined before payments.admin imports this module
+from payments.admin_access import ActionPermissionMixin
 from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 from . import endpoints, guard
@@ -66,8 +68,11 @@ class ReplayForm(forms.Form):
     until = forms.DateTimeField(help_text="and before")
 
 
+ENDPOINT_CHANGE = "payments.change_webhookendpoint"
+
+
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(ActionPermissionMixin, admin.ModelAdmin):
     form = EndpointForm
     list_display = ("id", "merchant", "url", "enabled", "health", "last_success_at", "created_at")
     list_filter = ("enabled", "disabled_reason", FailingFilter)
@@ -86,6 +91,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields + (("merchant",) if obj else ())
+
+    def has_change_permission(self, request, obj=None):
+        return self.has_action_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # endpoints are disabled or deleted (soft) by the merchant; their log stays
@@ -131,8 +139,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             request, f"Signing secret of {endpoint.pk} (shown once, give it to the merchant): {secret}"
         )
 
-    @admin.action(description="Enable (paused deliveries resume)")
+    @admin.action(description="Enable (paused deliveries resume)", permissions=("action",))
     def enable(self, request, queryset):
+        self.require_action_permission(request, queryset)
         for endpoint in queryset:
             try:
                 queued = endpoints.endpoint_enable(endpoint=endpoint, now=timezone.now())
@@ -141,14 +150,18 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
                 continue
             self.message_user(request, f"{endpoint.pk} enabled; {queued} deliveries queued")
 
-    @admin.action(description="Disable (pending deliveries pause)")
+    @admin.action(description="Disable (pending deliveries pause)", permissions=("action",))
     def disable(self, request, queryset):
+        self.require_action_permission(request, queryset)
         for endpoint in queryset:
             paused = endpoints.endpoint_disable(endpoint=endpoint, reason="operator", now=timezone.now())
             self.message_user(request, f"{endpoint.pk} disabled; {paused} deliveries paused")
 
-    @admin.action(description="Rotate the signing secret (the old one signs for 24 h more)")
+    @admin.action(
+        description="Rotate the signing secret (the old one signs for 24 h more)", permissions=("action",)
+    )
     def rotate_secret(self, request, queryset):
+        self.require_action_permission(request, queryset)
         for endpoint in queryset:
             secret = endpoints.endpoint_secret_rotate(
                 endpoint=endpoint, overlap=ROTATION_OVERLAP, now=timezone.now()
@@ -157,8 +170,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
                 request, f"New secret of {endpoint.pk} (shown once): {secret}", level=messages.WARNING
             )
 
-    @admin.action(description="Replay the events of a time range…")
+    @admin.action(description="Replay the events of a time range…", permissions=("action",))
     def replay_range(self, request, queryset):
+        self.require_action_permission(request, queryset)
         form = ReplayForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
             actor = f"admin:{request.user.get_username()}"
@@ -202,7 +216,7 @@ class AttemptInline(ReadOnlyInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(EvidenceAdmin):
+class WebhookDeliveryAdmin(ActionPermissionMixin, EvidenceAdmin):
     list_display = (
         "id",
         "event",
@@ -219,12 +233,15 @@ class WebhookDeliveryAdmin(EvidenceAdmin):
     list_select_related = ("event", "endpoint")
     inlines = [AttemptInline]
     actions = ["redeliver"]
+    action_permission = ENDPOINT_CHANGE
 
-    @admin.action(description="Send again (a replay with the same webhook-id)")
+    @admin.action(description="Send again (a replay with the same webhook-id)", permissions=("action",))
     def redeliver(self, request, queryset):
+        deliveries = list(queryset.select_related("event", "endpoint"))
+        self.require_action_permission(request, deliveries)
         actor = f"admin:{request.user.get_username()}"
         sent = 0
-        for delivery in queryset.select_related("event", "endpoint"):
+        for delivery in deliveries:
             try:
                 endpoints.event_redeliver(
                     event=delivery.event, endpoint=delivery.endpoint, now=timezone.now(), requested_by=actor
@@ -246,15 +263,19 @@ class DeliveryInline(ReadOnlyInline):
 
 
 @admin.register(Event)
-class EventAdmin(EvidenceAdmin):
+class EventAdmin(ActionPermissionMixin, EvidenceAdmin):
     list_display = ("id", "merchant", "intent", "type", "sequence", "position", "created_at")
     list_filter = ("type",)
     search_fields = ("id", "intent__id", "intent__merchant_order_id")
     inlines = [DeliveryInline]
     actions = ["redeliver"]
+    action_permission = ENDPOINT_CHANGE
 
-    @admin.action(description="Send again to every subscribed endpoint (same webhook-id)")
+    @admin.action(
+        description="Send again to every subscribed endpoint (same webhook-id)", permissions=("action",)
+    )
     def redeliver(self, request, queryset):
+        self.require_action_permission(request, queryset)
         actor = f"admin:{request.user.get_username()}"
         for event in queryset:
             try:
