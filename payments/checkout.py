@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
-from .pricing import FIAT_CURRENCIES, format_amount
+from .pricing import FIAT_CURRENCIES, format_amount_for_display
 from .ratelimit import limited
 from .selectors import (
     checkout_options,
@@ -74,12 +74,15 @@ def _confirmations(intent: PaymentIntent) -> int:
 def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
     """What the page shows, in words, for every state."""
     na = intent.network_asset
-    decimals = na.decimals if na else None
     asset = na.asset.code if na else ""
     remaining = _remaining(intent)
     required = intent.required_confirmations or 0
     confirmations = _confirmations(intent) if intent.state in (S.DETECTED, S.CONFIRMING) else 0
     late = "late_payment" in (intent.flags or [])
+
+    def shown(amount: int) -> str:
+        return format_amount_for_display(amount, na.decimals, na.asset.display_decimals)
+
     texts = {
         S.CREATED: (_("Choose how to pay"), _("Pick a currency and network below.")),
         S.AWAITING_PAYMENT: (
@@ -100,7 +103,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
             _(
                 "Less than the amount due arrived. Send the remaining %(amount)s %(asset)s to the same address."
             )
-            % {"amount": format_amount(remaining or 0, decimals or 0), "asset": asset},
+            % {"amount": shown(remaining or 0) if na else "", "asset": asset},
         ),
         S.OVERPAID: (
             _("Paid, with more than the amount due"),
@@ -133,12 +136,8 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "asset": asset or None,
         "network": na.network.name if na else None,
         "address": display_address(intent),
-        "amount_due": format_amount(int(intent.amount_due_base_units), decimals)
-        if decimals is not None
-        else None,
-        "remaining": format_amount(remaining, decimals)
-        if remaining is not None and decimals is not None
-        else None,
+        "amount_due": shown(int(intent.amount_due_base_units)) if na else None,
+        "remaining": shown(remaining) if na and remaining is not None else None,
         "confirmations": confirmations,
         "required_confirmations": required,
         "expires_at": intent.expires_at.isoformat(),

@@ -232,6 +232,7 @@ def intent_representation(
                 "rate_time": quote.rate_time.isoformat(),
                 "quoted_at": quote.quoted_at.isoformat(),
                 "expires_at": quote.expires_at.isoformat(),
+                "rounded_to_decimals": quote.rounded_to_decimals,
             }
             if quote
             else None
