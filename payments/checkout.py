@@ -31,11 +31,13 @@ from .models import PaymentIntent, PaymentState
 from .pricing import FIAT_CURRENCIES, format_amount_for_display
 from .ratelimit import limited
 from .selectors import (
+    amount_remaining,
     checkout_options,
     display_address,
     intent_queryset,
     intents_transactions,
     payment_uri,
+    payment_uri_remaining,
     price_text,
 )
 
@@ -47,12 +49,6 @@ def _intent(token: str) -> PaymentIntent:
     if intent is None:
         raise Http404("no such payment")
     return intent
-
-
-def _remaining(intent: PaymentIntent) -> int | None:
-    if intent.amount_due_base_units is None:
-        return None
-    return max(int(intent.amount_due_base_units) - int(intent.amount_seen_base_units or 0), 0)
 
 
 def _confirmations(intent: PaymentIntent) -> int:
@@ -75,7 +71,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
     """What the page shows, in words, for every state."""
     na = intent.network_asset
     asset = na.asset.code if na else ""
-    remaining = _remaining(intent)
+    remaining = amount_remaining(intent)
     required = intent.required_confirmations or 0
     confirmations = _confirmations(intent) if intent.state in (S.DETECTED, S.CONFIRMING) else 0
     late = "late_payment" in (intent.flags or [])
@@ -142,7 +138,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "required_confirmations": required,
         "expires_at": intent.expires_at.isoformat(),
         "seconds_left": seconds_left if waiting else None,
-        "payment_uri": payment_uri(intent, remaining if intent.state == S.UNDERPAID else None),
+        "payment_uri": payment_uri_remaining(intent) or payment_uri(intent),
         "redirect_url": (intent.success_url or None) if intent.state in (S.PAID, S.OVERPAID) else None,
         # "cancel" while nothing is paid; "back to the shop" once it is over without payment
         "cancel_url": (intent.cancel_url or None)
@@ -247,8 +243,7 @@ def status_json(request, token: str):
 @limited("checkout", _per_minute)
 def qr_svg(request, token: str):
     intent = _intent(token)
-    remaining = _remaining(intent) if request.GET.get("remaining") else None
-    uri = payment_uri(intent, remaining)
+    uri = (payment_uri_remaining(intent) if request.GET.get("remaining") else None) or payment_uri(intent)
     if uri is None:
         raise Http404("no payment URI yet")
     out = io.BytesIO()

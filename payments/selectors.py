@@ -13,7 +13,16 @@ from django.db.models import QuerySet
 from eth_utils import to_checksum_address as _to_checksum_address
 
 from . import policy
-from .models import ChainObservation, ChainTip, Merchant, NetworkAsset, PaymentIntent, Resolution, Wallet
+from .models import (
+    ChainObservation,
+    ChainTip,
+    Merchant,
+    NetworkAsset,
+    PaymentIntent,
+    PaymentState,
+    Resolution,
+    Wallet,
+)
 from .pricing import FIAT_CURRENCIES, format_amount
 
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
@@ -132,6 +141,21 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
     return f"{network.uri_scheme}:{address}?amount={format_amount(amount, na.decimals)}"
 
 
+def amount_remaining(intent: PaymentIntent) -> int | None:
+    """What is left to pay of an underpaid intent, in base units: the amount due minus the funds counted
+    for it. None in every other state (nothing more is asked for)."""
+    if intent.state != PaymentState.UNDERPAID or intent.amount_due_base_units is None:
+        return None
+    left = int(intent.amount_due_base_units) - int(intent.amount_seen_base_units or 0)
+    return left if left > 0 else None
+
+
+def payment_uri_remaining(intent: PaymentIntent) -> str | None:
+    """The payment URI of what is left to pay of an underpaid intent (see `amount_remaining`)."""
+    remaining = amount_remaining(intent)
+    return payment_uri(intent, remaining) if remaining is not None else None
+
+
 def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
     """The asset/network pairs a customer may choose: enabled, on an enabled network, and with an active
     wallet of the merchant to derive the address from (one EVM wallet serves every EVM network)."""
@@ -209,6 +233,7 @@ def intent_representation(
     na = intent.network_asset
     decimals = na.decimals if na else None
     quote = intent.quote
+    remaining = amount_remaining(intent)
     return {
         "id": intent.id,
         "object": "payment_intent",
@@ -241,6 +266,8 @@ def intent_representation(
         "canceled_at": intent.canceled_at.isoformat() if intent.canceled_at else None,
         "checkout_url": f"{settings.PUBLIC_BASE_URL}/pay/{intent.checkout_token}",
         "payment_uri": payment_uri(intent),
+        "amount_remaining": _money(remaining, decimals),
+        "payment_uri_remaining": payment_uri(intent, remaining) if remaining is not None else None,
         "success_url": intent.success_url or None,
         "cancel_url": intent.cancel_url or None,
         "metadata": intent.metadata,

@@ -165,7 +165,13 @@ class PaymentIntentSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     canceled_at = serializers.DateTimeField(allow_null=True)
     checkout_url = serializers.URLField()
-    payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681")
+    payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681, for the amount due")
+    amount_remaining = MoneySerializer(
+        allow_null=True, help_text="underpaid: the amount due minus the funds counted; otherwise null"
+    )
+    payment_uri_remaining = serializers.CharField(
+        allow_null=True, help_text="underpaid: BIP21 or EIP-681 for `amount_remaining`; otherwise null"
+    )
     success_url = serializers.URLField(allow_null=True)
     cancel_url = serializers.URLField(allow_null=True)
     metadata = serializers.DictField()

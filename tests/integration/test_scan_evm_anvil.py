@@ -4,11 +4,15 @@ into observations, and the payment's state path and events follow."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
+from web3 import Web3
 
 from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
+from devchain.pay import main as pay_uri
 from payments import services
 from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
@@ -249,3 +253,52 @@ def test_many_watched_addresses_match_locally_with_the_same_result(local_usdc):
     local = EvmBackend("evm-local", node.url, scan_native=False, address_chunk=2, unfiltered_block_chunk=2)
     assert list(local.transfers(watched, start, end)) == filtered
     assert {t.address for t in filtered} == {i.address.address for i in intents[:3]}
+
+
+def parse_eip681_transfer(uri: str) -> tuple[str, int, str, int]:
+    """(token contract, chain id, recipient, amount) of an ERC-20 `transfer` request, read with the
+    grammar of EIP-681: `ethereum:<contract>@<chain id>/transfer?address=<to>&uint256=<amount>`."""
+    parts = urlsplit(uri)
+    assert parts.scheme == "ethereum", uri
+    target, _, rest = parts.path.partition("@")
+    chain_id, _, function = rest.partition("/")
+    assert function == "transfer", uri
+    query = parse_qs(parts.query, strict_parsing=True)
+    assert set(query) == {"address", "uint256"} and all(len(v) == 1 for v in query.values()), uri
+    return target, int(chain_id), query["address"][0], int(query["uint256"][0])
+
+
+def test_underpaid_intent_gives_the_remaining_amount_uri_in_api_and_events(local_usdc, merchant, api):
+    node, token, backend = local_usdc
+    intent = new_intent("10", merchant=merchant)
+    due = 10_000_000  # 10 USDC of a 6-decimal token
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["amount_remaining"] is None and body["payment_uri_remaining"] is None
+    # the demo payer pays half of the intent's own payment URI
+    assert pay_uri([body["payment_uri"], "--fraction", "0.5", "--rpc", node.url]) == 0
+    node.mine(2)
+    scan(backend)
+    received = token.functions.balanceOf(Web3.to_checksum_address(intent.address.address)).call()
+    assert 0 < received < due
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "underpaid"
+    assert body["amount_remaining"] == {
+        "value": f"{Decimal(due - received) / 10**6:.6f}",
+        "base_units": str(due - received),
+    }
+    contract, chain_id, to, amount = parse_eip681_transfer(body["payment_uri_remaining"])
+    assert amount == due - received
+    assert contract == token.address and chain_id == node.w3.eth.chain_id
+    assert to.lower() == intent.address.address
+    assert parse_eip681_transfer(body["payment_uri"])[3] == due  # the original request is unchanged
+    underpaid = PaymentIntent.objects.get(pk=intent.pk).events.get(type="payment.underpaid").payload
+    assert underpaid["payment_uri_remaining"] == body["payment_uri_remaining"]
+    assert underpaid["amount_remaining"] == body["amount_remaining"]
+    # a wallet paying the remaining URI completes the payment; nothing remains
+    assert pay_uri([body["payment_uri_remaining"], "--rpc", node.url]) == 0
+    node.mine(2)
+    scan(backend)
+    assert token.functions.balanceOf(Web3.to_checksum_address(intent.address.address)).call() == due
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "paid"
+    assert body["amount_remaining"] is None and body["payment_uri_remaining"] is None
