@@ -74,7 +74,9 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
     remaining = amount_remaining(intent)
     required = intent.required_confirmations or 0
     confirmations = _confirmations(intent) if intent.state in (S.DETECTED, S.CONFIRMING) else 0
-    late = "late_payment" in (intent.flags or [])
+    flags = intent.flags or []
+    late = "late_payment" in flags
+    wrong_asset, wrong_network = "wrong_asset" in flags, "wrong_network" in flags
 
     def shown(amount: int) -> str:
         return format_amount_for_display(amount, na.decimals, na.asset.display_decimals)
@@ -119,6 +121,22 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         detail = _("The time to pay has run out. Do not send more; the merchant will contact you.")
     if late:
         detail = _("A payment arrived after this request expired. The merchant will review it.")
+    elif (wrong_asset or wrong_network) and intent.state in (S.AWAITING_PAYMENT, S.EXPIRED, S.FAILED):
+        # nothing valid arrived, but something did: never "waiting for your payment"
+        if wrong_asset:
+            title = _("Funds arrived in the wrong currency")
+            detail = _(
+                "Funds in another currency than %(asset)s arrived at this address. They do not count for "
+                "this payment. Please contact the shop about them."
+            ) % {"asset": asset}
+        else:
+            title = _("Funds arrived on the wrong network")
+            detail = _(
+                "Funds arrived at this address on another network than %(network)s. They do not count for "
+                "this payment. Please contact the shop about them."
+            ) % {"network": na.network.name}
+        if intent.state == S.AWAITING_PAYMENT and window_open:
+            detail += " " + _("To pay, send exactly the amount below before the time runs out.")
     if intent.state == S.CREATED and not _open_for_payments(intent):
         detail = _("This shop cannot take payments right now.")
     seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
@@ -129,6 +147,8 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "title": title,
         "detail": detail,
         "late": late,
+        "wrong_asset": wrong_asset,
+        "wrong_network": wrong_network,
         "asset": asset or None,
         "network": na.network.name if na else None,
         "address": display_address(intent),

@@ -178,8 +178,10 @@ class PaymentIntentSerializer(serializers.Serializer):
     flags = serializers.ListField(child=serializers.CharField())
     transactions = serializers.ListField(
         child=serializers.DictField(),
-        help_text="outputs/transfers seen to the address: network, tx_hash, output_index, amount, "
-        "block_height, confirmations, canonical, first_seen_at",
+        help_text="outputs/transfers seen to the address, of any asset: network, tx_hash, output_index, "
+        "kind (output, token_transfer, native: output_index -1), asset (null: unknown token), "
+        "token_contract, amount (value null when the asset is unknown), decimals, block_height, "
+        "confirmations, canonical, first_seen_at",
     )
     sequence = serializers.IntegerField(help_text="sequence number of the latest event of this payment")
     created_at = serializers.DateTimeField()
