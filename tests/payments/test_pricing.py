@@ -26,6 +26,7 @@ from payments.pricing import (
     PegRateSource,
     Rate,
     format_amount,
+    format_amount_for_display,
     from_base_units,
     quote,
     to_base_units,
@@ -541,3 +542,20 @@ def test_fiat_priced_usdc_and_btc_keep_their_precision(api, settings):
     # 10 / 0.92 = 10.8695652... USDC -> 10.869566 USDC (6 decimals)
     assert usdc["amount_due"] == {"value": "10.869566", "base_units": "10869566"}
     assert usdc["quote"]["rounded_to_decimals"] == 6
+
+
+@pytest.mark.parametrize(
+    ("amount", "decimals", "display_decimals", "expected"),
+    [
+        (4166670000000000, 18, 8, "0.00416667"),  # trailing zeros beyond the display precision go
+        (250000000000000000, 18, 8, "0.25000000"),  # down to the display precision, no further
+        (123456789012345678, 18, 8, "0.123456789012345678"),  # a price in ETH: no digit is dropped
+        (10000000, 6, 6, "10.000000"),
+        (81667, 8, 12, "0.00081667"),  # a precision above the decimals is capped
+        (5, 0, 8, "5"),
+    ],
+)
+def test_amounts_are_shown_to_the_display_precision_without_losing_digits(
+    amount, decimals, display_decimals, expected
+):
+    assert format_amount_for_display(amount, decimals, display_decimals) == expected
