@@ -1,7 +1,7 @@
 """Pay an EIP-681 payment URI from a funded account of the demo's local chain.
 
     .venv/bin/python -m devchain.pay 'ethereum:0x...@31337/transfer?address=0x...&uint256=49000000'
-    .venv/bin/python -m devchain.pay 'ethereum:0x...@31337?value=8333333333333334' --fraction 0.5
+    .venv/bin/python -m devchain.pay 'ethereum:0x...@31337?value=8333340000000000' --fraction 0.5
 
 `--fraction` pays part of the amount (to see `underpaid`), `--rpc` picks another node (default: the
 demo's, from .state/demo-chain.json).

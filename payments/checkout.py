@@ -28,14 +28,16 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
-from .pricing import FIAT_CURRENCIES, format_amount
+from .pricing import FIAT_CURRENCIES, format_amount_for_display
 from .ratelimit import limited
 from .selectors import (
+    amount_remaining,
     checkout_options,
     display_address,
     intent_queryset,
     intents_transactions,
     payment_uri,
+    payment_uri_remaining,
     price_text,
 )
 
@@ -47,12 +49,6 @@ def _intent(token: str) -> PaymentIntent:
     if intent is None:
         raise Http404("no such payment")
     return intent
-
-
-def _remaining(intent: PaymentIntent) -> int | None:
-    if intent.amount_due_base_units is None:
-        return None
-    return max(int(intent.amount_due_base_units) - int(intent.amount_seen_base_units or 0), 0)
 
 
 def _confirmations(intent: PaymentIntent) -> int:
@@ -74,12 +70,17 @@ def _confirmations(intent: PaymentIntent) -> int:
 def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
     """What the page shows, in words, for every state."""
     na = intent.network_asset
-    decimals = na.decimals if na else None
     asset = na.asset.code if na else ""
-    remaining = _remaining(intent)
+    remaining = amount_remaining(intent)
     required = intent.required_confirmations or 0
     confirmations = _confirmations(intent) if intent.state in (S.DETECTED, S.CONFIRMING) else 0
-    late = "late_payment" in (intent.flags or [])
+    flags = intent.flags or []
+    late = "late_payment" in flags
+    wrong_asset, wrong_network = "wrong_asset" in flags, "wrong_network" in flags
+
+    def shown(amount: int) -> str:
+        return format_amount_for_display(amount, na.decimals, na.asset.display_decimals)
+
     texts = {
         S.CREATED: (_("Choose how to pay"), _("Pick a currency and network below.")),
         S.AWAITING_PAYMENT: (
@@ -100,7 +101,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
             _(
                 "Less than the amount due arrived. Send the remaining %(amount)s %(asset)s to the same address."
             )
-            % {"amount": format_amount(remaining or 0, decimals or 0), "asset": asset},
+            % {"amount": shown(remaining or 0) if na else "", "asset": asset},
         ),
         S.OVERPAID: (
             _("Paid, with more than the amount due"),
@@ -120,6 +121,22 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         detail = _("The time to pay has run out. Do not send more; the merchant will contact you.")
     if late:
         detail = _("A payment arrived after this request expired. The merchant will review it.")
+    elif (wrong_asset or wrong_network) and intent.state in (S.AWAITING_PAYMENT, S.EXPIRED, S.FAILED):
+        # nothing valid arrived, but something did: never "waiting for your payment"
+        if wrong_asset:
+            title = _("Funds arrived in the wrong currency")
+            detail = _(
+                "Funds in another currency than %(asset)s arrived at this address. They do not count for "
+                "this payment. Please contact the shop about them."
+            ) % {"asset": asset}
+        else:
+            title = _("Funds arrived on the wrong network")
+            detail = _(
+                "Funds arrived at this address on another network than %(network)s. They do not count for "
+                "this payment. Please contact the shop about them."
+            ) % {"network": na.network.name}
+        if intent.state == S.AWAITING_PAYMENT and window_open:
+            detail += " " + _("To pay, send exactly the amount below before the time runs out.")
     if intent.state == S.CREATED and not _open_for_payments(intent):
         detail = _("This shop cannot take payments right now.")
     seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
@@ -130,20 +147,18 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "title": title,
         "detail": detail,
         "late": late,
+        "wrong_asset": wrong_asset,
+        "wrong_network": wrong_network,
         "asset": asset or None,
         "network": na.network.name if na else None,
         "address": display_address(intent),
-        "amount_due": format_amount(int(intent.amount_due_base_units), decimals)
-        if decimals is not None
-        else None,
-        "remaining": format_amount(remaining, decimals)
-        if remaining is not None and decimals is not None
-        else None,
+        "amount_due": shown(int(intent.amount_due_base_units)) if na else None,
+        "remaining": shown(remaining) if na and remaining is not None else None,
         "confirmations": confirmations,
         "required_confirmations": required,
         "expires_at": intent.expires_at.isoformat(),
         "seconds_left": seconds_left if waiting else None,
-        "payment_uri": payment_uri(intent, remaining if intent.state == S.UNDERPAID else None),
+        "payment_uri": payment_uri_remaining(intent) or payment_uri(intent),
         "redirect_url": (intent.success_url or None) if intent.state in (S.PAID, S.OVERPAID) else None,
         # "cancel" while nothing is paid; "back to the shop" once it is over without payment
         "cancel_url": (intent.cancel_url or None)
@@ -248,8 +263,7 @@ def status_json(request, token: str):
 @limited("checkout", _per_minute)
 def qr_svg(request, token: str):
     intent = _intent(token)
-    remaining = _remaining(intent) if request.GET.get("remaining") else None
-    uri = payment_uri(intent, remaining)
+    uri = (payment_uri_remaining(intent) if request.GET.get("remaining") else None) or payment_uri(intent)
     if uri is None:
         raise Http404("no payment URI yet")
     out = io.BytesIO()

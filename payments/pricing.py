@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_UP, Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Protocol
 
 from .errors import RateUnavailable
@@ -153,10 +153,49 @@ def quote(
     decimals: int,
     now: datetime,
     ttl: timedelta,
+    display_decimals: int | None = None,
 ) -> QuotedAmount:
-    """Convert a fiat price to base units at the source's rate, rounding up so the merchant is never short."""
+    """Convert a fiat price to base units at the source's rate, rounding up so the merchant is never short.
+
+    With `display_decimals`, the amount is rounded up to that many decimals of the asset (never more than
+    `decimals`), so that a customer reads and types `0.00416667 ETH`, not `0.004166666666666667 ETH`; the
+    rounded amount is the amount due, so the page, the API and the evaluation agree exactly."""
     rate = source.rate(asset=asset, currency=currency, now=now)
-    with localcontext() as ctx:
-        ctx.prec = _PREC
-        amount = (price / rate.rate).scaleb(decimals).quantize(Decimal(1), rounding=ROUND_UP)
-    return QuotedAmount(amount_base_units=int(amount), rate=rate, expires_at=now + ttl)
+    return QuotedAmount(
+        amount_base_units=amount_due_base_units(
+            price=price, rate=rate.rate, decimals=decimals, display_decimals=display_decimals
+        ),
+        rate=rate,
+        expires_at=now + ttl,
+    )
+
+
+def amount_due_base_units(
+    *, price: Decimal, rate: Decimal, decimals: int, display_decimals: int | None = None
+) -> int:
+    """ceil(price / rate) in base units, or in steps of 10^-display_decimals of the asset: exact integer
+    arithmetic, whatever the number of digits."""
+    places = display_places(decimals, display_decimals)
+    price_num, price_den = price.as_integer_ratio()
+    rate_num, rate_den = rate.as_integer_ratio()
+    # price / rate in steps of 10^-places, rounded up (ceil of a positive fraction by negated floor division)
+    steps = -((-price_num * rate_den * 10**places) // (price_den * rate_num))
+    return steps * 10 ** (decimals - places)
+
+
+def display_places(decimals: int, display_decimals: int | None) -> int:
+    """How many decimals an amount of the asset is shown with at least: its display precision (capped at
+    its decimals), or every decimal when it has none."""
+    return decimals if display_decimals is None else min(display_decimals, decimals)
+
+
+def format_amount_for_display(amount: int, decimals: int, display_decimals: int | None) -> str:
+    """`format_amount` without the trailing zeros beyond the asset's display precision ("0.00416667", not
+    "0.004166670000000000"); digits that matter are never dropped."""
+    text = format_amount(amount, decimals)
+    keep = display_places(decimals, display_decimals)
+    if "." not in text:
+        return text
+    whole, fraction = text.split(".")
+    fraction = fraction.rstrip("0").ljust(keep, "0")
+    return f"{whole}.{fraction}" if fraction else whole

@@ -13,7 +13,17 @@ from django.db.models import QuerySet
 from eth_utils import to_checksum_address as _to_checksum_address
 
 from . import policy
-from .models import ChainObservation, ChainTip, Merchant, NetworkAsset, PaymentIntent, Resolution, Wallet
+from .models import (
+    ChainObservation,
+    ChainTip,
+    Merchant,
+    NetworkAsset,
+    PaymentIntent,
+    PaymentState,
+    Resolution,
+    Wallet,
+)
+from .models.evidence import EVM_NATIVE_OUTPUT_INDEX
 from .pricing import FIAT_CURRENCIES, format_amount
 
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
@@ -132,6 +142,21 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
     return f"{network.uri_scheme}:{address}?amount={format_amount(amount, na.decimals)}"
 
 
+def amount_remaining(intent: PaymentIntent) -> int | None:
+    """What is left to pay of an underpaid intent, in base units: the amount due minus the funds counted
+    for it. None in every other state (nothing more is asked for)."""
+    if intent.state != PaymentState.UNDERPAID or intent.amount_due_base_units is None:
+        return None
+    left = int(intent.amount_due_base_units) - int(intent.amount_seen_base_units or 0)
+    return left if left > 0 else None
+
+
+def payment_uri_remaining(intent: PaymentIntent) -> str | None:
+    """The payment URI of what is left to pay of an underpaid intent (see `amount_remaining`)."""
+    remaining = amount_remaining(intent)
+    return payment_uri(intent, remaining) if remaining is not None else None
+
+
 def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
     """The asset/network pairs a customer may choose: enabled, on an enabled network with a node (watched),
     and with an active wallet of the merchant to derive the address from (one EVM wallet serves every EVM network)."""
@@ -157,25 +182,55 @@ def display_address(intent: PaymentIntent) -> str | None:
     return intent.address.address
 
 
+def _transfer_kind(o: policy.ObservationFacts) -> str:
+    """`output`: a Bitcoin-family output (`output_index` is its vout); `token_transfer`: an ERC-20
+    Transfer log (`output_index` is its log index); `native`: the native value of an EVM transaction,
+    which has no index (`output_index` -1)."""
+    if o.token_contract:
+        return "token_transfer"
+    return "native" if o.output_index == EVM_NATIVE_OUTPUT_INDEX else "output"
+
+
+def _known_assets(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
+    """(asset code, decimals) of the assets the gateway knows for (network code, token contract or "" for
+    the native coin) pairs, the way `observation_record` recognises them."""
+    if not pairs:
+        return {}
+    rows = NetworkAsset.objects.filter(network__code__in={network for network, _ in pairs}).values_list(
+        "network__code", "contract_address", "asset__code", "decimals"
+    )
+    known: dict[tuple[str, str], tuple[str, int]] = {}
+    for network, contract, code, decimals in rows.order_by("pk"):
+        known.setdefault((network, contract.lower()), (code, decimals))
+    return {pair: known[pair] for pair in pairs if pair in known}
+
+
 def transactions_representation(
     intent: PaymentIntent, observations: list[policy.ObservationFacts], tips: dict[str, int]
 ) -> list[dict[str, Any]]:
     """The chain evidence behind the amounts: every output or transfer seen to the intent's address,
-    including ones no longer canonical (replaced, dropped or reorganised away)."""
+    including ones no longer canonical (replaced, dropped or reorganised away), each with the asset that
+    arrived (also when it is not the intent's: a wrong asset or network) and its amount in that asset's
+    decimals; an unknown token has its contract, its base units, and null asset, decimals and value."""
     na = intent.network_asset
     own = (na.network.code, na.contract_address.lower()) if na else None
+    assets = {own: (na.asset.code, na.decimals)} if na else {}
+    assets |= _known_assets({(o.network, o.token_contract) for o in observations} - {own})
     found = []
     for o in sorted(observations, key=lambda o: (o.first_seen_at, o.network, o.tx_hash, o.output_index)):
         height = o.block_height if o.canonical else None
         tip = tips.get(o.network)
+        asset, decimals = assets.get((o.network, o.token_contract), (None, None))
         found.append(
             {
                 "network": o.network,
                 "tx_hash": o.tx_hash,
                 "output_index": o.output_index,
+                "kind": _transfer_kind(o),
+                "asset": asset,
                 "token_contract": o.token_contract or None,
-                "amount": _money(o.amount, na.decimals if (o.network, o.token_contract) == own else None)
-                or {"value": None, "base_units": str(o.amount)},
+                "amount": _money(o.amount, decimals) or {"value": None, "base_units": str(o.amount)},
+                "decimals": decimals,
                 "block_height": o.block_height,
                 "confirmations": (tip - height + 1) if height is not None and tip is not None else 0,
                 "canonical": o.canonical,
@@ -210,6 +265,7 @@ def intent_representation(
     na = intent.network_asset
     decimals = na.decimals if na else None
     quote = intent.quote
+    remaining = amount_remaining(intent)
     return {
         "id": intent.id,
         "object": "payment_intent",
@@ -233,6 +289,7 @@ def intent_representation(
                 "rate_time": quote.rate_time.isoformat(),
                 "quoted_at": quote.quoted_at.isoformat(),
                 "expires_at": quote.expires_at.isoformat(),
+                "rounded_to_decimals": quote.rounded_to_decimals,
             }
             if quote
             else None
@@ -241,6 +298,8 @@ def intent_representation(
         "canceled_at": intent.canceled_at.isoformat() if intent.canceled_at else None,
         "checkout_url": f"{settings.PUBLIC_BASE_URL}/pay/{intent.checkout_token}",
         "payment_uri": payment_uri(intent),
+        "amount_remaining": _money(remaining, decimals),
+        "payment_uri_remaining": payment_uri(intent, remaining) if remaining is not None else None,
         "success_url": intent.success_url or None,
         "cancel_url": intent.cancel_url or None,
         "metadata": intent.metadata,

@@ -42,6 +42,7 @@ from .pricing import (
     HttpTickerRateSource,
     PegRateSource,
     RateSource,
+    display_places,
     quote,
     to_base_units,
 )
@@ -337,6 +338,7 @@ def _assign(
             decimals=network_asset.decimals,
             now=now,
             ttl=timedelta(minutes=settings.GATEWAY_QUOTE_TTL_MINUTES),
+            display_decimals=network_asset.asset.display_decimals,
         )
         amount = quoted.amount_base_units
         intent.quote = Quote(
@@ -349,6 +351,7 @@ def _assign(
             quoted_at=now,
             expires_at=quoted.expires_at,
             amount_base_units=amount,
+            rounded_to_decimals=display_places(network_asset.decimals, network_asset.asset.display_decimals),
         )
     else:
         amount = to_base_units(intent.price_amount, network_asset.decimals)

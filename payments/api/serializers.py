@@ -209,15 +209,23 @@ class PaymentIntentSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     canceled_at = serializers.DateTimeField(allow_null=True)
     checkout_url = serializers.URLField()
-    payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681")
+    payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681, for the amount due")
+    amount_remaining = MoneySerializer(
+        allow_null=True, help_text="underpaid: the amount due minus the funds counted; otherwise null"
+    )
+    payment_uri_remaining = serializers.CharField(
+        allow_null=True, help_text="underpaid: BIP21 or EIP-681 for `amount_remaining`; otherwise null"
+    )
     success_url = serializers.URLField(allow_null=True)
     cancel_url = serializers.URLField(allow_null=True)
     metadata = serializers.DictField()
     flags = serializers.ListField(child=serializers.CharField())
     transactions = serializers.ListField(
         child=serializers.DictField(),
-        help_text="outputs/transfers seen to the address: network, tx_hash, output_index, amount, "
-        "block_height, confirmations, canonical, first_seen_at",
+        help_text="outputs/transfers seen to the address, of any asset: network, tx_hash, output_index, "
+        "kind (output, token_transfer, native: output_index -1), asset (null: unknown token), "
+        "token_contract, amount (value null when the asset is unknown), decimals, block_height, "
+        "confirmations, canonical, first_seen_at",
     )
     sequence = serializers.IntegerField(help_text="sequence number of the latest event of this payment")
     created_at = serializers.DateTimeField()

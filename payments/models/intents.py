@@ -141,6 +141,9 @@ class Quote(models.Model):
     quoted_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     amount_base_units = models.DecimalField(**NUMERIC_UINT256)
+    # The amount was the converted price rounded up to this many decimals of the asset (null: to the
+    # base unit, as quotes made before display precisions were).
+    rounded_to_decimals = models.PositiveSmallIntegerField(null=True, blank=True)
 
 
 class IdempotencyRecord(models.Model):

@@ -65,6 +65,15 @@ class Asset(models.Model):
     code = models.CharField(max_length=12, unique=True)
     name = models.CharField(max_length=60)
     peg_currency = models.CharField(max_length=3, blank=True, help_text="e.g. USD for a USD stablecoin")
+    # An amount due converted from a fiat price is rounded up to this many decimals (capped at the
+    # asset's decimals on the network), so that a person can read and type it; part of the quote.
+    display_decimals = models.PositiveSmallIntegerField(
+        default=8,
+        help_text=(
+            "decimals an amount due quoted from a fiat price is rounded up to (at most the asset's "
+            "decimals on its network), e.g. 8 for BTC/ETH, 6 for USDC"
+        ),
+    )
 
     class Meta:
         ordering = ["code"]

@@ -4,11 +4,16 @@ into observations, and the payment's state path and events follow."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from web3 import Web3
 
 from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
+from devchain.pay import main as pay_uri
 from payments import services
 from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
@@ -172,12 +177,12 @@ def test_payment_after_expiry_is_late_and_opens_review(local_usdc):
     assert events(intent)[-1] == "payment.late_payment_detected"
 
 
-def test_other_token_to_the_address_is_wrong_asset(local_usdc):
+def test_other_token_to_the_address_is_wrong_asset(local_usdc, merchant, api):
     node, _token, backend = local_usdc
     other = deploy_token(node.w3, node.accounts[0])
     mint(node.w3, other, node.accounts[0], node.accounts[1], token_units("100"))
-    intent = new_intent("10")
-    token_transfer(node.w3, other, node.accounts[1], intent.address.address, token_units("10"))
+    intent = new_intent("10", merchant=merchant)
+    tx_hash = token_transfer(node.w3, other, node.accounts[1], intent.address.address, 10_000_000)
     node.mine(1)
     scan(backend)
     intent = PaymentIntent.objects.get(pk=intent.pk)
@@ -186,9 +191,16 @@ def test_other_token_to_the_address_is_wrong_asset(local_usdc):
     assert "payment.wrong_asset_detected" in events(intent)
     observation = ChainObservation.objects.get()
     assert observation.token_contract == other.address.lower() and observation.network_asset is None
+    # a token the gateway does not know: its contract and raw amount, no asset, decimals or value
+    (tx,) = api.get(f"/api/v1/payment-intents/{intent.pk}").json()["transactions"]
+    log_index = int(node.rpc("eth_getTransactionReceipt", [tx_hash])["logs"][0]["logIndex"], 16)
+    assert tx["tx_hash"] == tx_hash.lower() and tx["output_index"] == log_index
+    assert tx["kind"] == "token_transfer" and tx["token_contract"] == other.address.lower()
+    assert tx["asset"] is None and tx["decimals"] is None
+    assert tx["amount"] == {"value": None, "base_units": "10000000"}
 
 
-def test_funds_on_another_evm_network_are_wrong_network(local_usdc):
+def test_funds_on_another_evm_network_are_wrong_network(local_usdc, merchant, api):
     _node, token, backend = local_usdc
     with AnvilNode(chain_id=1337) as second:
         second_token = deploy_token(second.w3, second.accounts[0])
@@ -211,8 +223,8 @@ def test_funds_on_another_evm_network_are_wrong_network(local_usdc):
             decimals=6,
             default_confirmations=2,
         )
-        intent = new_intent("10")
-        token_transfer(second.w3, second_token, second.accounts[1], intent.address.address, token_units("10"))
+        intent = new_intent("10", merchant=merchant)
+        token_transfer(second.w3, second_token, second.accounts[1], intent.address.address, 2_500_000)
         second.mine(1)
         scan(EvmBackend("evm-local-2", second.url))
         scan(backend)
@@ -220,6 +232,15 @@ def test_funds_on_another_evm_network_are_wrong_network(local_usdc):
     assert intent.state == "awaiting_payment"
     assert intent.flags == ["wrong_network"]
     assert "payment.wrong_network_detected" in events(intent)
+    # USDC as the second network knows it: 6 decimals, 2.5 USDC
+    (tx,) = api.get(f"/api/v1/payment-intents/{intent.pk}").json()["transactions"]
+    assert tx["network"] == "evm-local-2" and tx["asset"] == "USDC" and tx["decimals"] == 6
+    assert tx["amount"] == {"value": "2.500000", "base_units": "2500000"}
+    st = Client().get(f"/pay/{intent.checkout_token}/status").json()
+    assert st["wrong_network"] is True and st["wrong_asset"] is False
+    assert st["title"] == "Funds arrived on the wrong network"
+    assert "another network than Local development chain (anvil)" in st["detail"]
+    assert "contact the shop" in st["detail"]
 
 
 def test_native_eth_payment(local_usdc):
@@ -249,3 +270,102 @@ def test_many_watched_addresses_match_locally_with_the_same_result(local_usdc):
     local = EvmBackend("evm-local", node.url, scan_native=False, address_chunk=2, unfiltered_block_chunk=2)
     assert list(local.transfers(watched, start, end)) == filtered
     assert {t.address for t in filtered} == {i.address.address for i in intents[:3]}
+
+
+def parse_eip681_transfer(uri: str) -> tuple[str, int, str, int]:
+    """(token contract, chain id, recipient, amount) of an ERC-20 `transfer` request, read with the
+    grammar of EIP-681: `ethereum:<contract>@<chain id>/transfer?address=<to>&uint256=<amount>`."""
+    parts = urlsplit(uri)
+    assert parts.scheme == "ethereum", uri
+    target, _, rest = parts.path.partition("@")
+    chain_id, _, function = rest.partition("/")
+    assert function == "transfer", uri
+    query = parse_qs(parts.query, strict_parsing=True)
+    assert set(query) == {"address", "uint256"} and all(len(v) == 1 for v in query.values()), uri
+    return target, int(chain_id), query["address"][0], int(query["uint256"][0])
+
+
+def test_underpaid_intent_gives_the_remaining_amount_uri_in_api_and_events(local_usdc, merchant, api):
+    node, token, backend = local_usdc
+    intent = new_intent("10", merchant=merchant)
+    due = 10_000_000  # 10 USDC of a 6-decimal token
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["amount_remaining"] is None and body["payment_uri_remaining"] is None
+    # the demo payer pays half of the intent's own payment URI
+    assert pay_uri([body["payment_uri"], "--fraction", "0.5", "--rpc", node.url]) == 0
+    node.mine(2)
+    scan(backend)
+    received = token.functions.balanceOf(Web3.to_checksum_address(intent.address.address)).call()
+    assert 0 < received < due
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "underpaid"
+    assert body["amount_remaining"] == {
+        "value": f"{Decimal(due - received) / 10**6:.6f}",
+        "base_units": str(due - received),
+    }
+    contract, chain_id, to, amount = parse_eip681_transfer(body["payment_uri_remaining"])
+    assert amount == due - received
+    assert contract == token.address and chain_id == node.w3.eth.chain_id
+    assert to.lower() == intent.address.address
+    assert parse_eip681_transfer(body["payment_uri"])[3] == due  # the original request is unchanged
+    underpaid = PaymentIntent.objects.get(pk=intent.pk).events.get(type="payment.underpaid").payload
+    assert underpaid["payment_uri_remaining"] == body["payment_uri_remaining"]
+    assert underpaid["amount_remaining"] == body["amount_remaining"]
+    # a wallet paying the remaining URI completes the payment; nothing remains
+    assert pay_uri([body["payment_uri_remaining"], "--rpc", node.url]) == 0
+    node.mine(2)
+    scan(backend)
+    assert token.functions.balanceOf(Web3.to_checksum_address(intent.address.address)).call() == due
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "paid"
+    assert body["amount_remaining"] is None and body["payment_uri_remaining"] is None
+
+
+def test_ether_sent_to_a_usdc_intent_is_shown_as_ether_and_the_customer_is_told(local_usdc, merchant, api):
+    node, _token, backend = local_usdc
+    intent = new_intent("10", merchant=merchant)
+    tx_hash = send_eth(node.w3, node.accounts[2], intent.address.address, 500_000_000_000_000_000)  # 0.5 ETH
+    node.mine(1)
+    scan(backend)
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "awaiting_payment" and body["flags"] == ["wrong_asset"]
+    (tx,) = body["transactions"]
+    assert tx["tx_hash"] == tx_hash.lower() and tx["network"] == "evm-local"
+    assert tx["kind"] == "native" and tx["token_contract"] is None
+    assert tx["asset"] == "ETH" and tx["decimals"] == 18
+    assert tx["amount"] == {"value": "0.500000000000000000", "base_units": "500000000000000000"}
+    event = PaymentIntent.objects.get(pk=intent.pk).events.get(type="payment.wrong_asset_detected")
+    assert event.payload["transactions"] == body["transactions"]
+    # the customer is told in plain words, and can still pay the right asset while the window is open
+    st = Client().get(f"/pay/{intent.checkout_token}/status").json()
+    assert st["wrong_asset"] is True and st["wrong_network"] is False
+    assert st["title"] == "Funds arrived in the wrong currency"
+    assert "another currency than USDC" in st["detail"] and "contact the shop" in st["detail"]
+    assert st["show_payment"] is True
+    html = Client().get(f"/pay/{intent.checkout_token}").content.decode()
+    assert "Funds arrived in the wrong currency" in html and "Waiting for your payment" not in html
+    assert "Please contact the shop about them." in html
+    german = Client().get(f"/pay/{intent.checkout_token}", HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    assert "Geld in der falschen Währung eingegangen" in german
+    assert "Bitte wenden Sie sich deswegen an den Shop." in german
+
+
+def test_usdc_sent_to_an_expired_ether_intent_fails_and_names_the_token(local_usdc, merchant, api):
+    node, token, backend = local_usdc
+    intent = new_intent("0.25", asset="ETH", merchant=merchant, now=timezone.now() - timedelta(minutes=20))
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, 7_250_000)  # 7.25 USDC
+    node.mine(1)
+    scan(backend)
+    body = api.get(f"/api/v1/payment-intents/{intent.pk}").json()
+    assert body["state"] == "failed" and body["flags"] == ["wrong_asset"]
+    (tx,) = body["transactions"]
+    assert tx["kind"] == "token_transfer" and tx["token_contract"] == token.address.lower()
+    assert tx["asset"] == "USDC" and tx["decimals"] == 6
+    assert tx["amount"] == {"value": "7.250000", "base_units": "7250000"}
+    st = Client().get(f"/pay/{intent.checkout_token}/status").json()
+    assert st["state"] == "failed" and st["wrong_asset"] is True and not st["show_payment"]
+    assert st["title"] == "Funds arrived in the wrong currency"
+    assert st["detail"] == (
+        "Funds in another currency than ETH arrived at this address. They do not count for this payment. "
+        "Please contact the shop about them."
+    )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from payments import services
 from payments.models import Event, PaymentIntent, StateTransition
 from tests.factories import BIP84_FIRST_ADDRESS, ETH_FIRST_ADDRESS, make_api_key, make_merchant
 
@@ -211,3 +217,32 @@ def test_an_api_key_over_its_rate_gets_429(api, settings, monkeypatch):
     assert [r.status_code for r in responses] == [200, 200, 200, 429, 429]
     assert refused[0].json()["error"]["code"] == "rate_limited" and int(refused[0]["Retry-After"]) >= 1
     cache.clear()
+
+
+def test_underpaid_bitcoin_intent_gives_a_bip21_uri_for_what_is_left(api):
+    body = create(api).json()  # 0.001 BTC = 100000 sat
+    assert body["amount_remaining"] is None and body["payment_uri_remaining"] is None
+    now = timezone.now()
+    services.chain_tip_record(network_code="bitcoin", height=801, block_hash="0xb801", now=now)
+    services.observation_record(
+        transfer=services.Transfer(
+            network_code="bitcoin",
+            tx_hash="ab" * 32,
+            output_index=1,
+            address=body["address"],
+            amount_base_units=40_000,
+            block_height=800,
+            block_hash="0xb800",
+            block_time=now - timedelta(minutes=1),
+            position_in_block=3,
+        ),
+        now=now,
+    )
+    body = api.get(f"/api/v1/payment-intents/{body['id']}").json()
+    assert body["state"] == "underpaid"
+    assert body["amount_remaining"] == {"value": "0.00060000", "base_units": "60000"}
+    # BIP21: bitcoin:<address>?amount=<decimal BTC>
+    uri = urlsplit(body["payment_uri_remaining"])
+    assert uri.scheme == "bitcoin" and uri.path == BIP84_FIRST_ADDRESS
+    assert Decimal(parse_qs(uri.query, strict_parsing=True)["amount"][0]) * 10**8 == 100_000 - 40_000
+    assert body["payment_uri"] == f"bitcoin:{BIP84_FIRST_ADDRESS}?amount=0.00100000"

@@ -14,7 +14,7 @@ from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +26,7 @@ from payments.pricing import (
     PegRateSource,
     Rate,
     format_amount,
+    format_amount_for_display,
     from_base_units,
     quote,
     to_base_units,
@@ -435,3 +436,126 @@ def test_ticker_failure_is_503_and_writes_nothing(api, ticker):
     assert ticker.requests == [SPOT_PATH]
     assert not PaymentIntent.objects.exists()
     assert not Quote.objects.exists()
+
+
+# --- amounts due rounded up to the asset's display precision (issue 11, item 19) ---------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    price=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10000000"), places=2),
+    rate=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("1000000"), places=6),
+    decimals=st.sampled_from([0, 2, 6, 8, 18]),
+    precision=st.integers(min_value=0, max_value=20),
+)
+def test_quote_rounded_to_a_display_precision_is_the_next_step_up(price, rate, decimals, precision):
+    quoted = quote(
+        source=fixed(X_USD=str(rate)),
+        price=price,
+        currency="USD",
+        asset="X",
+        decimals=decimals,
+        now=NOW,
+        ttl=timedelta(0),
+        display_decimals=precision,
+    )
+    places = min(precision, decimals)  # never finer than the base unit
+    exact = Fraction(str(price)) / Fraction(str(rate))  # whole units of the asset
+    rounded = Fraction(quoted.amount_base_units, 10**decimals)
+    assert rounded >= exact
+    assert rounded < exact + Fraction(1, 10**places)
+    assert (rounded * 10**places).denominator == 1  # at most `places` decimals
+
+
+@pytest.mark.parametrize(
+    ("price", "rate", "decimals", "precision", "expected"),
+    [
+        # 25 / 6000 = 0.0041666... ETH -> 0.00416667 ETH
+        ("25", "6000", 18, 8, 4166670000000000),
+        # 49 / 3456.78 = 0.014175041... ETH -> 0.01417505 ETH
+        ("49.00", "3456.78", 18, 8, 14175050000000000),
+        # 49.99 / 2500 = 0.019996 ETH exactly: nothing to round
+        ("49.99", "2500", 18, 8, 19996000000000000),
+        # 10 / 0.92 = 10.869565217... USDC -> 10.869566 USDC
+        ("10", "0.92", 6, 6, 10869566),
+        # a precision above the decimals is capped at them: 49 / 60000 BTC -> 81667 sat
+        ("49.00", "60000", 8, 12, 81667),
+    ],
+)
+def test_quote_with_display_precision_matches_hand_computed_amounts(
+    price, rate, decimals, precision, expected
+):
+    quoted = quote(
+        source=fixed(X_USD=rate),
+        price=Decimal(price),
+        currency="USD",
+        asset="X",
+        decimals=decimals,
+        now=NOW,
+        ttl=timedelta(minutes=15),
+        display_decimals=precision,
+    )
+    assert quoted.amount_base_units == expected
+
+
+@pytest.mark.django_db
+def test_fiat_priced_eth_intent_is_due_in_eight_decimals_everywhere(api, settings):
+    """25 USD at 6000 USD/ETH is 0.0041666... ETH: due 0.00416667 ETH (4166670000000000 wei), the same
+    in the API, the quote, the event snapshot, the payment URI and the checkout page."""
+    settings.GATEWAY_RATE_SOURCE = "fixed"
+    settings.GATEWAY_FIXED_RATES = "ETH-USD=6000"
+    response = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "25.00", "currency": "USD", "asset": "ETH", "network": "ethereum"},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["amount_due"] == {"value": "0.004166670000000000", "base_units": "4166670000000000"}
+    assert body["quote"]["rate"] == "6000" and body["quote"]["rounded_to_decimals"] == 8
+    assert body["payment_uri"].endswith("@1?value=4166670000000000")
+    intent = PaymentIntent.objects.get(pk=body["id"])
+    assert intent.amount_due_base_units == intent.quote.amount_base_units == 4166670000000000
+    assert intent.events.get(type="payment.awaiting_payment").payload["amount_due"] == body["amount_due"]
+    status = Client().get(f"/pay/{intent.checkout_token}/status").json()
+    assert status["amount_due"] == "0.00416667"
+    assert 'value="0.00416667"' in Client().get(f"/pay/{intent.checkout_token}").content.decode()
+
+
+@pytest.mark.django_db
+def test_fiat_priced_usdc_and_btc_keep_their_precision(api, settings):
+    settings.GATEWAY_RATE_SOURCE = "fixed"
+    settings.GATEWAY_FIXED_RATES = "BTC-EUR=55000,USDC-EUR=0.92"
+    btc = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "10.00", "currency": "EUR", "asset": "BTC", "network": "bitcoin"},
+        format="json",
+    ).json()
+    # 10 / 55000 = 0.000181818... BTC -> 0.00018182 BTC
+    assert btc["amount_due"] == {"value": "0.00018182", "base_units": "18182"}
+    assert btc["payment_uri"].endswith("?amount=0.00018182")
+    usdc = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "10.00", "currency": "EUR", "asset": "USDC", "network": "ethereum"},
+        format="json",
+    ).json()
+    # 10 / 0.92 = 10.8695652... USDC -> 10.869566 USDC (6 decimals)
+    assert usdc["amount_due"] == {"value": "10.869566", "base_units": "10869566"}
+    assert usdc["quote"]["rounded_to_decimals"] == 6
+
+
+@pytest.mark.parametrize(
+    ("amount", "decimals", "display_decimals", "expected"),
+    [
+        (4166670000000000, 18, 8, "0.00416667"),  # trailing zeros beyond the display precision go
+        (250000000000000000, 18, 8, "0.25000000"),  # down to the display precision, no further
+        (123456789012345678, 18, 8, "0.123456789012345678"),  # a price in ETH: no digit is dropped
+        (10000000, 6, 6, "10.000000"),
+        (81667, 8, 12, "0.00081667"),  # a precision above the decimals is capped
+        (5, 0, 8, "5"),
+    ],
+)
+def test_amounts_are_shown_to_the_display_precision_without_losing_digits(
+    amount, decimals, display_decimals, expected
+):
+    assert format_amount_for_display(amount, decimals, display_decimals) == expected
