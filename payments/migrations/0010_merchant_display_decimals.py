@@ -16,7 +16,7 @@ def seed_display_decimals(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0007_checkout_origins")]
+    dependencies = [("payments", "0009_wallets_key_fingerprint")]
 
     operations = [
         migrations.AddField(
