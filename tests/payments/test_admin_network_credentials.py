@@ -115,3 +115,9 @@ def test_network_list_shows_scan_errors(network):
     page = staff_client("view_network").get("/admin/payments/network/")
     assert b"3 / 7" in page.content
     assert b"cannot reach the node" in page.content
+
+
+def test_add_form_takes_a_node_url(admin_client):
+    page = admin_client.get("/admin/payments/network/add/")
+    assert page.status_code == 200
+    assert b'name="rpc_url"' in page.content and b'name="rpc_url_clear"' not in page.content
