@@ -8,6 +8,7 @@ API key and the URLs, then runs the web server, a Celery worker and Celery beat 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import signal
@@ -29,7 +30,9 @@ DEMO_ENV = {
     "GATEWAY_WEBHOOK_ALLOW_HTTP": "1",
     "GATEWAY_RETURN_URL_ALLOW_HTTP": "1",
     "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+    "GATEWAY_SCAN_INTERVAL_S": "5",
 }
+DEMO_BLOCK_TIME_S = 1  # the demo's anvil mines a block a second
 # Public account keys of the test mnemonic "abandon x11 about" (TOOLING.md vectors).
 DEMO_WALLETS = [
     (
@@ -71,23 +74,7 @@ def main() -> int:
     python = sys.executable
     children = [
         subprocess.Popen([python, "manage.py", "runserver", "--noreload", f"{host}:{port}"], cwd=BASE_DIR),
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "gateway",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "4",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=BASE_DIR,
-        ),
+        subprocess.Popen(worker_command(python), cwd=BASE_DIR),
         subprocess.Popen(
             [
                 python,
@@ -132,6 +119,40 @@ def main() -> int:
     return 1 if failed and not stopping else 0
 
 
+def worker_command(python: str) -> list[str]:
+    """The demo's one Celery worker, consuming every queue the settings route tasks to (scans go to
+    `scan`) as well as the default queue."""
+    from gateway.celery import app
+
+    queues = {app.conf.task_default_queue} | {
+        route["queue"] for route in (app.conf.task_routes or {}).values() if "queue" in route
+    }
+    return [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "gateway",
+        "worker",
+        "--queues",
+        ",".join(sorted(queues)),
+        "--pool",
+        "threads",
+        "--concurrency",
+        "4",
+        "--loglevel",
+        "INFO",
+    ]
+
+
+def demo_confirmations(*, scan_interval_s: float, block_time_s: float) -> int:
+    """Confirmations the demo's local chain requires, so that every payment is seen `confirming` before
+    `paid`. The first scan after a payment's block comes up to one interval later, when the block has up to
+    interval/block time + 1 confirmations (+1 for timing jitter); requiring twice the blocks of an interval,
+    plus one, leaves the payment `confirming` for at least one more scan."""
+    return max(2, math.ceil(2 * scan_interval_s / block_time_s) + 1)
+
+
 def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
     """Create the demo merchant and its wallets once; a new API key and admin password every start."""
     from django.contrib.auth import get_user_model
@@ -162,17 +183,23 @@ DEMO_CHAIN_PORT = int(os.environ.get("GATEWAY_DEMO_CHAIN_PORT", "8545"))
 
 def _demo_chain(state_dir: Path):
     """A local anvil (chain id 31337, a block a second, state kept under the state directory) with the
-    test USDC deployed, `evm-local` pointed at it and USDC enabled there with 2 confirmations."""
+    test USDC deployed, `evm-local` pointed at it, and ETH and USDC there requiring `demo_confirmations`."""
+    from django.conf import settings
+
     from devchain.anvil import AnvilNode, deploy_token, free_port, mint, token_units
     from payments.models import Asset, Network, NetworkAsset, ScanCursor
 
     state_file = state_dir / "anvil-state.json"
     port = DEMO_CHAIN_PORT
     try:
-        node = AnvilNode(31337, block_time=1, port=port, extra_args=["--state", str(state_file)]).start()
+        node = AnvilNode(
+            31337, block_time=DEMO_BLOCK_TIME_S, port=port, extra_args=["--state", str(state_file)]
+        ).start()
     except Exception:
         port = free_port()
-        node = AnvilNode(31337, block_time=1, port=port, extra_args=["--state", str(state_file)]).start()
+        node = AnvilNode(
+            31337, block_time=DEMO_BLOCK_TIME_S, port=port, extra_args=["--state", str(state_file)]
+        ).start()
     info_file = state_dir / "demo-chain.json"
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     token_address = info.get("token")
@@ -186,12 +213,25 @@ def _demo_chain(state_dir: Path):
     network.scan_start_height = 0
     network.enabled = True  # development networks start disabled outside the demo
     network.save(update_fields=["rpc_url", "scan_start_height", "enabled"])
+    confirmations = demo_confirmations(
+        scan_interval_s=settings.GATEWAY_SCAN_INTERVAL_S, block_time_s=DEMO_BLOCK_TIME_S
+    )
     NetworkAsset.objects.update_or_create(
         network=network,
         asset=Asset.objects.get(code="USDC"),
-        defaults={"contract_address": token_address.lower(), "decimals": 6, "default_confirmations": 2},
+        defaults={
+            "contract_address": token_address.lower(),
+            "decimals": 6,
+            "default_confirmations": confirmations,
+        },
     )
-    info = {"rpc_url": node.url, "token": token_address, "payer": node.accounts[1]}
+    NetworkAsset.objects.filter(network=network).update(default_confirmations=confirmations)  # ETH too
+    info = {
+        "rpc_url": node.url,
+        "token": token_address,
+        "payer": node.accounts[1],
+        "confirmations": confirmations,
+    }
     info_file.write_text(json.dumps(info))
     return node
 
@@ -211,6 +251,11 @@ def _wait_for(url: str, children: list[subprocess.Popen], timeout_s: float = 60)
 
 def _banner(base: str, merchant: str, api_key: str, admin_password: str, chain) -> None:
     body = '{"amount": "25.00", "currency": "USD", "asset": "USDC", "network": "evm-local"}'
+    from django.conf import settings
+
+    confirmations = demo_confirmations(
+        scan_interval_s=settings.GATEWAY_SCAN_INTERVAL_S, block_time_s=DEMO_BLOCK_TIME_S
+    )
     print(
         f"""
 ================================================================================
@@ -231,7 +276,8 @@ def _banner(base: str, merchant: str, api_key: str, admin_password: str, chain) 
  Local chain    {chain.url} (anvil, chain id 31337, a block a second)
  Pay it from a funded demo account (copy the intent's payment_uri):
    .venv/bin/python -m devchain.pay '<payment_uri>'      # --fraction 0.5 pays half
- then watch the intent: GET {base}/api/v1/payment-intents/<id>  (paid after 2 confirmations)
+ then watch the intent: GET {base}/api/v1/payment-intents/<id>  (confirming, then paid after
+ {confirmations} confirmations: about {confirmations * DEMO_BLOCK_TIME_S} s)
  Or pay as a customer: open the intent's checkout_url in a browser (create one without "asset" and
  "network" to choose them on the page), then pay the shown payment URI with devchain.pay.
  Webhooks: see docs/WEBHOOKS.md (examples/webhook_receiver registers itself with the key above).

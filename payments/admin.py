@@ -11,6 +11,7 @@ from django.utils.cache import add_never_cache_headers
 from . import accounts
 from .accounts import api_key_create, api_key_revoke, confirmation_rule_set
 from .admin_access import ActionPermissionMixin
+from .chains.redaction import redact_url
 from .errors import GatewayError
 from .models import (
     ApiKey,
@@ -34,8 +35,42 @@ class NetworkAssetInline(admin.TabularInline):
     extra = 0
 
 
+class NetworkAdminForm(forms.ModelForm):
+    """`rpc_url` is write-only: the form never echoes the stored URL (it may hold a password or an API key);
+    left blank it keeps the stored one, and `rpc_url_clear` empties it (the network is then not scanned)."""
+
+    rpc_url = forms.CharField(
+        label="node URL",
+        required=False,
+        max_length=Network._meta.get_field("rpc_url").max_length,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "size": 60}),
+        help_text=Network._meta.get_field("rpc_url").help_text
+        + ". Never shown again once saved; on a saved network, leave blank to keep the current one.",
+    )
+    rpc_url_clear = forms.BooleanField(
+        label="remove the node URL", required=False, help_text="stop scanning this network"
+    )
+
+    # No Meta: the admin builds the form for every model field (the declared ones above replace theirs).
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["rpc_url"] = ""
+
+    def clean_rpc_url(self) -> str:
+        url = self.cleaned_data["rpc_url"].strip()
+        return url or self.instance.rpc_url
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("rpc_url_clear"):
+            cleaned["rpc_url"] = ""
+        return cleaned
+
+
 @admin.register(Network)
 class NetworkAdmin(admin.ModelAdmin):
+    form = NetworkAdminForm
     list_display = (
         "code",
         "name",
@@ -44,15 +79,32 @@ class NetworkAdmin(admin.ModelAdmin):
         "bech32_hrp",
         "is_testnet",
         "enabled",
+        "node",
         "scanned_to",
         "tip_height",
         "scan_lag",
+        "scan_errors",
+        "last_scan_error",
     )
     list_filter = ("chain", "is_testnet", "enabled")
+    readonly_fields = ("node", "scan_errors", "last_scan_error")
     inlines = [NetworkAssetInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("scan_cursor", "tip")
+        return super().get_queryset(request).select_related("scan_cursor", "tip", "scan_status")
+
+    def get_fields(self, request, obj=None):
+        # Whoever cannot change the network sees the URL redacted, never the form field (whose read-only
+        # display would be the stored value).
+        fields = [f for f in super().get_fields(request, obj) if f not in ("rpc_url", "rpc_url_clear")]
+        if self.has_change_permission(request, obj) or (obj is None and self.has_add_permission(request)):
+            position = fields.index("node")
+            fields[position:position] = ["rpc_url"] if obj is None else ["rpc_url", "rpc_url_clear"]
+        return fields
+
+    @admin.display(description="node")
+    def node(self, network):
+        return redact_url(network.rpc_url) or "-"
 
     @admin.display(description="scanned to")
     def scanned_to(self, network):
@@ -68,6 +120,18 @@ class NetworkAdmin(admin.ModelAdmin):
     def scan_lag(self, network):
         cursor, tip = getattr(network, "scan_cursor", None), getattr(network, "tip", None)
         return tip.height - cursor.height if cursor and tip else None
+
+    @admin.display(description="scan errors (in a row / all)")
+    def scan_errors(self, network):
+        status = getattr(network, "scan_status", None)
+        return f"{status.errors_in_a_row} / {status.errors_total}" if status else "0 / 0"
+
+    @admin.display(description="last scan error")
+    def last_scan_error(self, network):
+        status = getattr(network, "scan_status", None)
+        if not status or not status.last_error_at:
+            return "-"
+        return f"{status.last_error_at:%Y-%m-%d %H:%M:%S} UTC: {status.last_error[:200]}"
 
 
 @admin.register(Asset)

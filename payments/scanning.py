@@ -10,6 +10,7 @@ loses nothing: the batch commits whole or not at all, and recording a transfer t
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +18,8 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 
 from . import services
-from .chains.base import ChainBackend
+from .chains.base import ChainBackend, ChainNodeError
+from .chains.redaction import redact_text, redact_url
 from .models import (
     ChainObservation,
     ChainTip,
@@ -26,6 +28,7 @@ from .models import (
     PaymentState,
     ScanCursor,
     ScannedBlock,
+    ScanStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class ScanReport:
     tip: int | None = None
     transfers: int = 0
     reorg_fork: int | None = None
+    error: str = ""  # why the batch failed (redacted: no node credentials); empty when it did not
 
     @property
     def lag(self) -> int | None:
@@ -87,6 +91,56 @@ def backend_for(network: Network) -> ChainBackend:
         # rpc_url carries the node's credentials: http://user:pass@host:port
         return BitcoinCoreBackend(network.code, network.rpc_url, hrp=network.bech32_hrp)
     raise NotImplementedError(f"no scanner for {network.chain} networks")
+
+
+def networks_to_scan() -> list[str]:
+    """Codes of the networks the beat scans: enabled, with a node configured."""
+    return list(Network.objects.filter(enabled=True).exclude(rpc_url="").values_list("code", flat=True))
+
+
+def network_scan_once(*, network_code: str, now: datetime) -> ScanReport:
+    """One batch of one network, as its own Celery task runs it each beat tick. A failure (node down,
+    bad answer, bad rpc_url) is logged with the network, counted on its `ScanStatus` and returned in the
+    report, with the node's credentials redacted everywhere; it is not raised, so it stops nothing else and
+    the task's own failure log (which would print the unredacted exception) never sees it."""
+    network = Network.objects.filter(code=network_code, enabled=True).exclude(rpc_url="").first()
+    if network is None:
+        return ScanReport(network_code)  # disabled or unconfigured since the tick
+    try:
+        report = network_scan(backend=backend_for(network), now=now)
+    except NotImplementedError:
+        return ScanReport(network_code)
+    except Exception as exc:  # counted, stored and logged (redacted) below: reported, not hidden
+        return _scan_failure_record(network=network, exc=exc, now=now)
+    if not report.locked_out:
+        ScanStatus.objects.filter(network=network, errors_in_a_row__gt=0).update(errors_in_a_row=0)
+    return report
+
+
+def _scan_failure_record(*, network: Network, exc: Exception, now: datetime) -> ScanReport:
+    text = str(exc) if isinstance(exc, ChainNodeError) else f"{type(exc).__name__}: {exc}"
+    message = redact_text(text, url=network.rpc_url)
+    status, _ = ScanStatus.objects.get_or_create(network=network)
+    ScanStatus.objects.filter(pk=status.pk).update(
+        errors_total=F("errors_total") + 1,
+        errors_in_a_row=F("errors_in_a_row") + 1,
+        last_error=message[:2000],
+        last_error_at=now,
+    )
+    status.refresh_from_db()
+    # A node that cannot be reached is an operator's matter: its message says it all. Anything else is a
+    # bug or a surprise: keep its traceback, redacted like the message.
+    trace = "" if isinstance(exc, ChainNodeError) else "\n" + "".join(traceback.format_exception(exc))
+    logger.error(
+        "scan %s (node %s) failed, %s in a row, %s in all: %s%s",
+        network.code,
+        redact_url(network.rpc_url),
+        status.errors_in_a_row,
+        status.errors_total,
+        message,
+        redact_text(trace, url=network.rpc_url),
+    )
+    return ScanReport(network.code, error=message)
 
 
 def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500) -> ScanReport:

@@ -30,20 +30,25 @@ def purge_idempotency_records() -> int:
 
 
 @shared_task(name="payments.tasks.scan_networks")
-def scan_networks() -> dict[str, int | None]:
-    """One batch for every enabled network with a node configured; a network another worker is
-    scanning is skipped (advisory lock)."""
-    from .models import Network
-    from .scanning import backend_for, network_scan
+def scan_networks() -> list[str]:
+    """The beat's tick: one `scan_network` task per enabled network with a node, so a dead or slow node
+    holds up only its own scan. A scan still queued after two ticks expires (the next tick sends another);
+    two running for one network are harmless (the advisory lock lets one through)."""
+    from .scanning import networks_to_scan
 
-    lags: dict[str, int | None] = {}
-    for network in Network.objects.filter(enabled=True).exclude(rpc_url=""):
-        try:
-            report = network_scan(backend=backend_for(network), now=timezone.now())
-        except NotImplementedError:
-            continue
-        lags[network.code] = report.lag
-    return lags
+    codes = networks_to_scan()
+    for code in codes:
+        scan_network.apply_async(args=[code], expires=2 * settings.GATEWAY_SCAN_INTERVAL_S)
+    return codes
+
+
+@shared_task(name="payments.tasks.scan_network")
+def scan_network(network_code: str) -> dict[str, str | int | None]:
+    """One batch of one network; a failure is logged, counted on the network's scan status and returned."""
+    from .scanning import network_scan_once
+
+    report = network_scan_once(network_code=network_code, now=timezone.now())
+    return {"network": report.network_code, "end": report.end, "lag": report.lag, "error": report.error}
 
 
 @shared_task(name="payments.tasks.deliver_webhooks")

@@ -33,6 +33,11 @@ class Transfer:
     seen_unconfirmed_at: datetime | None = None
 
 
+class ChainNodeError(RuntimeError):
+    """A chain node could not be reached or answered an HTTP/RPC error. The message names the network and
+    the node by its redacted URL (`redaction.redact_url`): never its credentials."""
+
+
 class ChainBackend(Protocol):
     network_code: str
 

@@ -24,13 +24,14 @@ from urllib.parse import unquote, urlsplit
 
 from bip_utils import SegwitBech32Decoder
 
-from .base import BlockRef, Transfer
+from .base import BlockRef, ChainNodeError, Transfer
+from .redaction import redact_url
 
 COIN = Decimal(10) ** 8
 RPC_INVALID_ADDRESS_OR_KEY = -5  # e.g. getrawtransaction of a txid that has just left the mempool
 
 
-class BitcoinRpcError(RuntimeError):
+class BitcoinRpcError(ChainNodeError):
     """The node could not be reached, or answered an RPC call with an error."""
 
     def __init__(self, message: str, *, code: int | None = None):
@@ -80,7 +81,9 @@ class BitcoinCoreBackend:
         self.timeout_s = timeout_s
         parts = urlsplit(rpc_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"rpc_url must be http(s)://[user:pass@]host:port[/path], not {rpc_url!r}")
+            raise ValueError(
+                f"rpc_url must be http(s)://[user:pass@]host:port[/path], not {redact_url(rpc_url)!r}"
+            )
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
@@ -91,7 +94,7 @@ class BitcoinCoreBackend:
         if user or password:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
-        self._where = f"{parts.scheme}://{self._host}:{self._port}{self._path}"  # no credentials in errors
+        self._where = redact_url(rpc_url)  # no credentials (user, password, a key in the path) in errors
         self._request_id = 0
         # txid -> its outputs as (vout n, scriptPubKey hex, satoshi): a mempool transaction is decoded once
         self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}

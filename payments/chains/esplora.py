@@ -24,13 +24,14 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import BlockRef, Transfer
+from .base import BlockRef, ChainNodeError, Transfer
 from .bitcoin_rpc import block_transfers, unconfirmed_transfers, witness_script_hex
+from .redaction import redact_url
 
 PAGE_SIZE = 25  # Esplora's /block/:hash/txs/:start_index page; start_index must be a multiple of it
 
 
-class EsploraError(RuntimeError):
+class EsploraError(ChainNodeError):
     """The Esplora server could not be reached, timed out, or answered with an HTTP error or bad data.
     `status` is the HTTP status when there was one (404: no such block or transaction)."""
 
@@ -55,11 +56,13 @@ class EsploraBackend:
     def __init__(self, network_code: str, base_url: str, *, hrp: str, timeout_s: float = 10):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be http(s)://host[:port][/path], not {base_url!r}")
+            raise ValueError(f"base_url must be http(s)://host[:port][/path], not {redact_url(base_url)!r}")
         self.network_code = network_code
         self.hrp = hrp
         self.timeout_s = timeout_s
         self.base_url = base_url.rstrip("/")
+        # errors name the request by its path under the API root, never the root's credentials or key
+        self._where = redact_url(self.base_url)
         # txid -> its outputs as (vout index, scriptpubkey hex, satoshi): a mempool transaction is read once
         self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}
 
@@ -77,12 +80,15 @@ class EsploraBackend:
             except OSError:
                 detail = ""
             raise EsploraError(
-                f"{self.network_code}: GET {url}: HTTP {exc.code}" + (f": {detail}" if detail else ""),
+                f"{self.network_code}: GET {self._where} {path}: HTTP {exc.code}"
+                + (f": {detail}" if detail else ""),
                 status=exc.code,
             ) from exc
         except (TimeoutError, OSError, urllib.error.URLError) as exc:  # URLError wraps refusals, DNS, TLS
             reason = getattr(exc, "reason", exc)
-            raise EsploraError(f"{self.network_code}: cannot reach Esplora at {url}: {reason}") from exc
+            raise EsploraError(
+                f"{self.network_code}: cannot reach Esplora at {self._where} ({path}): {reason}"
+            ) from exc
 
     def _text(self, path: str) -> str:
         return self._get(path).decode().strip()
@@ -93,7 +99,7 @@ class EsploraBackend:
             return json.loads(body, parse_float=Decimal)
         except ValueError as exc:
             raise EsploraError(
-                f"{self.network_code}: GET {self.base_url + path}: not JSON: {body[:300]!r}"
+                f"{self.network_code}: GET {self._where} {path}: not JSON: {body[:300]!r}"
             ) from exc
 
     def _int(self, path: str) -> int:
@@ -102,7 +108,7 @@ class EsploraBackend:
             return int(text)
         except ValueError as exc:
             raise EsploraError(
-                f"{self.network_code}: GET {self.base_url + path}: not a number: {text!r}"
+                f"{self.network_code}: GET {self._where} {path}: not a number: {text!r}"
             ) from exc
 
     # --- ChainBackend ---------------------------------------------------------------------------------

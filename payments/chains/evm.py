@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from web3 import Web3
 from web3.providers import HTTPProvider
 
-from .base import BlockRef, Transfer
+from .base import BlockRef, ChainNodeError, Transfer
+from .redaction import redact_text, redact_url
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 EVM_NATIVE_OUTPUT_INDEX = -1
@@ -31,6 +32,29 @@ def address_topic(address: str) -> str:
     return "0x" + "0" * 24 + address.lower().removeprefix("0x")
 
 
+class _NodeProvider(HTTPProvider):
+    """web3's HTTP provider whose failures name the node by its redacted URL: requests puts the URL's
+    path in its messages ("Max retries exceeded with url: /v3/KEY"), and a hosted node's API key is there.
+    The original exception is not chained (`from None`): its text would print the key in a traceback."""
+
+    def __init__(self, network_code: str, rpc_url: str, **kwargs):
+        super().__init__(rpc_url, **kwargs)
+        self._network_code = network_code
+        self._rpc_url = rpc_url
+
+    def __str__(self) -> str:
+        return f"RPC connection {redact_url(self._rpc_url)}"
+
+    def make_request(self, method, params):
+        try:
+            return super().make_request(method, params)
+        except OSError as exc:  # requests' errors are OSErrors: refused, timed out, HTTP 4xx/5xx
+            detail = redact_text(f"{type(exc).__name__}: {exc}", url=self._rpc_url)
+            raise ChainNodeError(
+                f"{self._network_code}: {method} at {redact_url(self._rpc_url)} failed: {detail}"
+            ) from None
+
+
 class EvmBackend:
     def __init__(
         self,
@@ -44,7 +68,7 @@ class EvmBackend:
         scan_native: bool = True,
     ):
         self.network_code = network_code
-        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+        self.w3 = Web3(_NodeProvider(network_code, rpc_url, request_kwargs={"timeout": timeout_s}))
         self.log_block_chunk = log_block_chunk
         self.address_chunk = address_chunk
         self.unfiltered_block_chunk = unfiltered_block_chunk

@@ -5,6 +5,7 @@ from .evidence import (
     Resolution,
     ScanCursor,
     ScannedBlock,
+    ScanStatus,
     StateTransition,
 )
 from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
@@ -30,6 +31,7 @@ __all__ = [
     "Quote",
     "Resolution",
     "ScanCursor",
+    "ScanStatus",
     "ScannedBlock",
     "StateTransition",
     "Wallet",

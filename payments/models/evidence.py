@@ -33,6 +33,18 @@ class ScanCursor(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
+class ScanStatus(models.Model):
+    """How a network's scans have gone: failed batches counted, the last failure kept (its message
+    redacted: no node credentials) for the admin's network list. Written outside the batch's transaction,
+    so a failed batch still leaves its error; a batch that succeeds resets `errors_in_a_row`."""
+
+    network = models.OneToOneField(Network, on_delete=models.CASCADE, related_name="scan_status")
+    errors_total = models.PositiveBigIntegerField(default=0)
+    errors_in_a_row = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+
 class ScannedBlock(models.Model):
     """A block hash the scanner saw at a height (each batch end): compared with the chain's to find the
     fork point after a reorg."""
