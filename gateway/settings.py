@@ -167,20 +167,38 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
 
-# Cache: counts for rate limits and throttles. Local memory (per process) unless CACHE_URL names a Redis
-# server shared by every worker (production: redis://127.0.0.1:6379/1).
+# Caches. Local memory (per process) unless CACHE_URL names a Redis server shared by every worker
+# (production: redis://127.0.0.1:6379/1). Rate-limit counts have their own alias, so that nothing else
+# (and no flood of new keys) can evict them: Redis at GATEWAY_RATELIMIT_CACHE_URL (else CACHE_URL), which
+# must not evict keys (maxmemory-policy noeviction); otherwise per-process counters that only expire.
+_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+CACHE_URL = os.environ.get("CACHE_URL", "")
+RATELIMIT_CACHE_URL = os.environ.get("GATEWAY_RATELIMIT_CACHE_URL", "") or CACHE_URL
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
-        if os.environ.get("CACHE_URL")
+        {"BACKEND": _REDIS_CACHE, "LOCATION": CACHE_URL}
+        if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
+    ),
+    "ratelimit": (
+        {"BACKEND": _REDIS_CACHE, "LOCATION": RATELIMIT_CACHE_URL, "KEY_PREFIX": "gateway"}
+        if RATELIMIT_CACHE_URL
+        else {
+            "BACKEND": "payments.ratelimit.LocalCounterCache",
+            "LOCATION": "ratelimit",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    ),
 }
 # Public checkout pages (page, QR, choice) per client address and minute; 0: no limit. Behind reverse
 # proxies, list their addresses or networks in GATEWAY_TRUSTED_PROXIES.
 GATEWAY_CHECKOUT_RATE_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_RATE_PER_MINUTE", "120"))
 # The status polling has its own budget per client address and payment (one page polls 30 times a minute).
 GATEWAY_CHECKOUT_POLLS_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_POLLS_PER_MINUTE", "90"))
+# ... and every status poll (of any token, known or not) counts per client address first.
+GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE = int(
+    os.environ.get("GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE", "600")
+)
 # Merchant API requests per API key and second (a runaway-client guard); 0: no limit.
 GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", "1000"))
 GATEWAY_TRUSTED_PROXIES = [
