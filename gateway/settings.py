@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / ".state"))
@@ -18,13 +19,42 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("GATEWAY_REQUIRE_SECRET_KEY", False):
-        raise RuntimeError("DJANGO_SECRET_KEY must be set")
+    if not DEBUG:
+        # never a constant key outside development: sessions, password resets and CSRF would be forgeable
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. In production set it to a long random value of your own, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'. For local development set "
+            "DJANGO_DEBUG=1, or use scripts/demo, which generates its own keys."
+        )
     SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+# HTTPS (what `manage.py check --deploy` asks for). Secure by default when DEBUG is off; the demo and the
+# tests serve plain http on 127.0.0.1 and turn these off explicitly. HSTS is sticky in browsers for its
+# whole lifetime, so it is opted into (README: Production).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers' probes may speak plain http to the app
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy that sets it (and strips it from clients), e.g. "X-Forwarded-Proto: https".
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    _header, _, _value = _proxy_ssl_header.partition(":")
+    if not _header.strip() or not _value.strip():
+        raise ImproperlyConfigured('DJANGO_SECURE_PROXY_SSL_HEADER is "Header-Name: value"')
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.strip().upper().replace("-", "_"), _value.strip())
+# Origins allowed to POST forms (the admin) when they differ from the host, e.g. https://pay.example.com
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 PUBLIC_BASE_URL = os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
