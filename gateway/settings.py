@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -234,6 +235,20 @@ GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", 
 GATEWAY_TRUSTED_PROXIES = [
     a.strip() for a in os.environ.get("GATEWAY_TRUSTED_PROXIES", "").split(",") if a.strip()
 ]
+
+# Admin logins (django-axes): after GATEWAY_LOGIN_FAILURE_LIMIT failed attempts for one username, or from
+# one client address, logins for that username or from that address are refused (429) until
+# GATEWAY_LOGIN_COOLOFF_MINUTES after the last failure. Attempts are kept in the database, shared by every
+# worker; the client address is the rate limits' (the peer, or behind GATEWAY_TRUSTED_PROXIES the client
+# they forward for). `manage.py axes_reset` (or axes_reset_username) lifts a lockout early.
+INSTALLED_APPS.append("axes")
+AUTHENTICATION_BACKENDS.insert(0, "axes.backends.AxesStandaloneBackend")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AXES_FAILURE_LIMIT = int(os.environ.get("GATEWAY_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("GATEWAY_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "payments.ratelimit.client_address"
+AXES_RESET_ON_SUCCESS = True
 
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("GATEWAY_IDEMPOTENCY_TTL_HOURS", "24"))
