@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -36,6 +39,30 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+# Keys for secrets at rest (webhook signing secrets; payments/encryption.py): comma-separated Fernet keys,
+# the first encrypts, all decrypt. Required outside DEBUG, like the secret key; in DEBUG a key derived
+# from SECRET_KEY stands in.
+GATEWAY_SECRETS_KEYS = env_list("GATEWAY_SECRETS_KEYS")
+if not GATEWAY_SECRETS_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "GATEWAY_SECRETS_KEYS is not set. Webhook secrets are stored encrypted with it: set it to a "
+            "Fernet key, e.g. python3 -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())', and keep it apart from database backups."
+        )
+    GATEWAY_SECRETS_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"gateway secrets at rest:" + SECRET_KEY.encode()).digest()
+        ).decode()
+    ]
+for _key in GATEWAY_SECRETS_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "GATEWAY_SECRETS_KEYS holds a value that is not a Fernet key (32 bytes, url-safe base64)"
+        ) from None
 
 # HTTPS (what `manage.py check --deploy` asks for). Secure by default when DEBUG is off; the demo and the
 # tests serve plain http on 127.0.0.1 and turn these off explicitly. HSTS is sticky in browsers for its

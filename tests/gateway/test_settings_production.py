@@ -42,6 +42,17 @@ def test_without_a_secret_key_production_refuses_to_start():
     assert "DJANGO_SECRET_KEY is not set" in result.stderr, result.stderr[-2000:]
 
 
+def test_without_a_key_for_secrets_at_rest_production_refuses_to_start():
+    key = secrets.token_urlsafe(50)
+    result = manage("check", env=clean_environment(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=key))
+    assert result.returncode != 0 and "GATEWAY_SECRETS_KEYS is not set" in result.stderr, result.stderr[
+        -2000:
+    ]
+    bad = clean_environment(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=key, GATEWAY_SECRETS_KEYS="not-a-key")
+    result = manage("check", env=bad)
+    assert result.returncode != 0 and "is not a Fernet key" in result.stderr
+
+
 def test_debug_off_is_the_default_and_refuses_too():
     result = manage("check", env=clean_environment())
     assert result.returncode != 0 and "DJANGO_SECRET_KEY is not set" in result.stderr
