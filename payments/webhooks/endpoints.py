@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
 
-from payments.encryption import secret_decrypt, secret_encrypt, secret_reencrypt
+from payments.encryption import SecretUndecryptable, secret_decrypt, secret_encrypt, secret_reencrypt
 from payments.errors import Conflict, InvalidRequest, NotFound
 from payments.models import Event, Merchant, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
@@ -16,6 +17,7 @@ from . import guard
 from .events import EVENT_TYPES
 from .signing import secret_generate
 
+log = logging.getLogger(__name__)
 MAX_ENDPOINTS_PER_MERCHANT = 16
 MAX_ROTATION_OVERLAP = timedelta(days=7)
 MAX_REPLAY_EVENTS = 10_000
@@ -212,7 +214,12 @@ def secrets_active(endpoint_ids: Iterable[str], now: datetime) -> dict[str, list
         .values_list("endpoint_id", "secret_encrypted")
     )
     for endpoint_id, token in rows:
-        found.setdefault(endpoint_id, []).append(secret_decrypt(token))
+        try:
+            secret = secret_decrypt(token)
+        except SecretUndecryptable as exc:  # an operator's key error: this endpoint fails, the others go on
+            log.error("webhook endpoint %s: %s", endpoint_id, exc)
+            continue
+        found.setdefault(endpoint_id, []).append(secret)
     return found
 
 

@@ -104,3 +104,4 @@ def test_the_deploy_check_warns_without_the_https_settings():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=clean_environment(**minimal))
     assert result.returncode != 0
     assert "security.W004" in result.stdout + result.stderr  # SECURE_HSTS_SECONDS
+    assert "payments.W001" in result.stdout + result.stderr  # rate limits counted per process

@@ -170,3 +170,16 @@ def test_the_migration_encrypts_plaintext_secrets_and_reverses():
     assert decrypted == sorted([secret, old_plaintext])
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_a_secret_no_key_opens_fails_its_endpoint_only(api, shop, receiver, settings, caplog):  # noqa: F811
+    from payments.models import WebhookAttempt
+
+    add_endpoint(api, receiver.url, event_types=["payment.created"])
+    settings.GATEWAY_SECRETS_KEYS = [Fernet.generate_key().decode()]  # the old key removed too early
+    new_intent(shop)
+    deliver_due(now=timezone.now())  # no crash: the attempt fails and is retried later
+    assert receiver.received == []
+    (attempt,) = WebhookAttempt.objects.all()
+    assert attempt.outcome == "failed" and "no active signing secret" in attempt.error
+    assert "cannot be decrypted with any key in GATEWAY_SECRETS_KEYS" in caplog.text
