@@ -583,6 +583,9 @@ class Bench:
         os.environ.setdefault("LOG_LEVEL", "WARNING")
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
+        from gateway.development import development_environment_use
+
+        development_environment_use()  # generated keys, plain http (inherited by the bench's processes)
         import django
 
         django.setup()

@@ -159,6 +159,9 @@ class Run:
         """Migrate; a merchant, an endpoint, 100 intents; the events; the bodies file for the baseline."""
         os.environ.update(self.env())
         sys.path.insert(0, str(ROOT))
+        from gateway.development import development_environment_use
+
+        development_environment_use()  # generated keys, plain http (inherited by the bench's processes)
         import django
 
         django.setup()

@@ -54,8 +54,12 @@ DEMO_WALLETS = [
 
 
 def main() -> int:
+    from gateway.development import development_environment_use
+
     for key, value in DEMO_ENV.items():
         os.environ.setdefault(key, value)
+    # generated keys kept under the state directory, plain http on 127.0.0.1 (the demo opts out of HTTPS)
+    development_environment_use()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     host = os.environ.get("GATEWAY_DEMO_HOST", "127.0.0.1")
     port = int(os.environ.get("GATEWAY_DEMO_PORT", "8000"))

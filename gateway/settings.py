@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / ".state"))
@@ -18,13 +23,66 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("GATEWAY_REQUIRE_SECRET_KEY", False):
-        raise RuntimeError("DJANGO_SECRET_KEY must be set")
+    if not DEBUG:
+        # never a constant key outside development: sessions, password resets and CSRF would be forgeable
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. In production set it to a long random value of your own, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'. For local development set "
+            "DJANGO_DEBUG=1, or use scripts/demo, which generates its own keys."
+        )
     SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+# Keys for secrets at rest (webhook signing secrets; payments/encryption.py): comma-separated Fernet keys,
+# the first encrypts, all decrypt. Required outside DEBUG, like the secret key; in DEBUG a key derived
+# from SECRET_KEY stands in.
+GATEWAY_SECRETS_KEYS = env_list("GATEWAY_SECRETS_KEYS")
+if not GATEWAY_SECRETS_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "GATEWAY_SECRETS_KEYS is not set. Webhook secrets are stored encrypted with it: set it to a "
+            "Fernet key, e.g. python3 -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())', and keep it apart from database backups."
+        )
+    GATEWAY_SECRETS_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"gateway secrets at rest:" + SECRET_KEY.encode()).digest()
+        ).decode()
+    ]
+for _key in GATEWAY_SECRETS_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "GATEWAY_SECRETS_KEYS holds a value that is not a Fernet key (32 bytes, url-safe base64)"
+        ) from None
+
+# HTTPS (what `manage.py check --deploy` asks for). Secure by default when DEBUG is off; the demo and the
+# tests serve plain http on 127.0.0.1 and turn these off explicitly. HSTS is sticky in browsers for its
+# whole lifetime, so it is opted into (README: Production).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers' probes may speak plain http to the app
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy that sets it (and strips it from clients), e.g. "X-Forwarded-Proto: https".
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    _header, _, _value = _proxy_ssl_header.partition(":")
+    if not _header.strip() or not _value.strip():
+        raise ImproperlyConfigured('DJANGO_SECURE_PROXY_SSL_HEADER is "Header-Name: value"')
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.strip().upper().replace("-", "_"), _value.strip())
+# Origins allowed to POST forms (the admin) when they differ from the host, e.g. https://pay.example.com
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 PUBLIC_BASE_URL = os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
@@ -176,25 +234,57 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
 
-# Cache: counts for rate limits and throttles. Local memory (per process) unless CACHE_URL names a Redis
-# server shared by every worker (production: redis://127.0.0.1:6379/1).
+# Caches. Local memory (per process) unless CACHE_URL names a Redis server shared by every worker
+# (production: redis://127.0.0.1:6379/1). Rate-limit counts have their own alias, so that nothing else
+# (and no flood of new keys) can evict them: Redis at GATEWAY_RATELIMIT_CACHE_URL (else CACHE_URL), which
+# must not evict keys (maxmemory-policy noeviction); otherwise per-process counters that only expire.
+_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+CACHE_URL = os.environ.get("CACHE_URL", "")
+RATELIMIT_CACHE_URL = os.environ.get("GATEWAY_RATELIMIT_CACHE_URL", "") or CACHE_URL
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
-        if os.environ.get("CACHE_URL")
+        {"BACKEND": _REDIS_CACHE, "LOCATION": CACHE_URL}
+        if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
+    ),
+    "ratelimit": (
+        {"BACKEND": _REDIS_CACHE, "LOCATION": RATELIMIT_CACHE_URL, "KEY_PREFIX": "gateway"}
+        if RATELIMIT_CACHE_URL
+        else {
+            "BACKEND": "payments.ratelimit.LocalCounterCache",
+            "LOCATION": "ratelimit",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    ),
 }
 # Public checkout pages (page, QR, choice) per client address and minute; 0: no limit. Behind reverse
 # proxies, list their addresses or networks in GATEWAY_TRUSTED_PROXIES.
 GATEWAY_CHECKOUT_RATE_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_RATE_PER_MINUTE", "120"))
 # The status polling has its own budget per client address and payment (one page polls 30 times a minute).
 GATEWAY_CHECKOUT_POLLS_PER_MINUTE = int(os.environ.get("GATEWAY_CHECKOUT_POLLS_PER_MINUTE", "90"))
+# ... and every status poll (of any token, known or not) counts per client address first.
+GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE = int(
+    os.environ.get("GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE", "600")
+)
 # Merchant API requests per API key and second (a runaway-client guard); 0: no limit.
 GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", "1000"))
 GATEWAY_TRUSTED_PROXIES = [
     a.strip() for a in os.environ.get("GATEWAY_TRUSTED_PROXIES", "").split(",") if a.strip()
 ]
+
+# Admin logins (django-axes): after GATEWAY_LOGIN_FAILURE_LIMIT failed attempts for one username, or from
+# one client address, logins for that username or from that address are refused (429) until
+# GATEWAY_LOGIN_COOLOFF_MINUTES after the last failure. Attempts are kept in the database, shared by every
+# worker; the client address is the rate limits' (the peer, or behind GATEWAY_TRUSTED_PROXIES the client
+# they forward for). `manage.py axes_reset` (or axes_reset_username) lifts a lockout early.
+INSTALLED_APPS.append("axes")
+AUTHENTICATION_BACKENDS.insert(0, "axes.backends.AxesStandaloneBackend")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AXES_FAILURE_LIMIT = int(os.environ.get("GATEWAY_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("GATEWAY_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "payments.ratelimit.client_address"
+AXES_RESET_ON_SUCCESS = True
 
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("GATEWAY_IDEMPOTENCY_TTL_HOURS", "24"))

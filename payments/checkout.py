@@ -200,6 +200,10 @@ def _polls_per_minute() -> int:
     return settings.GATEWAY_CHECKOUT_POLLS_PER_MINUTE
 
 
+def _polls_per_address() -> int:
+    return settings.GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE
+
+
 @never_cache
 @xframe_options_exempt  # framing is decided by the CSP frame-ancestors above, per merchant
 @require_GET
@@ -254,7 +258,8 @@ def select(request, token: str):
 
 @never_cache
 @require_GET
-@limited("checkout-status", _polls_per_minute, per_token=True)  # the page's own polling: per page
+# the page's own polling: per address (every token counts, known or not), then per page
+@limited("checkout-status", _polls_per_address, per_token=_polls_per_minute)
 def status_json(request, token: str):
     return JsonResponse(status(_intent(token), timezone.now()))
 

@@ -82,3 +82,4 @@ def no_checkout_rate_limit(settings):
     own limit."""
     settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 0
     settings.GATEWAY_CHECKOUT_POLLS_PER_MINUTE = 0
+    settings.GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE = 0

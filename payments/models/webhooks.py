@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from ..encryption import secret_decrypt
 from .evidence import Event
 from .ids import endpoint_id
 from .merchants import Merchant
@@ -46,16 +47,22 @@ class WebhookEndpoint(models.Model):
 
 class WebhookSecret(models.Model):
     """A `whsec_` signing secret. The current one has no `expires_at`; after a rotation the previous one
-    expires at the end of the overlap, and until then both sign every message. Kept in the clear: HMAC
-    signing needs the key itself."""
+    expires at the end of the overlap, and until then both sign every message. Stored encrypted
+    (payments.encryption, keys from GATEWAY_SECRETS_KEYS): HMAC signing needs the key itself, so it must
+    be reversible, but a database dump alone must not let anyone sign."""
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=100)
+    secret_encrypted = models.TextField(help_text="Fernet token of the whsec_ secret")
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.secret[:10]}… ({self.endpoint_id})"
+        return f"signing secret {self.pk} ({self.endpoint_id})"
+
+    @property
+    def secret(self) -> str:
+        """The secret in the clear (for signing; never shown again after its creation)."""
+        return secret_decrypt(self.secret_encrypted)
 
 
 class WebhookDelivery(models.Model):

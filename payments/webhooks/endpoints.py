@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
 
+from payments.encryption import SecretUndecryptable, secret_decrypt, secret_encrypt, secret_reencrypt
 from payments.errors import Conflict, InvalidRequest, NotFound
 from payments.models import Event, Merchant, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
@@ -15,6 +17,7 @@ from . import guard
 from .events import EVENT_TYPES
 from .signing import secret_generate
 
+log = logging.getLogger(__name__)
 MAX_ENDPOINTS_PER_MERCHANT = 16
 MAX_ROTATION_OVERLAP = timedelta(days=7)
 MAX_REPLAY_EVENTS = 10_000
@@ -68,7 +71,9 @@ def endpoint_create(
             merchant=merchant, url=url, event_types=types, description=description[:200], created_at=now
         )
         secret = secret_generate()
-        WebhookSecret.objects.create(endpoint=endpoint, secret=secret, created_at=now)
+        WebhookSecret.objects.create(
+            endpoint=endpoint, secret_encrypted=secret_encrypt(secret), created_at=now
+        )
     return endpoint, secret
 
 
@@ -193,7 +198,9 @@ def endpoint_secret_rotate(*, endpoint: WebhookEndpoint, overlap: timedelta, now
         WebhookSecret.objects.filter(endpoint=endpoint).filter(
             Q(expires_at__isnull=True) | Q(expires_at__gt=ends)
         ).update(expires_at=ends)
-        WebhookSecret.objects.create(endpoint=endpoint, secret=secret, created_at=now)
+        WebhookSecret.objects.create(
+            endpoint=endpoint, secret_encrypted=secret_encrypt(secret), created_at=now
+        )
     return secret
 
 
@@ -204,11 +211,39 @@ def secrets_active(endpoint_ids: Iterable[str], now: datetime) -> dict[str, list
         WebhookSecret.objects.filter(endpoint_id__in=list(endpoint_ids))
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by("endpoint_id", "-created_at", "-id")
-        .values_list("endpoint_id", "secret")
+        .values_list("endpoint_id", "secret_encrypted")
     )
-    for endpoint_id, secret in rows:
+    for endpoint_id, token in rows:
+        try:
+            secret = secret_decrypt(token)
+        except SecretUndecryptable as exc:  # an operator's key error: this endpoint fails, the others go on
+            log.error("webhook endpoint %s: %s", endpoint_id, exc)
+            continue
         found.setdefault(endpoint_id, []).append(secret)
     return found
+
+
+def secrets_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypt every stored signing secret (expired ones and rotation overlaps included) under the
+    first key of GATEWAY_SECRETS_KEYS; afterwards the other keys can be removed. Idempotent: returns
+    how many were rewritten. Each batch is one transaction, locked against a concurrent rotation."""
+    done = 0
+    last_id = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                WebhookSecret.objects.select_for_update()
+                .filter(id__gt=last_id)
+                .order_by("id")
+                .only("id", "secret_encrypted")[:batch_size]
+            )
+            if not batch:
+                return done
+            for row in batch:
+                row.secret_encrypted = secret_reencrypt(row.secret_encrypted)
+            WebhookSecret.objects.bulk_update(batch, ["secret_encrypted"])
+        done += len(batch)
+        last_id = batch[-1].id
 
 
 def event_redeliver(

@@ -210,10 +210,11 @@ def test_a_late_payment_is_explained():
 
 
 def test_public_checkout_requests_are_rate_limited_per_client(settings, monkeypatch):
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     from payments import ratelimit
 
+    cache = caches["ratelimit"]
     cache.clear()
     monkeypatch.setattr(ratelimit.time, "time", lambda: 1_800_000_000.0)  # one window for the whole test
     settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 5
