@@ -157,6 +157,7 @@ class PaymentIntentListCreateView(APIView):
             **ERRORS,
         },
         summary="List payment intents",
+        operation_id="v1_payment_intents_list",
     )
     def get(self, request):
         # A plain dict, not the QueryDict: DRF reads an empty form value as absent, so `created_lt=` would

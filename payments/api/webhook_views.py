@@ -53,6 +53,7 @@ class WebhookEndpointListView(_WebhookScopes, APIView):
     @extend_schema(
         responses={200: list_of("WebhookEndpointList", WebhookEndpointSerializer), **ERRORS},
         summary="List endpoints",
+        operation_id="v1_webhook_endpoints_list",
     )
     def get(self, request):
         found = request.user.merchant.webhook_endpoints.filter(deleted_at__isnull=True).order_by("created_at")

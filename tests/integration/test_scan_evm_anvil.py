@@ -24,21 +24,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def local_usdc(anvil_token):
-    """evm-local pointed at this anvil, with USDC at the deployed contract (2 confirmations)."""
-    node, token = anvil_token
-    network = Network.objects.get(code="evm-local")
-    network.rpc_url = node.url
-    network.scan_start_height = node.block_number()
-    network.save()
-    NetworkAsset.objects.create(
-        network=network,
-        asset=Asset.objects.get(code="USDC"),
-        contract_address=token.address.lower(),
-        decimals=6,
-        default_confirmations=2,
-    )
-    mint(node.w3, token, node.accounts[0], node.accounts[1], token_units("1000"))
+def local_usdc(local_usdc):
+    """The shared evm-local + USDC set-up, with the backend the scanner would build."""
+    node, token = local_usdc
     return node, token, EvmBackend("evm-local", node.url)
 
 

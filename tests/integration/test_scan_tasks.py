@@ -8,10 +8,10 @@ import logging
 import pytest
 from django.utils import timezone
 
-from devchain.anvil import free_port, mint, token_transfer, token_units
+from devchain.anvil import free_port, token_transfer, token_units
 from gateway.celery import app
 from payments import services
-from payments.models import Asset, Network, NetworkAsset, PaymentIntent, ScanCursor, ScanStatus
+from payments.models import Network, NetworkAsset, PaymentIntent, ScanCursor, ScanStatus
 from payments.tasks import scan_network, scan_networks
 from tests.factories import make_merchant
 
@@ -26,25 +26,6 @@ def eager_celery():
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
     yield
     app.conf.task_always_eager, app.conf.task_eager_propagates = before
-
-
-@pytest.fixture
-def local_usdc(anvil_token):
-    node, token = anvil_token
-    network = Network.objects.get(code="evm-local")
-    network.rpc_url = node.url
-    network.scan_start_height = node.block_number()
-    network.enabled = True  # development networks start disabled
-    network.save()
-    NetworkAsset.objects.create(
-        network=network,
-        asset=Asset.objects.get(code="USDC"),
-        contract_address=token.address.lower(),
-        decimals=6,
-        default_confirmations=2,
-    )
-    mint(node.w3, token, node.accounts[0], node.accounts[1], token_units("1000"))
-    return node, token
 
 
 def closed_port_url(template: str = "http://127.0.0.1:{port}") -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from devchain.anvil import mint, token_transfer, token_units
+from devchain.anvil import token_transfer, token_units
 from payments.accounts import confirmation_rule_set
 from payments.chains.evm import EvmBackend
-from payments.models import Asset, ConfirmationRule, Network, NetworkAsset, PaymentIntent
+from payments.models import ConfirmationRule, NetworkAsset, PaymentIntent
 from payments.scanning import network_scan
 
 pytestmark = pytest.mark.django_db
@@ -44,22 +44,6 @@ def create(api, amount: str, asset: str = "ETH") -> dict:
     )
     assert response.status_code == 201, response.content
     return response.json()
-
-
-@pytest.fixture
-def usdc_on_anvil(anvil_token):
-    node, token = anvil_token
-    network = Network.objects.get(code="evm-local")
-    network.rpc_url = node.url
-    network.scan_start_height = node.block_number()
-    network.save()
-    NetworkAsset.objects.update_or_create(
-        network=network,
-        asset=Asset.objects.get(code="USDC"),
-        defaults={"contract_address": token.address.lower(), "decimals": 6, "default_confirmations": 2},
-    )
-    mint(node.w3, token, node.accounts[0], node.accounts[1], token_units("1000"))
-    return node, token, EvmBackend("evm-local", node.url)
 
 
 def test_tiers_set_in_the_admin_apply_to_intents_created_over_the_api(admin_client, merchant, api):
@@ -130,8 +114,9 @@ def test_the_service_refuses_nonsense_tiers(merchant, confirmations, min_amount)
     assert not ConfirmationRule.objects.exists()
 
 
-def test_the_scanner_honours_each_tier(usdc_on_anvil, merchant, api):
-    node, token, backend = usdc_on_anvil
+def test_the_scanner_honours_each_tier(local_usdc, merchant, api):
+    node, token = local_usdc
+    backend = EvmBackend("evm-local", node.url)
     usdc = local("USDC")
     confirmation_rule_set(merchant=merchant, network_asset=usdc, confirmations=3)
     confirmation_rule_set(
