@@ -30,6 +30,9 @@ def merchant_create(*, name: str, **policy) -> Merchant:
     return merchant
 
 
+MAX_CONFIRMATIONS = 10_000
+
+
 def confirmation_rule_set(
     *, merchant: Merchant, network_asset: NetworkAsset, confirmations: int, min_amount_base_units: int = 0
 ) -> ConfirmationRule:
@@ -38,14 +41,14 @@ def confirmation_rule_set(
     if (
         isinstance(confirmations, bool)
         or not isinstance(confirmations, int)
-        or not 1 <= confirmations <= 10_000
+        or not 1 <= confirmations <= MAX_CONFIRMATIONS
     ):
         raise InvalidRequest(
-            "confirmations must be a whole number from 1 to 10000",
+            f"confirmations must be a whole number from 1 to {MAX_CONFIRMATIONS}",
             code="invalid_parameter",
             param="confirmations",
         )
-    if not isinstance(min_amount_base_units, int) or min_amount_base_units < 0:
+    if not isinstance(min_amount_base_units, int) or not 0 <= min_amount_base_units < 10**78:
         raise InvalidRequest(
             "the tier's minimum amount must be zero or more", code="invalid_amount", param="min_amount"
         )

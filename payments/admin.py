@@ -3,13 +3,13 @@ dangerous actions belong to the `support` app."""
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from . import accounts
-from .accounts import api_key_create, api_key_revoke, confirmation_rule_set
+from .accounts import MAX_CONFIRMATIONS, api_key_create, api_key_revoke, confirmation_rule_set
 from .admin_access import ActionPermissionMixin
 from .chains.redaction import redact_url
 from .errors import GatewayError
@@ -93,6 +93,13 @@ class NetworkAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("scan_cursor", "tip", "scan_status")
 
+    def lookup_allowed(self, lookup, value, request=None):
+        # The stock admin allows any lookup on a model's own fields in the list URL:
+        # ?rpc_url__startswith=... would tell anyone who may view networks the URL a character at a time.
+        if lookup.split("__", 1)[0] in ("rpc_url", "rpc_url_clear"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
     def get_fields(self, request, obj=None):
         # Whoever cannot change the network sees the URL redacted, never the form field (whose read-only
         # display would be the stored value).
@@ -162,9 +169,9 @@ class ConfirmationRuleForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["network_asset"].queryset = NetworkAsset.objects.select_related("asset", "network")
-        self.fields["confirmations"].min_value = 1
-        self.fields["confirmations"].widget.attrs["min"] = 1
-        self.fields["confirmations"].validators.append(MinValueValidator(1))
+        confirmations = self.fields["confirmations"]
+        confirmations.widget.attrs.update(min=1, max=MAX_CONFIRMATIONS)
+        confirmations.validators += [MinValueValidator(1), MaxValueValidator(MAX_CONFIRMATIONS)]
         if self.instance.pk:
             self.initial["min_amount"] = format_amount(
                 int(self.instance.min_amount_base_units), self.instance.network_asset.decimals
@@ -175,7 +182,10 @@ class ConfirmationRuleForm(forms.ModelForm):
         network_asset, amount = cleaned.get("network_asset"), cleaned.get("min_amount")
         if network_asset is not None and amount is not None:
             try:
-                self.instance.min_amount_base_units = to_base_units(amount, network_asset.decimals)
+                base_units = to_base_units(amount, network_asset.decimals)
+                if base_units >= 10**78:  # the column is NUMERIC(78, 0)
+                    self.add_error("min_amount", "too large an amount")
+                self.instance.min_amount_base_units = base_units
             except ValueError:
                 self.add_error(
                     "min_amount", f"{network_asset.asset.code} has {network_asset.decimals} decimals"
@@ -183,10 +193,36 @@ class ConfirmationRuleForm(forms.ModelForm):
         return cleaned
 
 
+class ConfirmationRuleFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        seen: set[tuple[int, int]] = set()
+        for form in self.forms:
+            if (not form.has_changed() and not form.instance.pk) or (
+                self.can_delete and self._should_delete_form(form)
+            ):
+                continue
+            network_asset = form.cleaned_data.get("network_asset")
+            if network_asset is None or form.errors:
+                continue
+            tier = (network_asset.pk, int(form.instance.min_amount_base_units))
+            if tier in seen:
+                raise forms.ValidationError(
+                    f"two tiers for {network_asset} from the same amount: keep one", code="duplicate_tier"
+                )
+            seen.add(tier)
+
+
 class ConfirmationRuleInline(admin.TabularInline):
     model = ConfirmationRule
     form = ConfirmationRuleForm
+    formset = ConfirmationRuleFormSet
     extra = 0
+
+    @admin.display(description="from amount due (asset units)")
+    def min_amount(self, rule):
+        """What staff who may only view see (the form field shows it to those who may change)."""
+        return format_amount(int(rule.min_amount_base_units), rule.network_asset.decimals)
 
 
 class WalletInline(admin.TabularInline):

@@ -28,14 +28,14 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .errors import GatewayError
 from .models import PaymentIntent, PaymentState
-from .pricing import FIAT_CURRENCIES, format_amount_for_display
+from .pricing import format_amount_for_display
 from .ratelimit import limited
 from .selectors import (
     amount_remaining,
-    checkout_options,
     display_address,
     intent_queryset,
     intents_transactions,
+    payment_options,
     payment_uri,
     payment_uri_remaining,
     price_text,
@@ -137,7 +137,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
             ) % {"network": na.network.name}
         if intent.state == S.AWAITING_PAYMENT and window_open:
             detail += " " + _("To pay, send exactly the amount below before the time runs out.")
-    if intent.state == S.CREATED and not _open_for_payments(intent):
+    if intent.state == S.CREATED and (not _open_for_payments(intent) or not _options(intent)):
         detail = _("This shop cannot take payments right now.")
     seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
     waiting = intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.UNDERPAID) and window_open
@@ -185,11 +185,7 @@ def _secured(response: HttpResponse, intent: PaymentIntent) -> HttpResponse:
 
 
 def _options(intent: PaymentIntent) -> list:
-    """The merchant's pairs; for a price in an asset (not fiat), only that asset on its networks."""
-    options = checkout_options(intent.merchant)
-    if intent.price_currency not in FIAT_CURRENCIES:
-        options = [na for na in options if na.asset.code == intent.price_currency]
-    return options
+    return payment_options(intent.merchant, intent.price_currency)
 
 
 def _per_minute() -> int:

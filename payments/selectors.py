@@ -174,6 +174,15 @@ def checkout_options(merchant: Merchant) -> list[NetworkAsset]:
     return [na for na in options if (na.network.chain == "evm" and evm) or na.network_id in networks]
 
 
+def payment_options(merchant: Merchant, price_currency: str) -> list[NetworkAsset]:
+    """What a customer may pay an intent priced in `price_currency` with: the merchant's checkout options;
+    for a price in an asset (not fiat), only that asset on its networks."""
+    options = checkout_options(merchant)
+    if price_currency not in FIAT_CURRENCIES:
+        options = [na for na in options if na.asset.code == price_currency]
+    return options
+
+
 def display_address(intent: PaymentIntent) -> str | None:
     if intent.address is None:
         return None

@@ -51,6 +51,7 @@ from .selectors import (
     intent_evidence,
     intent_facts,
     intent_representation,
+    payment_options,
     transactions_representation,
 )
 from .wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
@@ -182,6 +183,14 @@ def payment_intent_create(
             late_payment_window_minutes=merchant.late_payment_window_minutes,
         )
         if data.network_asset is None:
+            if not payment_options(merchant, data.price_currency):
+                # The customer would find nothing to choose on the checkout.
+                raise InvalidRequest(
+                    f"nothing can pay {data.price_currency} here now: no enabled asset on a watched network "
+                    "with a wallet of the merchant",
+                    code="no_payment_options",
+                    param="currency",
+                )
             # inserts the intent
             _events_write(intent=intent, events=[("payment.created", "created", None)], transactions=[])
             return intent

@@ -36,7 +36,7 @@ def reference_data(request):
     from django.apps import apps
 
     seed = importlib.import_module("payments.migrations.0002_reference_data").seed
-    display = importlib.import_module("payments.migrations.0010_merchant_display_decimals")
+    display = importlib.import_module("payments.migrations.0010_asset_display_decimals")
     request.getfixturevalue("transactional_db")
     seed(apps, None)
     display.seed_display_decimals(apps, None)

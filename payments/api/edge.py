@@ -6,6 +6,7 @@ Every refusal is {"error": {"code", "message", "param"}} with a stable code, lik
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -50,12 +51,17 @@ def unstorable(text: str) -> bool:
 
 class InputGuardMiddleware:
     """Refuses a path or query parameter holding a NUL byte or a lone surrogate with a 400
-    `invalid_characters`, for the API and the checkout alike, before any view or query runs."""
+    `invalid_characters`, for the API and the checkout alike, before any view or query runs; drops such
+    cookies."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # A cookie that cannot be stored (a forged session id with a NUL) is dropped, as if never sent:
+        # the session and CSRF machinery would otherwise take it to the database.
+        for name in [n for n, v in request.COOKIES.items() if unstorable(n) or unstorable(v)]:
+            del request.COOKIES[name]
         if unstorable(request.path):
             return JsonResponse(
                 error_body("invalid_characters", "the path holds a NUL byte or an invalid character"),
@@ -95,18 +101,61 @@ def _check_parsed(data: Any) -> None:
             raise ParseError("a string holds a NUL byte or a lone surrogate", "invalid_characters")
 
 
+# A JSON string (escapes included) or one bracket: what the depth count looks at in the raw body.
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_depth(raw: bytes) -> None:
+    """Nesting counted on the raw bytes, before any parser recurses: the C parser's own guard depends on
+    the interpreter's recursion limit, which imported libraries raise (web3's py_ecc sets 100,000), and
+    past the stack's real depth the process dies instead of raising."""
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(
+                    f"the body is nested deeper than {MAX_JSON_DEPTH} levels", "nesting_too_deep"
+                )
+        elif token in (b"]", b"}"):
+            depth -= 1
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys repeat is ambiguous (parsers differ on which value wins): refused."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ParseError("an object has the same key twice", "duplicate_key")
+    return data
+
+
 class StrictJSONParser(JSONParser):
-    """JSON bodies, refused with a 400 when they hold what cannot be stored or are nested too deeply."""
+    """JSON bodies, refused with a 400 when they hold what cannot be stored, repeat a key or are nested
+    too deeply (checked on the raw bytes first)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        _check_depth(raw)
+        encoding = (parser_context or {}).get("encoding") or "utf-8"
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = json.loads(
+                raw.decode(encoding),
+                parse_constant=_no_constant if self.strict else None,
+                object_pairs_hook=_unique_keys,
+            )
         except RecursionError:
             raise ParseError(
                 f"the body is nested deeper than {MAX_JSON_DEPTH} levels", "nesting_too_deep"
             ) from None
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+            raise ParseError(f"JSON parse error - {exc}") from None
         _check_parsed(data)
         return data
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _is_api(request: HttpRequest) -> bool:

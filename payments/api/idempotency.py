@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -20,6 +21,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.encryption import secret_decrypt, secret_encrypt
 from payments.errors import IdempotencyKeyReused, InvalidRequest
 from payments.models import IdempotencyRecord, Merchant
 
@@ -30,6 +32,27 @@ _RESPONSE_BODY = IdempotencyRecord._meta.get_field("response_body")
 def request_fingerprint(request: Request) -> str:
     body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+# A response that shows a secret once (a webhook endpoint created or rotated) is kept for its replay with the
+# secret encrypted, like the secret itself: a database dump must not hold it in the clear.
+_SECRET, _SECRET_ENCRYPTED = "secret", "secret_encrypted_for_replay"
+
+
+def _body_to_store(data: Any) -> Any:
+    if isinstance(data, dict) and isinstance(data.get(_SECRET), str):
+        stored = {k: v for k, v in data.items() if k != _SECRET}
+        stored[_SECRET_ENCRYPTED] = secret_encrypt(data[_SECRET])
+        return stored
+    return data
+
+
+def _body_to_replay(stored: Any) -> Any:
+    if isinstance(stored, dict) and _SECRET_ENCRYPTED in stored:
+        data = {k: v for k, v in stored.items() if k != _SECRET_ENCRYPTED}
+        data[_SECRET] = secret_decrypt(stored[_SECRET_ENCRYPTED])
+        return data
+    return stored
 
 
 def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Response]) -> Response:
@@ -62,7 +85,7 @@ def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Respo
                         "WHERE id = %s",
                         [
                             response.status_code,
-                            _RESPONSE_BODY.get_db_prep_save(response.data, connection),
+                            _RESPONSE_BODY.get_db_prep_save(_body_to_store(response.data), connection),
                             row[0],
                         ],
                     )
@@ -76,6 +99,8 @@ def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Respo
                 "this Idempotency-Key was used with other parameters; use a new key for a new request"
             )
         return Response(
-            record.response_body, status=record.response_status, headers={"Idempotent-Replayed": "true"}
+            _body_to_replay(record.response_body),
+            status=record.response_status,
+            headers={"Idempotent-Replayed": "true"},
         )
     raise InvalidRequest("could not claim the Idempotency-Key", code="invalid_idempotency_key")

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('payments', '0010_merchant_display_decimals'),
+        ('payments', '0010_asset_display_decimals'),
     ]
 
     operations = [

@@ -52,6 +52,19 @@ def test_view_only_staff_never_see_node_credentials(network):
     assert b'name="rpc_url"' not in change.content
 
 
+@pytest.mark.parametrize(
+    "lookup", ["rpc_url__startswith=http://user", "rpc_url__contains=s3cret", "rpc_url__regex=.", "rpc_url=x"]
+)
+def test_the_node_url_cannot_be_guessed_through_list_filters(network, lookup):
+    """Before: ?rpc_url__startswith=... listed the network or not, so its URL could be read a character at
+    a time by anyone who may view networks."""
+    client = staff_client("view_network")
+    client.raise_request_exception = False
+    response = client.get(f"/admin/payments/network/?{lookup}")
+    assert response.status_code == 400
+    assert network.code.encode() not in response.content
+
+
 def management_form(content: bytes) -> dict[str, str]:
     """The inline formsets' hidden fields as the page renders them (their prefixes are the admin's)."""
     fields = re.findall(

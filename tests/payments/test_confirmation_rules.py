@@ -142,3 +142,51 @@ def test_the_scanner_honours_each_tier(local_usdc, merchant, api):
     assert states() == ("paid", "confirming")
     node.mine(1)  # large: 5
     assert states() == ("paid", "paid")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"0-confirmations": "10001"}, b"less than or equal to 10000"),
+        ({"0-confirmations": "0"}, b"greater than or equal to 1"),
+        ({"0-min_amount": "1E+60"}, b"too large an amount"),
+        ({"0-min_amount": "1.0"}, b"two tiers for"),  # 1 and 1.0 are one tier
+    ],
+)
+def test_odd_tiers_are_form_errors_not_500s_or_lost_tiers(admin_client, merchant, changes, message):
+    """Before: 10001 confirmations and 1E+60 answered 500; two rows for one tier were silently merged."""
+    url = f"/admin/payments/merchant/{merchant.pk}/change/"
+    data = admin_form_data(admin_client.get(url))
+    prefix = "confirmation_rules"
+    eth = str(local("ETH").pk)
+    data.update(
+        {
+            f"{prefix}-TOTAL_FORMS": "2",
+            f"{prefix}-0-network_asset": eth,
+            f"{prefix}-0-min_amount": "0",
+            f"{prefix}-0-confirmations": "3",
+            f"{prefix}-1-network_asset": eth,
+            f"{prefix}-1-min_amount": "1",
+            f"{prefix}-1-confirmations": "9",
+        }
+    )
+    data.update({f"{prefix}-{k}": v for k, v in changes.items()})
+    response = admin_client.post(url, data)
+    assert response.status_code == 200 and message in response.content
+    assert not ConfirmationRule.objects.exists()
+
+
+def test_staff_who_may_only_view_see_the_tier_in_asset_units(client, merchant):
+    from django.contrib.auth.models import Permission, User
+
+    confirmation_rule_set(
+        merchant=merchant, network_asset=local("ETH"), confirmations=7, min_amount_base_units=10**18 // 2
+    )
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_merchant", "view_confirmationrule"])
+    )
+    client.force_login(viewer)
+    page = client.get(f"/admin/payments/merchant/{merchant.pk}/change/")
+    assert page.status_code == 200
+    assert b"0.500000000000000000" in page.content

@@ -57,6 +57,7 @@ def test_a_network_is_accepted_once_an_operator_gives_it_a_node(api):
 
 
 def test_select_asset_refuses_an_unwatched_network(api):
+    Network.objects.filter(code="base").update(rpc_url="https://base-node.example/rpc")
     intent = api.post("/api/v1/payment-intents", {"amount": "10", "currency": "USD"}, format="json").json()
     response = api.post(
         f"/api/v1/payment-intents/{intent['id']}/select-asset",
@@ -74,11 +75,13 @@ def test_the_checkout_offers_only_watched_networks(client):
     from payments import services
     from payments.models import NetworkAsset
 
+    Network.objects.filter(code="base").update(rpc_url="https://base-node.example/rpc")
     intent = services.payment_intent_create(
         merchant=make_merchant(),
         data=services.IntentInput(price_amount=Decimal("10"), price_currency="USD"),
         now=timezone.now(),
     )
+    Network.objects.filter(code="base").update(rpc_url="")
     page = client.get(f"/pay/{intent.checkout_token}")
     assert page.status_code == 200
     for name in ("Local development chain", "Ethereum", "Base", "Bitcoin", "Litecoin regtest"):
@@ -94,3 +97,39 @@ def test_the_checkout_offers_only_watched_networks(client):
     choice = client.post(f"/pay/{intent.checkout_token}/select", {"option": str(unwatched.pk)})
     assert choice.status_code == 400
     assert PaymentIntent.objects.get(pk=intent.pk).network_asset_id is None
+
+
+def test_an_intent_nothing_could_pay_is_refused(api):
+    """Before: with no network watched, an intent without an asset was created and its checkout page
+    offered nothing."""
+    response = api.post("/api/v1/payment-intents", {"amount": "10", "currency": "USD"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "no_payment_options"
+    assert PaymentIntent.objects.count() == 0
+    Network.objects.filter(code="base").update(rpc_url="https://base-node.example/rpc")
+    assert (
+        api.post("/api/v1/payment-intents", {"amount": "10", "currency": "USD"}, format="json").status_code
+        == 201
+    )
+    # priced in an asset that nothing watched carries
+    response = api.post("/api/v1/payment-intents", {"amount": "0.1", "currency": "BTC"}, format="json")
+    assert response.json()["error"]["code"] == "no_payment_options"
+
+
+def test_a_created_intent_whose_options_went_away_says_the_shop_cannot_take_payments(client):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from payments import services
+
+    Network.objects.filter(code="base").update(rpc_url="https://base-node.example/rpc")
+    intent = services.payment_intent_create(
+        merchant=make_merchant(),
+        data=services.IntentInput(price_amount=Decimal("10"), price_currency="USD"),
+        now=timezone.now(),
+    )
+    Network.objects.filter(code="base").update(rpc_url="")
+    page = client.get(f"/pay/{intent.checkout_token}")
+    assert b"This shop cannot take payments right now." in page.content
+    assert b"Pick a currency and network below." not in page.content

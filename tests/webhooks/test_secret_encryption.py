@@ -183,3 +183,46 @@ def test_a_secret_no_key_opens_fails_its_endpoint_only(api, shop, receiver, sett
     (attempt,) = WebhookAttempt.objects.all()
     assert attempt.outcome == "failed" and "no active signing secret" in attempt.error
     assert "cannot be decrypted with any key in GATEWAY_SECRETS_KEYS" in caplog.text
+
+
+def every_row_of_every_table() -> str:
+    """The whole database as a dump would show it: every row of every table, as text."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = [row[0] for row in cursor.fetchall()]
+        dump = []
+        for table in tables:
+            cursor.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')
+            dump += [row[0] for row in cursor.fetchall()]
+    return "\n".join(dump)
+
+
+def test_no_table_holds_a_secret_not_even_the_idempotent_replay(api, receiver):  # noqa: F811
+    """Before: the idempotency record kept the create's and the rotation's answers, secret included, in
+    the clear for 24 h."""
+    response = api.post(
+        "/api/v1/webhook-endpoints", {"url": receiver.url}, format="json", HTTP_IDEMPOTENCY_KEY="hook-1"
+    )
+    created = response.json()
+    rotated = api.post(
+        f"/api/v1/webhook-endpoints/{created['id']}/rotate-secret",
+        {},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="rotate-1",
+    ).json()
+    dump = every_row_of_every_table()
+    for secret in (created["secret"], rotated["secret"]):
+        for form in forms_of(secret):
+            assert form not in dump
+    # the replays still show the secret they showed the first time
+    again = api.post(
+        "/api/v1/webhook-endpoints", {"url": receiver.url}, format="json", HTTP_IDEMPOTENCY_KEY="hook-1"
+    )
+    assert again["Idempotent-Replayed"] == "true" and again.json() == created
+    again = api.post(
+        f"/api/v1/webhook-endpoints/{created['id']}/rotate-secret",
+        {},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="rotate-1",
+    )
+    assert again.json() == rotated
