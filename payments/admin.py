@@ -273,7 +273,7 @@ def _wallet_add_arguments(data) -> dict:
 
 
 @admin.register(Wallet)
-class WalletAdmin(admin.ModelAdmin):
+class WalletAdmin(ActionPermissionMixin, admin.ModelAdmin):
     """Wallets are added through the service and never edited or deleted (their addresses are evidence):
     deactivate one to stop deriving from it."""
 
@@ -306,14 +306,16 @@ class WalletAdmin(admin.ModelAdmin):
             setattr(obj, field.attname, getattr(wallet, field.attname))
         obj._state.adding = False
 
-    @admin.action(description="Deactivate selected wallets", permissions=["change"])
+    @admin.action(description="Deactivate selected wallets", permissions=["action"])
     def deactivate(self, request, queryset):
+        self.require_action_permission(request, queryset)
         for wallet in queryset.filter(is_active=True):
             accounts.wallet_deactivate(wallet=wallet)
             self.message_user(request, f"wallet {wallet.pk} deactivated", messages.SUCCESS)
 
-    @admin.action(description="Reactivate selected wallets", permissions=["change"])
+    @admin.action(description="Reactivate selected wallets", permissions=["action"])
     def reactivate(self, request, queryset):
+        self.require_action_permission(request, queryset)
         for wallet in queryset.filter(is_active=False):
             try:
                 accounts.wallet_reactivate(wallet=wallet)

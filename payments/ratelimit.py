@@ -55,6 +55,20 @@ def client_address(request: HttpRequest) -> str:
     return chain[0]
 
 
+def client_key(address: str) -> str:
+    """What a client's count is kept under: its IPv4 address, or the /64 its IPv6 address lies in (one
+    subscriber usually holds a whole /64, and could otherwise rotate through it for fresh budgets)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _trusted(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -112,7 +126,7 @@ def limited(
     def decorate(view):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
-            address = client_address(request)
+            address = client_key(client_address(request))
             limit = per_minute()
             wait = hit(name, address, limit) if limit > 0 else None
             if wait is None and per_token is not None:

@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from payments.admin import EvidenceAdmin  # defined before payments.admin imports this module
@@ -135,9 +136,21 @@ class WebhookEndpointAdmin(ActionPermissionMixin, admin.ModelAdmin):
             now=timezone.now(),
         )
         obj.pk = endpoint.pk
-        messages.warning(
-            request, f"Signing secret of {endpoint.pk} (shown once, give it to the merchant): {secret}"
+        obj.secret_shown_once = secret  # not a field: lives until the response below is rendered
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._secrets_page(request, "Webhook endpoint added", [(obj, obj.secret_shown_once)])
+
+    def _secrets_page(self, request, title: str, shown: list[tuple[WebhookEndpoint, str]]):
+        """Secrets are shown on this page once, never in messages (kept in a cookie or the session until
+        the next page) and never cached."""
+        response = TemplateResponse(
+            request,
+            "admin/payments/webhookendpoint/secrets.html",
+            {**self.admin_site.each_context(request), "opts": self.opts, "title": title, "shown": shown},
         )
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Enable (paused deliveries resume)", permissions=("action",))
     def enable(self, request, queryset):
@@ -162,13 +175,16 @@ class WebhookEndpointAdmin(ActionPermissionMixin, admin.ModelAdmin):
     )
     def rotate_secret(self, request, queryset):
         self.require_action_permission(request, queryset)
-        for endpoint in queryset:
-            secret = endpoints.endpoint_secret_rotate(
-                endpoint=endpoint, overlap=ROTATION_OVERLAP, now=timezone.now()
+        shown = [
+            (
+                endpoint,
+                endpoints.endpoint_secret_rotate(
+                    endpoint=endpoint, overlap=ROTATION_OVERLAP, now=timezone.now()
+                ),
             )
-            self.message_user(
-                request, f"New secret of {endpoint.pk} (shown once): {secret}", level=messages.WARNING
-            )
+            for endpoint in queryset
+        ]
+        return self._secrets_page(request, "Signing secrets rotated", shown)
 
     @admin.action(description="Replay the events of a time range…", permissions=("action",))
     def replay_range(self, request, queryset):

@@ -138,3 +138,18 @@ def test_counts_in_redis_survive_a_flood_and_expire_with_their_window(settings, 
     finally:
         for key in server.scan_iter(f"{prefix}:*"):
             server.delete(key)
+
+
+def test_an_ipv6_client_counts_per_64_not_per_address(settings, one_window):
+    """Before: each address of one /64 had its own budget, so a subscriber could rotate through its
+    2^64 addresses and never be limited."""
+    settings.GATEWAY_CHECKOUT_RATE_PER_MINUTE = 3
+    codes = [
+        Client(REMOTE_ADDR=f"2001:db8:1:2::{i:x}").get(f"/pay/{secrets.token_urlsafe(24)}").status_code
+        for i in range(1, 6)
+    ]
+    assert codes == [404, 404, 404, 429, 429]
+    other_64 = Client(REMOTE_ADDR="2001:db8:1:3::1")
+    assert other_64.get(f"/pay/{secrets.token_urlsafe(24)}").status_code == 404
+    # an IPv4 client keeps its own address, also when it arrives mapped into IPv6
+    assert ratelimit.client_key("::ffff:203.0.113.7") == ratelimit.client_key("203.0.113.7") == "203.0.113.7"

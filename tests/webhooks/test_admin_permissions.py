@@ -77,7 +77,10 @@ def messages_of(response) -> list[str]:
 
 def rotated(world: World, response) -> None:
     assert world.endpoint.secrets.count() == 2
-    assert any("whsec_" in m for m in messages_of(response)), "the new secret is shown to who may rotate"
+    new = world.endpoint.secrets.order_by("-created_at").first().secret
+    assert new.encode() in response.content, "the new secret is shown to who may rotate, on its page"
+    assert "no-store" in response["Cache-Control"]
+    assert not any("whsec_" in m for m in messages_of(response)), "never kept in a message"
 
 
 def enabled(world: World, response) -> None:
