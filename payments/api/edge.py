@@ -77,7 +77,21 @@ class InputGuardMiddleware:
                     ),
                     status=400,
                 )
-        return self.get_response(request)
+        response = self.get_response(request)
+        if response.status_code == 404 and _is_api(request) and not _is_json(response):
+            # With DEBUG on (the demo), Django answers an unknown path with its own page, not handler404.
+            return not_found(request)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        # A body over the size limit surfaces while the view reads it: the same answer with DEBUG on or off.
+        if isinstance(exception, RequestDataTooBig):
+            return bad_request(request, exception)
+        return None
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
 
 
 def _check_parsed(data: Any) -> None:

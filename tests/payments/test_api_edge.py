@@ -235,3 +235,18 @@ def test_a_cookie_with_a_nul_is_dropped_not_a_500(path):
     client = Client(raise_request_exception=False)
     response = client.get(path, HTTP_COOKIE='sessionid="\\000abcdefghij"; csrftoken="a\\000b"')
     assert response.status_code in (200, 302, 404), response.status_code
+
+
+def test_with_debug_on_as_in_the_demo_api_errors_keep_the_envelope(api, settings):
+    """The demo runs with DEBUG on, where Django answers unknown paths and oversized bodies with its own
+    debug pages (before: HTML under /api/ in the demo)."""
+    settings.DEBUG = True
+    envelope(api.get("/api/v1/no-such-thing"), 404, "not_found")
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    body = '{"amount": "1", "currency": "ETH", "metadata": {"blob": "' + "x" * 70_000 + '"}}'
+    response = api.generic("POST", "/api/v1/payment-intents", body, content_type="application/json")
+    envelope(response, 413, "request_too_large")
+    assert api.get("/api/v1/payment-intents/pi_missing").json()["error"]["code"] in (
+        "not_found",
+        "intent_not_found",
+    )
