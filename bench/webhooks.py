@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -187,7 +188,7 @@ class Run:
             services.payment_intent_create(
                 merchant=merchant,
                 data=services.IntentInput(
-                    price_amount=services.Decimal("25"),
+                    price_amount=Decimal("25"),
                     price_currency="USDC",
                     network_asset=na,
                     merchant_order_id=f"order-{i}",

@@ -169,6 +169,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Project-level static files (the checkout's, the console's) beside the apps' own.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = STATE_DIR / "static"
 # Served by WhiteNoise straight from the apps' static folders (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = True

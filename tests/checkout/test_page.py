@@ -268,7 +268,7 @@ def contrast(a: str, b: str) -> float:
 def test_text_colours_meet_wcag_aa_contrast():
     from pathlib import Path
 
-    css = (Path(__file__).resolve().parents[2] / "payments/static/checkout/checkout.css").read_text()
+    css = (Path(__file__).resolve().parents[2] / "static/checkout/checkout.css").read_text()
     colours = dict(re.findall(r"--(\w+): (#[0-9a-f]{6}|#[0-9a-f]{3})\b", css))
     pairs = [
         ("ink", "#ffffff"),

@@ -34,7 +34,7 @@ def new_intent(amount: str, asset: str = "USDC", *, now=None, merchant=None) -> 
     na = NetworkAsset.objects.select_related("asset", "network").get(
         asset__code=asset, network__code="evm-local"
     )
-    data = services.IntentInput(price_amount=services.Decimal(amount), price_currency=asset, network_asset=na)
+    data = services.IntentInput(price_amount=Decimal(amount), price_currency=asset, network_asset=na)
     merchant = merchant or make_merchant()
     return services.payment_intent_create(merchant=merchant, data=data, now=now or timezone.now())
 

@@ -4,6 +4,7 @@ its error is logged with the network, counted for the admin, and never carries t
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -40,7 +41,7 @@ def test_dead_node_does_not_stop_other_networks(local_usdc, eager_celery, caplog
     na = NetworkAsset.objects.select_related("asset", "network").get(
         asset__code="USDC", network__code="evm-local"
     )
-    data = services.IntentInput(price_amount=services.Decimal("10"), price_currency="USDC", network_asset=na)
+    data = services.IntentInput(price_amount=Decimal("10"), price_currency="USDC", network_asset=na)
     intent = services.payment_intent_create(merchant=make_merchant(), data=data, now=timezone.now())
     token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
     node.mine(2)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from payments import services
 from payments.accounts import wallet_add
 from payments.errors import InvalidRequest
-from payments.models import PaymentAddress
+from payments.models import Network, PaymentAddress
 from payments.wallets import derive_bech32_address, derive_evm_address, parse_account_key
 from tests.factories import account_key, make_merchant
 from tests.payments.test_services_settle import new_intent
@@ -102,7 +102,7 @@ def test_a_deactivated_wallets_pool_is_never_claimed():
 
 def test_refill_without_a_wallet_is_a_clear_error():
     merchant = make_merchant(wallets=False)
-    network = services.Network.objects.get(code="ethereum")
+    network = Network.objects.get(code="ethereum")
     with pytest.raises(InvalidRequest) as raised:
         services.address_pool_refill(merchant_id=merchant.pk, network=network, now=timezone.now())
     assert raised.value.code == "no_wallet_for_network"

@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from payments import services
+from payments.chains.base import Transfer
 from payments.models import Event, PaymentIntent, StateTransition
 from tests.factories import BIP84_FIRST_ADDRESS, ETH_FIRST_ADDRESS, make_api_key, make_merchant
 
@@ -225,7 +226,7 @@ def test_underpaid_bitcoin_intent_gives_a_bip21_uri_for_what_is_left(api):
     now = timezone.now()
     services.chain_tip_record(network_code="bitcoin", height=801, block_hash="0xb801", now=now)
     services.observation_record(
-        transfer=services.Transfer(
+        transfer=Transfer(
             network_code="bitcoin",
             tx_hash="ab" * 32,
             output_index=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -10,6 +11,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from payments import services
+from payments.chains.base import Transfer
 from payments.models import ChainObservation, Event, NetworkAsset, PaymentIntent, StateTransition
 from tests.factories import make_merchant
 
@@ -23,13 +25,11 @@ def new_intent(
 ) -> PaymentIntent:
     merchant = merchant or make_merchant()
     na = NetworkAsset.objects.select_related("asset", "network").get(asset__code=asset, network__code=network)
-    data = services.IntentInput(
-        price_amount=services.Decimal(amount), price_currency=asset, network_asset=na, **kw
-    )
+    data = services.IntentInput(price_amount=Decimal(amount), price_currency=asset, network_asset=na, **kw)
     return services.payment_intent_create(merchant=merchant, data=data, now=now or timezone.now())
 
 
-def transfer(intent: PaymentIntent, tx="0xaa", amount=10_000_000, **kw) -> services.Transfer:
+def transfer(intent: PaymentIntent, tx="0xaa", amount=10_000_000, **kw) -> Transfer:
     base = {
         "network_code": "ethereum",
         "tx_hash": tx,
@@ -38,7 +38,7 @@ def transfer(intent: PaymentIntent, tx="0xaa", amount=10_000_000, **kw) -> servi
         "amount_base_units": amount,
         "token_contract": USDC_ETH,
     }
-    return services.Transfer(**(base | kw))
+    return Transfer(**(base | kw))
 
 
 def states(intent: PaymentIntent) -> list[tuple[str, str]]:

@@ -1,0 +1,40 @@
+"""The only code that writes intents, observations, transitions and events, split by noun: reference data,
+intents, addresses, evidence and settling, events. Callers import from here (`from payments import
+services`); the modules import each other only for what they share."""
+
+from .addresses import address_pool_refill, address_pools_top_up
+from .events import events_write
+from .evidence import (
+    chain_tip_record,
+    expire_due_intents,
+    observation_record,
+    observations_set_canonical,
+    payment_settle,
+)
+from .intents import (
+    IntentInput,
+    payment_intent_cancel,
+    payment_intent_create,
+    payment_intent_select_asset,
+    price_validate,
+)
+from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
+
+__all__ = [
+    "IntentInput",
+    "address_pool_refill",
+    "address_pools_top_up",
+    "chain_tip_record",
+    "default_rate_source",
+    "events_write",
+    "expire_due_intents",
+    "network_asset_resolve",
+    "observation_record",
+    "observations_set_canonical",
+    "payment_intent_cancel",
+    "payment_intent_create",
+    "payment_intent_select_asset",
+    "payment_settle",
+    "price_validate",
+    "reference_cache_clear",
+]

@@ -1,0 +1,193 @@
+"""Payment addresses: claimed from each wallet's pool of addresses derived ahead (public keys only:
+nothing here can spend), and the pools topped up."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from ..errors import Conflict, InvalidRequest
+from ..models import (
+    Network,
+    NetworkAsset,
+    PaymentAddress,
+)
+from ..wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1024)
+def _account_key(text: str) -> AccountKey:
+    return parse_account_key(text)
+
+
+def _wallet_scope(network: Network) -> tuple[str, list[Any]]:
+    """The SQL condition (on alias `w`) picking the merchant's active wallet for a network: the one EVM
+    wallet serves every EVM network; a Bitcoin-family wallet serves one."""
+    if network.chain == "evm":
+        return "w.chain = %s AND w.is_active AND w.network_id IS NULL", [network.chain]
+    return "w.chain = %s AND w.is_active AND w.network_id = %s", [network.chain, network.pk]
+
+
+def address_claim(
+    *, merchant_id: str, network_asset: NetworkAsset, now: datetime
+) -> tuple[PaymentAddress, list[tuple[int, int]]]:
+    """Claim the lowest free address of the merchant's wallet pool for this network, and read the
+    merchant's confirmation tiers for the asset, in one statement. Free addresses locked by another
+    create are skipped (`SKIP LOCKED`), so creates do not wait on each other; the claim is undone if
+    the create rolls back. A low pool is topped up by the first create that sees it low; an empty
+    one is refilled before claiming."""
+    scope, scope_params = _wallet_scope(network_asset.network)
+    sql = f"""
+        WITH claimed AS (
+            UPDATE payments_paymentaddress SET claimed_at = %s
+            WHERE id = (
+                SELECT a.id FROM payments_paymentaddress a JOIN payments_wallet w ON w.id = a.wallet_id
+                WHERE w.merchant_id = %s AND {scope} AND a.claimed_at IS NULL
+                ORDER BY a.derivation_index LIMIT 1
+                FOR UPDATE OF a SKIP LOCKED)
+            RETURNING id, wallet_id, derivation_index, address)
+        SELECT c.id, c.wallet_id, c.derivation_index, c.address,
+            (SELECT next_index FROM payments_wallet WHERE id = c.wallet_id),
+            (SELECT json_agg(json_build_array(r.min_amount_base_units::text, r.confirmations))
+             FROM payments_confirmationrule r WHERE r.merchant_id = %s AND r.network_asset_id = %s)
+        FROM (SELECT 1) AS one LEFT JOIN claimed c ON TRUE
+    """
+    params = [now, merchant_id, *scope_params, merchant_id, network_asset.pk]
+    for attempt in range(3):  # the third claim is sure: it follows our own refill, invisible to others
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            address_id, wallet_id, index, address, next_index, tiers = cursor.fetchone()
+        if address_id is not None:
+            if next_index - index <= settings.GATEWAY_ADDRESS_POOL_BATCH // 2:
+                # Top the pool up before it runs dry, unless another create is doing it right now.
+                address_pool_refill(
+                    merchant_id=merchant_id, network=network_asset.network, now=now, skip_if_busy=True
+                )
+            # psycopg decodes json itself: a list of [min_amount_text, confirmations] pairs, or NULL.
+            tiers = [(int(amount), confirmations) for amount, confirmations in tiers or ()]
+            return (
+                PaymentAddress(
+                    pk=address_id,
+                    wallet_id=wallet_id,
+                    derivation_index=index,
+                    address=address,
+                    claimed_at=now,
+                ),
+                tiers,
+            )
+        # Many creates can find the pool empty at once: the first refills it, the others wait for its
+        # commit on the wallet row and then claim from its batch instead of deriving one each.
+        if attempt < 2:
+            address_pool_refill(
+                merchant_id=merchant_id, network=network_asset.network, now=now, only_if_empty=attempt == 0
+            )
+    raise Conflict("could not claim an address; try again", code="address_pool_exhausted")
+
+
+def address_pool_refill(
+    *,
+    merchant_id: str,
+    network: Network,
+    now: datetime,
+    batch: int | None = None,
+    only_if_empty: bool = False,
+    skip_if_busy: bool = False,
+) -> int:
+    """Derive the next `batch` addresses of the merchant's wallet for a network into its pool, under the
+    wallet's row lock (held to the end of the transaction, so two refills never derive one index; `NO
+    KEY UPDATE`, so the foreign-key checks of concurrent creates referencing the wallet do not wait).
+    With `only_if_empty`, derive nothing if the pool has a free address; with `skip_if_busy`, nothing
+    if another transaction holds the wallet. Returns how many were derived. Public keys only:
+    nothing here can spend."""
+    batch = batch or settings.GATEWAY_ADDRESS_POOL_BATCH
+    scope, scope_params = _wallet_scope(network)
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w "
+            f"WHERE w.merchant_id = %s AND {scope} FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
+            [merchant_id, *scope_params],
+        )
+        row = cursor.fetchone()
+        if row is None and skip_if_busy:
+            return 0
+        if row is None:
+            raise InvalidRequest(
+                f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
+                code="no_wallet_for_network",
+                param="network",
+            )
+        wallet_id, first, account_key = row
+        if only_if_empty:
+            # A new statement, so a new snapshot: it sees the batch of a refill we waited for.
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM payments_paymentaddress WHERE wallet_id = %s AND claimed_at IS NULL)",
+                [wallet_id],
+            )
+            if cursor.fetchone()[0]:
+                return 0
+        _pool_extend(cursor, wallet_id, first, account_key, network.chain, network.bech32_hrp, batch, now)
+    return batch
+
+
+def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:
+    """Bring every active wallet whose pool is below half of `size` free addresses back to `size` (the
+    beat task), so that creates claim and rarely derive. A wallet being refilled by a create is
+    skipped. Returns how many addresses were derived."""
+    size = size or settings.GATEWAY_ADDRESS_POOL_SIZE
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT w.id FROM payments_wallet w WHERE w.is_active AND (SELECT count(*) FROM "
+            "payments_paymentaddress a WHERE a.wallet_id = w.id AND a.claimed_at IS NULL) < %s ORDER BY w.id",
+            [max(1, size // 2)],
+        )
+        low = [wallet_id for (wallet_id,) in cursor.fetchall()]
+    derived = 0
+    for wallet_id in low:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w.next_index, w.account_key, w.chain, n.bech32_hrp FROM payments_wallet w "
+                "LEFT JOIN payments_network n ON n.id = w.network_id "
+                "WHERE w.id = %s AND w.is_active FOR NO KEY UPDATE OF w SKIP LOCKED",
+                [wallet_id],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                continue
+            first, account_key, chain, hrp = row
+            cursor.execute(
+                "SELECT count(*) FROM payments_paymentaddress WHERE wallet_id = %s AND claimed_at IS NULL",
+                [wallet_id],
+            )
+            missing = size - cursor.fetchone()[0]
+            if missing > 0:
+                _pool_extend(cursor, wallet_id, first, account_key, chain, hrp or "", missing, now)
+                derived += missing
+    if derived:
+        logger.info("address pools topped up: %d addresses derived for %d wallets", derived, len(low))
+    return derived
+
+
+def _pool_extend(
+    cursor, wallet_id: int, first: int, account_key: str, chain: str, hrp: str, count: int, now: datetime
+) -> None:
+    """Derive indexes first .. first+count-1 into the pool and move `next_index` past them (the caller
+    holds the wallet's row lock)."""
+    key = _account_key(account_key)
+    indexes = list(range(first, first + count))
+    if chain == "evm":
+        addresses = [derive_evm_address(key, index).lower() for index in indexes]
+    else:
+        addresses = [derive_bech32_address(key, index, hrp) for index in indexes]
+    cursor.execute(
+        "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, created_at) "
+        "SELECT %s, i, a, %s FROM unnest(%s::integer[], %s::text[]) AS u(i, a)",
+        [wallet_id, now, indexes, addresses],
+    )
+    cursor.execute("UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + count, wallet_id])

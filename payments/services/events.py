@@ -1,0 +1,55 @@
+"""Events: the outbox. Each carries the next per-payment sequence number and the payment's snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import (
+    Event,
+    PaymentIntent,
+    StateTransition,
+)
+from ..selectors import (
+    intent_representation,
+)
+
+
+def events_write(
+    *,
+    intent: PaymentIntent,
+    events: list[tuple[str, str, StateTransition | None]],
+    transactions: list[dict[str, Any]],
+) -> None:
+    """Save the intent and append its events to the outbox, each with the next per-payment sequence
+    number and the payment's snapshot (the unique (intent, sequence) and (intent, dedupe key)
+    constraints are the backstop against a double write)."""
+    first = intent.event_sequence + 1
+    intent.event_sequence += len(events)
+    intent.save()
+    snapshot = intent_representation(intent, transactions)
+    intent.representation = snapshot
+    Event.objects.bulk_create(
+        [
+            event_row(intent, type, first + offset, dedupe_key, transition, snapshot)
+            for offset, (type, dedupe_key, transition) in enumerate(events)
+        ]
+    )
+
+
+def event_row(
+    intent: PaymentIntent,
+    type: str,
+    sequence: int,
+    dedupe_key: str,
+    transition: StateTransition | None,
+    snapshot: dict[str, Any],
+) -> Event:
+    return Event(
+        merchant_id=intent.merchant_id,
+        intent=intent,
+        type=type,
+        sequence=sequence,
+        dedupe_key=dedupe_key,
+        transition=transition,
+        payload=snapshot | {"sequence": sequence},
+    )
