@@ -346,6 +346,17 @@ GATEWAY_WEBHOOK_PER_ENDPOINT = int(
     os.environ.get("GATEWAY_WEBHOOK_PER_ENDPOINT", str(max(1, GATEWAY_WEBHOOK_CONCURRENCY // 4)))
 )
 GATEWAY_WEBHOOK_DRAIN_S = float(os.environ.get("GATEWAY_WEBHOOK_DRAIN_S", "20"))
+# The audit log's checkpoints (support/audit.py): HMAC keys, comma-separated, the first signs and all
+# verify (list a new key first, keep the old while its checkpoints matter); without them a key derived from
+# DJANGO_SECRET_KEY signs, so set them before ever rotating the secret key. The beat signs the chain's
+# head every GATEWAY_AUDIT_CHECKPOINT_S seconds.
+GATEWAY_AUDIT_KEYS = env_list("GATEWAY_AUDIT_KEYS")
+GATEWAY_AUDIT_CHECKPOINT_S = float(os.environ.get("GATEWAY_AUDIT_CHECKPOINT_S", "60"))
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "support.tasks.audit_checkpoint",
+    "schedule": GATEWAY_AUDIT_CHECKPOINT_S,
+    "options": {"expires": 30},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

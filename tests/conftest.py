@@ -6,6 +6,18 @@ from tests.factories import make_api_key, make_merchant
 pytest_plugins = ["tests.nodes.fixtures", "tests.nodes.fixtures_litecoin"]
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database allows TRUNCATE of the append-only audit log (tests flush it between tests); a
+    production database never does (support/migrations/0001_audit_log.py)."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        name = connection.ops.quote_name(connection.settings_dict["NAME"])
+        cursor.execute(f"ALTER DATABASE {name} SET gateway.audit_truncate_allowed = 'on'")
+        cursor.execute("SET gateway.audit_truncate_allowed = 'on'")
+
+
 @pytest.fixture
 def merchant(db):
     return make_merchant()
