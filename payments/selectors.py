@@ -305,6 +305,8 @@ def intent_representation(
         ),
         "expires_at": intent.expires_at.isoformat(),
         "canceled_at": intent.canceled_at.isoformat() if intent.canceled_at else None,
+        "fulfilled_at": intent.fulfilled_at.isoformat() if intent.fulfilled_at else None,
+        "fulfilment_reference": intent.fulfilment_reference or None,
         "checkout_url": f"{settings.PUBLIC_BASE_URL}/pay/{intent.checkout_token}",
         "payment_uri": payment_uri(intent),
         "amount_remaining": _money(remaining, decimals),

@@ -171,6 +171,12 @@ class SelectAssetSerializer(StrictSerializer):
         return value.strip().upper()
 
 
+class FulfilmentSerializer(StrictSerializer):
+    reference = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="", help_text="your shipment or delivery id"
+    )
+
+
 class PaymentIntentListQuery(serializers.Serializer):
     state = serializers.MultipleChoiceField(choices=PaymentState.values, required=False)
     merchant_order_id = serializers.CharField(
@@ -208,6 +214,8 @@ class PaymentIntentSerializer(serializers.Serializer):
     quote = serializers.DictField(allow_null=True)
     expires_at = serializers.DateTimeField()
     canceled_at = serializers.DateTimeField(allow_null=True)
+    fulfilled_at = serializers.DateTimeField(allow_null=True, help_text="when you reported it fulfilled")
+    fulfilment_reference = serializers.CharField(allow_null=True)
     checkout_url = serializers.URLField()
     payment_uri = serializers.CharField(allow_null=True, help_text="BIP21 or EIP-681, for the amount due")
     amount_remaining = MoneySerializer(

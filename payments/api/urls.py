@@ -13,6 +13,11 @@ urlpatterns = [
         name="intent-cancel",
     ),
     path(
+        "payment-intents/<public_id:intent_id>/fulfilment",
+        views.PaymentIntentFulfilmentView.as_view(),
+        name="intent-fulfilment",
+    ),
+    path(
         "payment-intents/<public_id:intent_id>/select-asset",
         views.PaymentIntentSelectAssetView.as_view(),
         name="intent-select-asset",

@@ -22,6 +22,7 @@ from payments.selectors import (
 from .idempotency import idempotent
 from .serializers import (
     ErrorSerializer,
+    FulfilmentSerializer,
     PaymentIntentCreateSerializer,
     PaymentIntentListQuery,
     PaymentIntentSerializer,
@@ -210,6 +211,30 @@ class PaymentIntentCancelView(APIView):
             return Response(_rendered(intent))
 
         return idempotent(request, merchant, cancel)
+
+
+class PaymentIntentFulfilmentView(APIView):
+    @extend_schema(
+        request=FulfilmentSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: PaymentIntentSerializer, **ERRORS},
+        summary="Report the order of a paid intent fulfilled (once; event payment.fulfilled)",
+    )
+    def post(self, request, intent_id: str):
+        merchant = request.user.merchant
+
+        def fulfil():
+            parsed = FulfilmentSerializer(data=request.data)
+            parsed.is_valid(raise_exception=True)
+            intent = services.payment_intent_fulfil(
+                merchant=merchant,
+                intent_id=intent_id,
+                reference=parsed.validated_data["reference"],
+                now=timezone.now(),
+            )
+            return Response(_rendered(intent))
+
+        return idempotent(request, merchant, fulfil)
 
 
 class PaymentIntentSelectAssetView(APIView):

@@ -75,6 +75,12 @@ class PaymentIntent(models.Model):
     late_payment_window_minutes = models.PositiveIntegerField(default=24 * 60)
     expires_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the merchant reported the order fulfilled (API)"
+    )
+    fulfilment_reference = models.CharField(
+        max_length=200, blank=True, help_text="the merchant's shipment or delivery reference"
+    )
     success_url = models.URLField(max_length=2000, blank=True)
     cancel_url = models.URLField(max_length=2000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)

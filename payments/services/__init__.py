@@ -15,6 +15,7 @@ from .intents import (
     IntentInput,
     payment_intent_cancel,
     payment_intent_create,
+    payment_intent_fulfil,
     payment_intent_select_asset,
     price_validate,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "observations_set_canonical",
     "payment_intent_cancel",
     "payment_intent_create",
+    "payment_intent_fulfil",
     "payment_intent_select_asset",
     "payment_settle",
     "price_validate",

@@ -31,9 +31,11 @@ from ..pricing import (
 )
 from ..selectors import (
     INTENT_RELATED,
+    intent_evidence,
     intent_facts,
     intent_representation,
     payment_options,
+    transactions_representation,
 )
 from .addresses import address_claim
 from .events import event_row, events_write
@@ -185,6 +187,40 @@ def payment_intent_cancel(*, merchant: Merchant, intent_id: str, now: datetime) 
             )
         intent.canceled_at = now  # saved by the settle, which moves the intent to expired
         payment_settle(intent_id=intent.pk, now=now, locked=intent)
+    return intent
+
+
+FULFILLABLE_STATES = (PaymentState.PAID, PaymentState.OVERPAID)
+
+
+def payment_intent_fulfil(
+    *, merchant: Merchant, intent_id: str, reference: str, now: datetime
+) -> PaymentIntent:
+    """Record the merchant's report that the order of a paid intent was fulfilled, once, with an event
+    `payment.fulfilled`. Reporting it again changes nothing; another reference is a conflict. Fulfilment is
+    the merchant's word, not chain evidence: it never changes the payment's state."""
+    with transaction.atomic(savepoint=False):
+        intent = _lock_intent(merchant=merchant, intent_id=intent_id)
+        if intent.fulfilled_at is not None:
+            if reference and reference != intent.fulfilment_reference:
+                raise Conflict(
+                    f"the intent was reported fulfilled already, with reference {intent.fulfilment_reference!r}",
+                    code="intent_already_fulfilled",
+                )
+            return intent
+        if intent.state not in FULFILLABLE_STATES:
+            raise Conflict(
+                f"an intent in state {intent.state} is not paid: fulfil orders only once paid",
+                code="intent_not_paid",
+            )
+        intent.fulfilled_at = now
+        intent.fulfilment_reference = reference
+        _, observations, _, tips = intent_evidence(intent)
+        events_write(
+            intent=intent,
+            events=[("payment.fulfilled", "fulfilled", None)],
+            transactions=transactions_representation(intent, observations, tips),
+        )
     return intent
 
 

@@ -13,6 +13,7 @@ EVENT_TYPES: tuple[str, ...] = tuple(
     ["payment.created"]
     + [f"payment.{state}" for state in PaymentState.values if state != PaymentState.CREATED]
     + sorted({f"payment.{kind}_detected" for kind in EXCEPTION_KINDS.values()})
+    + ["payment.fulfilled"]
 )
 
 
