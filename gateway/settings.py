@@ -357,6 +357,15 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "schedule": GATEWAY_AUDIT_CHECKPOINT_S,
     "options": {"expires": 30},
 }
+# Support cases (support/cases.py): opened from the event stream every GATEWAY_CASES_POLL_S seconds, due
+# GATEWAY_CASE_DUE_HOURS after they open.
+GATEWAY_CASES_POLL_S = float(os.environ.get("GATEWAY_CASES_POLL_S", "5"))
+GATEWAY_CASE_DUE_HOURS = float(os.environ.get("GATEWAY_CASE_DUE_HOURS", "24"))
+CELERY_BEAT_SCHEDULE["open-support-cases"] = {
+    "task": "support.tasks.cases_open",
+    "schedule": GATEWAY_CASES_POLL_S,
+    "options": {"expires": 30},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

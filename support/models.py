@@ -3,6 +3,7 @@ and hash-chained; signed checkpoints of its head catch a truncated tail."""
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -52,3 +53,78 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at #{self.sequence} ({self.signed_at:%Y-%m-%d %H:%M:%S})"
+
+
+class SupportCase(models.Model):
+    """One exception to look into, opened once (unique `dedupe_key`) by reading payments' event stream and
+    sweeping for what no event announces (an underpayment whose window closed, a disabled webhook
+    endpoint). Carries its owner, status, due date, notes and the transactions it concerns."""
+
+    class Kind(models.TextChoices):
+        LATE_PAYMENT = "late_payment", "late payment"
+        DUPLICATE_PAYMENT = "duplicate_payment", "duplicate payment"
+        WRONG_ASSET = "wrong_asset", "wrong asset"
+        WRONG_NETWORK = "wrong_network", "wrong network"
+        UNDERPAID_EXPIRED = "underpaid_expired", "underpaid, window closed"
+        OVERPAID = "overpaid", "overpaid"
+        WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled", "webhook endpoint disabled"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        IN_PROGRESS = "in_progress", "in progress"
+        WAITING_ON_CUSTOMER = "waiting_on_customer", "waiting on customer"
+        RESOLVED = "resolved", "resolved"
+
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.OPEN)
+    merchant = models.ForeignKey("payments.Merchant", on_delete=models.PROTECT, related_name="support_cases")
+    intent = models.ForeignKey(
+        "payments.PaymentIntent",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="support_cases",
+    )
+    endpoint = models.ForeignKey(
+        "payments.WebhookEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="support_cases",
+    )
+    assignee = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="support_cases"
+    )
+    transaction_hashes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    source_event_id = models.CharField(max_length=40, blank=True, help_text="the event that opened it")
+    dedupe_key = models.CharField(max_length=200, unique=True, help_text="one case per exception")
+    opened_at = models.DateTimeField()
+    due_by = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+        indexes = [models.Index(fields=["status", "kind"], name="case_status_kind")]
+
+    def __str__(self) -> str:
+        return f"case {self.pk}: {self.get_kind_display()} ({self.get_status_display()})"
+
+
+class CaseNote(models.Model):
+    """A note on a case, in the order written (the thread)."""
+
+    case = models.ForeignKey(SupportCase, on_delete=models.PROTECT, related_name="notes")
+    author = models.CharField(max_length=150)
+    body = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class EventCursor(models.Model):
+    """How far a reader of payments' event stream has got (by the events' `position`), like a merchant
+    paging `GET /events`: read, act idempotently, move on, in one transaction."""
+
+    name = models.CharField(max_length=40, unique=True)
+    position = models.BigIntegerField(default=0)

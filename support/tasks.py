@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .audit import audit_checkpoint_sign
+from .cases import cases_open as cases_open_round
 
 
 @shared_task
@@ -13,3 +14,9 @@ def audit_checkpoint() -> int | None:
     """Sign the audit log's head (beat, every GATEWAY_AUDIT_CHECKPOINT_S); the sequence signed, if any."""
     checkpoint = audit_checkpoint_sign(now=timezone.now())
     return checkpoint.sequence if checkpoint else None
+
+
+@shared_task
+def cases_open() -> int:
+    """Open the cases of new exceptions (beat, every GATEWAY_CASES_POLL_S); the events read."""
+    return cases_open_round(now=timezone.now())

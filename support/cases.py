@@ -1,0 +1,127 @@
+"""Support cases, opened once per exception. They are learnt the way a merchant learns them: by reading
+payments' event stream in its dispatch order (`Event.position`) from a cursor, never by a hook inside
+payments' transactions; and, for what no event announces, by sweeping (an underpayment whose window has
+closed, a webhook endpoint the gateway disabled). Each case has a unique key, so reading an event again
+(a replay, a cursor moved back) never opens a second case."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+
+from payments.models import Event, PaymentIntent, PaymentState, WebhookEndpoint
+
+from .models import EventCursor, SupportCase
+
+Kind = SupportCase.Kind
+CURSOR = "cases"
+# Events that are an exception by themselves, one case per exceptional transaction.
+EXCEPTION_EVENTS = {
+    "payment.late_payment_detected": Kind.LATE_PAYMENT,
+    "payment.duplicate_payment_detected": Kind.DUPLICATE_PAYMENT,
+    "payment.wrong_asset_detected": Kind.WRONG_ASSET,
+    "payment.wrong_network_detected": Kind.WRONG_NETWORK,
+}
+ENDPOINT_DISABLED_BY_GATEWAY = (
+    WebhookEndpoint.DisabledReason.FAILING,
+    WebhookEndpoint.DisabledReason.GONE,
+)
+
+
+def _due(now: datetime) -> datetime:
+    return now + timedelta(hours=settings.GATEWAY_CASE_DUE_HOURS)
+
+
+def _exception_tx(dedupe_key: str) -> list[str]:
+    """The transaction of an exception event, from its key `<kind>:<network>/<tx hash>/<index>`."""
+    _, _, observation = dedupe_key.partition(":")
+    parts = observation.split("/")
+    return [parts[1]] if len(parts) == 3 else []
+
+
+def _case_for(event: Event, now: datetime) -> SupportCase | None:
+    kind = EXCEPTION_EVENTS.get(event.type)
+    if kind is not None:
+        key, hashes = f"{kind}:{event.intent_id}:{event.dedupe_key}", _exception_tx(event.dedupe_key)
+    elif event.type == "payment.overpaid":
+        kind, key = Kind.OVERPAID, f"{Kind.OVERPAID}:{event.intent_id}"
+        hashes = sorted({t["tx_hash"] for t in event.payload.get("transactions", []) if t.get("canonical")})
+    else:
+        return None
+    return SupportCase(
+        kind=kind,
+        merchant_id=event.merchant_id,
+        intent_id=event.intent_id,
+        transaction_hashes=hashes,
+        source_event_id=event.pk,
+        dedupe_key=key,
+        opened_at=now,
+        due_by=_due(now),
+    )
+
+
+def cases_open_from_events(*, now: datetime, batch: int = 1000) -> int:
+    """Read the next dispatched events after the cursor and open their cases; returns the events read.
+    Reading, opening and moving the cursor commit together (the cursor row is locked meanwhile)."""
+    with transaction.atomic():
+        EventCursor.objects.get_or_create(name=CURSOR)
+        cursor = EventCursor.objects.select_for_update().get(name=CURSOR)
+        events = list(
+            Event.objects.filter(position__gt=cursor.position)
+            .order_by("position")
+            .only("id", "merchant_id", "intent_id", "type", "dedupe_key", "payload", "position")[:batch]
+        )
+        cases = [case for case in (_case_for(event, now) for event in events) if case is not None]
+        SupportCase.objects.bulk_create(cases, ignore_conflicts=True)
+        if events:
+            cursor.position = events[-1].position
+            cursor.save(update_fields=["position"])
+    return len(events)
+
+
+def cases_sweep(*, now: datetime) -> None:
+    """Open the cases no event announces: underpaid intents whose window has closed, and endpoints the
+    gateway disabled (each disabling its own case)."""
+    underpaid = (
+        PaymentIntent.objects.filter(state=PaymentState.UNDERPAID, expires_at__lte=now)
+        .exclude(Exists(SupportCase.objects.filter(intent=OuterRef("pk"), kind=Kind.UNDERPAID_EXPIRED)))
+        .values_list("pk", "merchant_id")
+    )
+    disabled = WebhookEndpoint.objects.filter(
+        disabled_reason__in=ENDPOINT_DISABLED_BY_GATEWAY, disabled_at__isnull=False, deleted_at__isnull=True
+    ).values_list("pk", "merchant_id", "disabled_at")
+    cases = [
+        SupportCase(
+            kind=Kind.UNDERPAID_EXPIRED,
+            merchant_id=merchant_id,
+            intent_id=intent_id,
+            dedupe_key=f"{Kind.UNDERPAID_EXPIRED}:{intent_id}",
+            opened_at=now,
+            due_by=_due(now),
+        )
+        for intent_id, merchant_id in underpaid
+    ] + [
+        SupportCase(
+            kind=Kind.WEBHOOK_ENDPOINT_DISABLED,
+            merchant_id=merchant_id,
+            endpoint_id=endpoint_id,
+            dedupe_key=f"{Kind.WEBHOOK_ENDPOINT_DISABLED}:{endpoint_id}:{disabled_at.isoformat()}",
+            opened_at=now,
+            due_by=_due(now),
+        )
+        for endpoint_id, merchant_id, disabled_at in disabled
+    ]
+    SupportCase.objects.bulk_create(cases, ignore_conflicts=True)
+
+
+def cases_open(*, now: datetime) -> int:
+    """One round (the beat runs it every GATEWAY_CASES_POLL_S): the event stream to its end, then the sweep."""
+    read = total = cases_open_from_events(now=now)
+    while read:
+        read = cases_open_from_events(now=now)
+        total += read
+    cases_sweep(now=now)
+    return total

@@ -1,0 +1,153 @@
+"""Cases open once per exception, from payments' event stream as dispatched (never from inside payments'
+transactions), and from a sweep for what no event announces; reading the stream again opens nothing new."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from payments import services
+from payments.models import PaymentIntent
+from payments.webhooks.delivery import events_dispatch
+from payments.webhooks.endpoints import endpoint_create, endpoint_disable, endpoint_enable
+from support.cases import cases_open
+from support.models import EventCursor, SupportCase
+from tests.factories import make_merchant
+from tests.payments.test_services_settle import block, new_intent, transfer
+
+pytestmark = pytest.mark.django_db
+
+
+def cases(**filters) -> list[tuple[str, str | None, list[str]]]:
+    return list(
+        SupportCase.objects.filter(**filters)
+        .order_by("id")
+        .values_list("kind", "intent_id", "transaction_hashes")
+    )
+
+
+def dispatch_and_open(now=None) -> None:
+    now = now or timezone.now()
+    events_dispatch(now=now)
+    cases_open(now=now)
+
+
+def test_a_late_payment_opens_one_case_with_its_transaction():
+    intent = new_intent(now=timezone.now() - timedelta(hours=1))
+    now = timezone.now()
+    services.expire_due_intents(now=now)
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xb200", now=now)
+    services.observation_record(transfer=transfer(intent, tx="0xlate", **block(150, now)), now=now)
+    cases_open(now=now)
+    assert cases() == [], "an event is read once it is dispatched (it has a position)"
+    dispatch_and_open(now)
+    assert cases() == [("late_payment", intent.pk, ["0xlate"])]
+    case = SupportCase.objects.get()
+    assert case.status == "open" and case.merchant_id == intent.merchant_id and case.assignee is None
+    assert case.due_by == case.opened_at + timedelta(hours=settings.GATEWAY_CASE_DUE_HOURS)
+    assert case.source_event_id == intent.events.get(type="payment.late_payment_detected").pk
+    # a second late transaction is a second exception
+    services.observation_record(transfer=transfer(intent, tx="0xlate2", **block(151, now)), now=now)
+    dispatch_and_open(now)
+    assert [c[2] for c in cases()] == [["0xlate"], ["0xlate2"]]
+
+
+def test_reading_the_stream_again_opens_nothing_new():
+    now = timezone.now()
+    intent = new_intent(now=now)
+    services.observation_record(
+        transfer=transfer(intent, tx="0xother", token_contract="0x" + "ab" * 20, **block(5, now)), now=now
+    )
+    dispatch_and_open(now)
+    assert cases() == [("wrong_asset", intent.pk, ["0xother"])]
+    EventCursor.objects.filter(name="cases").update(position=0)  # as after a replay from the start
+    dispatch_and_open(now)
+    dispatch_and_open(now)
+    assert SupportCase.objects.count() == 1
+
+
+def test_wrong_network_and_duplicate_payments_open_cases():
+    now = timezone.now()
+    intent = new_intent(now=now)
+    services.observation_record(
+        transfer=transfer(
+            intent,
+            network_code="polygon",
+            token_contract="0x3c499c542cef5e3811e1192ce70d8cc03d5c3359",
+            tx="0xpoly",
+            **block(5, now),
+        ),
+        now=now,
+    )
+    services.chain_tip_record(network_code="ethereum", height=140, block_hash="0xb140", now=now)
+    services.observation_record(transfer=transfer(intent, tx="0xpaid", **block(100, now)), now=now)
+    services.observation_record(transfer=transfer(intent, tx="0xagain", **block(101, now)), now=now)
+    dispatch_and_open(now)
+    assert sorted(c[0] for c in cases()) == ["duplicate_payment", "wrong_network"]
+    assert ("duplicate_payment", intent.pk, ["0xagain"]) in cases()
+
+
+def test_an_overpayment_opens_one_case():
+    now = timezone.now()
+    intent = new_intent(now=now, amount="10")
+    services.chain_tip_record(network_code="ethereum", height=140, block_hash="0xb140", now=now)
+    services.observation_record(
+        transfer=transfer(intent, tx="0xbig", amount=15_000_000, **block(100, now)), now=now
+    )
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "overpaid"
+    dispatch_and_open(now)
+    dispatch_and_open(now)
+    assert cases() == [("overpaid", intent.pk, ["0xbig"])]
+
+
+def test_an_underpayment_opens_a_case_only_once_its_window_closes():
+    now = timezone.now()
+    intent = new_intent(now=now, amount="10")
+    services.chain_tip_record(network_code="ethereum", height=140, block_hash="0xb140", now=now)
+    services.observation_record(
+        transfer=transfer(intent, tx="0xhalf", amount=5_000_000, **block(100, now)), now=now
+    )
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "underpaid"
+    dispatch_and_open(now)
+    assert cases() == [], "a top-up can still come"
+    later = intent.expires_at + timedelta(seconds=1)
+    dispatch_and_open(later)
+    dispatch_and_open(later + timedelta(minutes=5))
+    assert cases() == [("underpaid_expired", intent.pk, [])]
+
+
+def test_each_time_the_gateway_disables_an_endpoint_is_a_case(settings):
+    settings.GATEWAY_WEBHOOK_ALLOW_HTTP = True
+    settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    merchant = make_merchant()
+    now = timezone.now()
+    endpoint, _ = endpoint_create(merchant=merchant, url="http://127.0.0.1:9/hook", now=now)
+    endpoint_disable(endpoint=endpoint, reason="merchant", now=now)
+    dispatch_and_open(now)
+    assert cases() == [], "the merchant's own choice"
+    endpoint_enable(endpoint=endpoint, now=now)
+    endpoint_disable(endpoint=endpoint, reason="failing", now=now + timedelta(hours=1))
+    dispatch_and_open(now + timedelta(hours=1))
+    dispatch_and_open(now + timedelta(hours=2))
+    assert SupportCase.objects.filter(kind="webhook_endpoint_disabled", endpoint=endpoint).count() == 1
+    endpoint_enable(endpoint=endpoint, now=now + timedelta(hours=3))
+    endpoint_disable(endpoint=endpoint, reason="gone", now=now + timedelta(hours=4))
+    dispatch_and_open(now + timedelta(hours=4))
+    assert SupportCase.objects.filter(kind="webhook_endpoint_disabled", endpoint=endpoint).count() == 2
+
+
+def test_the_beat_opens_cases_every_few_seconds():
+    schedule = settings.CELERY_BEAT_SCHEDULE["open-support-cases"]
+    assert schedule["task"] == "support.tasks.cases_open" and schedule["schedule"] <= 5
+    from support.tasks import cases_open as task
+
+    intent = new_intent(now=timezone.now() - timedelta(hours=1))
+    now = timezone.now()
+    services.expire_due_intents(now=now)
+    services.observation_record(transfer=transfer(intent, tx="0xl", **block(150, now)), now=now)
+    events_dispatch(now=now)
+    assert task.apply().get() > 0
+    assert cases() == [("late_payment", intent.pk, ["0xl"])]
