@@ -9,12 +9,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
+from payments.errors import InvalidRequest
 from payments.models import Event, PaymentIntent, PaymentState, WebhookEndpoint
 
-from .models import EventCursor, SupportCase
+from .audit import audit_record
+from .models import CaseNote, EventCursor, SupportCase
 
 Kind = SupportCase.Kind
 CURSOR = "cases"
@@ -125,3 +129,90 @@ def cases_open(*, now: datetime) -> int:
         total += read
     cases_sweep(now=now)
     return total
+
+
+# --- safe actions on cases (support agents) ----------------------------------------------------------
+
+
+def _roles(user: User) -> str:
+    return ",".join(sorted(user.groups.values_list("name", flat=True))) or (
+        "superuser" if user.is_superuser else ""
+    )
+
+
+def _require(actor: User, case: SupportCase) -> None:
+    """Acting on a case needs the change permission on cases, for the case's merchant."""
+    if not actor.is_active or not actor.has_perm("support.change_supportcase"):
+        raise PermissionDenied("you may not act on support cases")
+
+
+def _audit(actor: User, action: str, case: SupportCase, before, after, reason: str, now: datetime, **context):
+    audit_record(
+        actor=actor.get_username(),
+        role=_roles(actor),
+        action=action,
+        now=now,
+        merchant_id=case.merchant_id,
+        object_type="support_case",
+        object_id=str(case.pk),
+        before=before,
+        after=after,
+        reason=reason,
+        **context,
+    )
+
+
+def case_note_add(*, actor: User, case: SupportCase, body: str, now: datetime, **context) -> CaseNote:
+    """Add a note to the case's thread (audited)."""
+    _require(actor, case)
+    body = (body or "").strip()
+    if not body:
+        raise InvalidRequest("a note needs some text", code="parameter_missing", param="body")
+    with transaction.atomic():
+        note = CaseNote.objects.create(case=case, author=actor.get_username(), body=body, created_at=now)
+        _audit(actor, "case.note", case, None, {"note": note.pk}, body, now, **context)
+    return note
+
+
+def case_assign(
+    *, actor: User, case: SupportCase, assignee: User | None, now: datetime, note: str = "", **context
+) -> SupportCase:
+    """Give the case to a staff user (or to nobody); an open case is then in progress."""
+    _require(actor, case)
+    if assignee is not None and not (assignee.is_active and assignee.is_staff):
+        raise InvalidRequest(
+            "cases are assigned to active staff users", code="invalid_assignee", param="assignee"
+        )
+    with transaction.atomic():
+        case = SupportCase.objects.select_for_update().get(pk=case.pk)
+        before = {"assignee": case.assignee.get_username() if case.assignee else None, "status": case.status}
+        case.assignee = assignee
+        if assignee is not None and case.status == SupportCase.Status.OPEN:
+            case.status = SupportCase.Status.IN_PROGRESS
+        case.save(update_fields=["assignee", "status"])
+        after = {"assignee": assignee.get_username() if assignee else None, "status": case.status}
+        _audit(actor, "case.assign", case, before, after, note, now, **context)
+    return case
+
+
+def case_status_set(
+    *, actor: User, case: SupportCase, status: str, now: datetime, note: str = "", **context
+) -> SupportCase:
+    """Move the case to another status; resolving it needs a note saying how."""
+    _require(actor, case)
+    if status not in SupportCase.Status.values:
+        raise InvalidRequest(
+            f"status is one of {', '.join(SupportCase.Status.values)}", code="invalid_status"
+        )
+    if status == SupportCase.Status.RESOLVED and not note.strip():
+        raise InvalidRequest("say how the case was resolved", code="reason_required", param="note")
+    with transaction.atomic():
+        case = SupportCase.objects.select_for_update().get(pk=case.pk)
+        before = {"status": case.status}
+        case.status = status
+        case.resolved_at = now if status == SupportCase.Status.RESOLVED else None
+        case.save(update_fields=["status", "resolved_at"])
+        if note.strip():
+            CaseNote.objects.create(case=case, author=actor.get_username(), body=note.strip(), created_at=now)
+        _audit(actor, "case.status", case, before, {"status": status}, note.strip(), now, **context)
+    return case

@@ -151,3 +151,77 @@ def test_the_beat_opens_cases_every_few_seconds():
     events_dispatch(now=now)
     assert task.apply().get() > 0
     assert cases() == [("late_payment", intent.pk, ["0xl"])]
+
+
+# --- safe actions on cases ---------------------------------------------------------------------------
+
+
+def staff(username: str, *codenames: str):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
+
+
+def a_case() -> SupportCase:
+    intent = new_intent(now=timezone.now() - timedelta(hours=1))
+    now = timezone.now()
+    services.expire_due_intents(now=now)
+    services.observation_record(transfer=transfer(intent, tx="0xl", **block(150, now)), now=now)
+    dispatch_and_open(now)
+    return SupportCase.objects.get()
+
+
+def test_assign_note_and_resolve_are_audited_and_verify():
+    from django.core.management import call_command
+
+    from support.cases import case_assign, case_note_add, case_status_set
+    from support.models import AuditEntry
+
+    case = a_case()
+    agent = staff("agent", "view_supportcase", "change_supportcase")
+    now = timezone.now()
+    case = case_assign(actor=agent, case=case, assignee=agent, now=now, client_address="203.0.113.9")
+    assert (case.assignee, case.status) == (agent, "in_progress")
+    case_note_add(actor=agent, case=case, body="Customer says they paid two minutes late.", now=now)
+    case = case_status_set(actor=agent, case=case, status="waiting_on_customer", now=now)
+    with pytest.raises(Exception, match="say how the case was resolved"):
+        case_status_set(actor=agent, case=case, status="resolved", now=now)
+    case = case_status_set(actor=agent, case=case, status="resolved", note="Lead accepted it.", now=now)
+    assert case.resolved_at == now
+    assert list(case.notes.values_list("body", flat=True)) == [
+        "Customer says they paid two minutes late.",
+        "Lead accepted it.",
+    ]
+    entries = list(AuditEntry.objects.values_list("actor", "action", "object_id", "merchant_id"))
+    assert entries == [
+        ("agent", "case.assign", str(case.pk), case.merchant_id),
+        ("agent", "case.note", str(case.pk), case.merchant_id),
+        ("agent", "case.status", str(case.pk), case.merchant_id),
+        ("agent", "case.status", str(case.pk), case.merchant_id),
+    ]
+    assert AuditEntry.objects.first().client_address == "203.0.113.9"
+    assert AuditEntry.objects.first().after == {"assignee": "agent", "status": "in_progress"}
+    call_command("verify_audit")
+
+
+def test_who_may_only_look_cannot_act_and_nothing_is_written():
+    from django.core.exceptions import PermissionDenied
+
+    from support.cases import case_assign, case_note_add, case_status_set
+    from support.models import AuditEntry, CaseNote
+
+    case = a_case()
+    viewer = staff("viewer", "view_supportcase")
+    now = timezone.now()
+    for act in (
+        lambda: case_assign(actor=viewer, case=case, assignee=viewer, now=now),
+        lambda: case_note_add(actor=viewer, case=case, body="x", now=now),
+        lambda: case_status_set(actor=viewer, case=case, status="resolved", note="x", now=now),
+    ):
+        with pytest.raises(PermissionDenied):
+            act()
+    case.refresh_from_db()
+    assert (case.status, case.assignee) == ("open", None)
+    assert not AuditEntry.objects.exists() and not CaseNote.objects.exists()
