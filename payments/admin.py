@@ -10,7 +10,7 @@ from django.utils.cache import add_never_cache_headers
 
 from . import accounts
 from .accounts import MAX_CONFIRMATIONS, api_key_create, api_key_revoke, confirmation_rule_set
-from .admin_access import ActionPermissionMixin
+from .admin_access import ActionPermissionMixin, EvidenceAdmin, MerchantListFilter, MerchantScopedAdmin
 from .chains.redaction import redact_url
 from .errors import GatewayError
 from .models import (
@@ -28,6 +28,7 @@ from .models import (
     Wallet,
 )
 from .pricing import format_amount, to_base_units
+from .webhooks import admin as webhooks_admin  # noqa: F401 (registers the webhook admin, Event included)
 
 
 class NetworkAssetInline(admin.TabularInline):
@@ -278,7 +279,7 @@ class WalletAdmin(ActionPermissionMixin, admin.ModelAdmin):
     deactivate one to stop deriving from it."""
 
     list_display = ("id", "merchant", "chain", "network", "next_index", "is_active", "created_at")
-    list_filter = ("chain", "network", "is_active")
+    list_filter = (("merchant", MerchantListFilter), "chain", "network", "is_active")
     search_fields = ("merchant__id", "merchant__name", "account_key")
     actions = ("deactivate", "reactivate")
 
@@ -326,8 +327,9 @@ class WalletAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
 
 @admin.register(Merchant)
-class MerchantAdmin(admin.ModelAdmin):
+class MerchantAdmin(MerchantScopedAdmin, admin.ModelAdmin):
     list_display = ("id", "name", "is_active", "created_at")
+    merchant_path = "pk"
     inlines = [ConfirmationRuleInline, WalletInline]
 
     def save_formset(self, request, form, formset, change):
@@ -375,7 +377,7 @@ class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
     Nothing else about a key changes here, and keys are revoked, never deleted."""
 
     list_display = ("prefix", "merchant", "name", "scopes", "created_at", "last_used_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_filter = (("merchant", MerchantListFilter), ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "name", "merchant__id", "merchant__name")
     fields = ("merchant", "name", "scopes", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
@@ -450,9 +452,9 @@ class ObservationInline(admin.TabularInline):
 
 
 @admin.register(PaymentIntent)
-class PaymentIntentAdmin(admin.ModelAdmin):
+class PaymentIntentAdmin(MerchantScopedAdmin, admin.ModelAdmin):
     list_display = ("id", "merchant", "state", "merchant_order_id", "network_asset", "created_at")
-    list_filter = ("state", "network_asset")
+    list_filter = (("merchant", MerchantListFilter), "state", "network_asset")
     search_fields = ("id", "merchant_order_id", "address__address")
     readonly_fields = [f.name for f in PaymentIntent._meta.fields]
     inlines = [ObservationInline, TransitionInline]
@@ -461,21 +463,13 @@ class PaymentIntentAdmin(admin.ModelAdmin):
         return False
 
 
-class EvidenceAdmin(admin.ModelAdmin):
-    """Evidence and its consequences are append-only: viewable, never edited here (also the outbox and
-    the webhook delivery log)."""
+class IntentEvidenceAdmin(MerchantScopedAdmin, EvidenceAdmin):
+    """Evidence of one payment: seen by who may see the payment's merchant (an observation matched to no
+    payment by superusers only)."""
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    merchant_path = "intent__merchant"
 
 
-for model in (ChainObservation, ChainTip, Resolution, StateTransition):
-    admin.site.register(model, EvidenceAdmin)
-
-from .webhooks import admin as webhooks_admin  # noqa: E402, F401 (registers the webhook admin, Event included)
+admin.site.register(ChainTip, EvidenceAdmin)  # a network's, not a merchant's
+for model in (ChainObservation, Resolution, StateTransition):
+    admin.site.register(model, IntentEvidenceAdmin)

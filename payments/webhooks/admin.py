@@ -15,8 +15,12 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
-from payments.admin import EvidenceAdmin  # defined before payments.admin imports this module
-from payments.admin_access import ActionPermissionMixin
+from payments.admin_access import (
+    ActionPermissionMixin,
+    EvidenceAdmin,
+    MerchantListFilter,
+    ReadOnlyInline,
+)
 from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 from . import endpoints, guard
@@ -76,7 +80,7 @@ ENDPOINT_CHANGE = "payments.change_webhookendpoint"
 class WebhookEndpointAdmin(ActionPermissionMixin, admin.ModelAdmin):
     form = EndpointForm
     list_display = ("id", "merchant", "url", "enabled", "health", "last_success_at", "created_at")
-    list_filter = ("enabled", "disabled_reason", FailingFilter)
+    list_filter = (("merchant", MerchantListFilter), "enabled", "disabled_reason", FailingFilter)
     search_fields = ("id", "url", "merchant__name", "merchant__id")
     readonly_fields = (
         "enabled",
@@ -213,19 +217,6 @@ class WebhookEndpointAdmin(ActionPermissionMixin, admin.ModelAdmin):
         )
 
 
-class ReadOnlyInline(admin.TabularInline):
-    """A log shown under its parent: every field read-only, nothing added or deleted here."""
-
-    extra = 0
-    can_delete = False
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 class AttemptInline(ReadOnlyInline):
     model = WebhookAttempt
     fields = ("number", "started_at", "outcome", "status_code", "latency_ms", "error", "response_excerpt")
@@ -233,6 +224,7 @@ class AttemptInline(ReadOnlyInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ActionPermissionMixin, EvidenceAdmin):
+    merchant_path = "endpoint__merchant"
     list_display = (
         "id",
         "event",
@@ -281,7 +273,7 @@ class DeliveryInline(ReadOnlyInline):
 @admin.register(Event)
 class EventAdmin(ActionPermissionMixin, EvidenceAdmin):
     list_display = ("id", "merchant", "intent", "type", "sequence", "position", "created_at")
-    list_filter = ("type",)
+    list_filter = (("merchant", MerchantListFilter), "type")
     search_fields = ("id", "intent__id", "intent__merchant_order_id")
     inlines = [DeliveryInline]
     actions = ["redeliver"]

@@ -9,9 +9,11 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
-from payments.models import ApiKey
+from payments.admin_access import MERCHANT_ACCESS_PERMISSION
+from payments.models import ApiKey, Merchant
 from tests.factories import make_api_key, make_merchant
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +26,8 @@ def staff_client(*codenames: str) -> Client:
     perms = Permission.objects.filter(content_type__app_label="payments", codename__in=codenames)
     assert perms.count() == len(set(codenames)), codenames
     user.user_permissions.set(perms)
+    for merchant in Merchant.objects.all():  # staff see the merchants they are granted
+        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
     client = Client()
     client.force_login(user)
     return client

@@ -186,6 +186,11 @@ def test_staff_who_may_only_view_see_the_tier_in_asset_units(client, merchant):
     viewer.user_permissions.add(
         *Permission.objects.filter(codename__in=["view_merchant", "view_confirmationrule"])
     )
+    from guardian.shortcuts import assign_perm
+
+    from payments.admin_access import MERCHANT_ACCESS_PERMISSION
+
+    assign_perm(MERCHANT_ACCESS_PERMISSION, viewer, merchant)
     client.force_login(viewer)
     page = client.get(f"/admin/payments/merchant/{merchant.pk}/change/")
     assert page.status_code == 200

@@ -16,8 +16,10 @@ from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.test import Client, RequestFactory
 from django.utils import timezone
+from guardian.shortcuts import assign_perm
 
-from payments.models import Event, WebhookDelivery, WebhookEndpoint, WebhookSecret
+from payments.admin_access import MERCHANT_ACCESS_PERMISSION
+from payments.models import Event, Merchant, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from payments.webhooks import endpoints
 from payments.webhooks.admin import WebhookEndpointAdmin
 from payments.webhooks.delivery import events_dispatch
@@ -58,6 +60,8 @@ def staff_client(codenames: tuple[str, ...]) -> tuple[Client, User]:
     perms = Permission.objects.filter(content_type__app_label="payments", codename__in=codenames)
     assert perms.count() == len(set(codenames)), codenames
     user.user_permissions.set(perms)
+    for merchant in Merchant.objects.all():  # staff see the merchants they are granted
+        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
     client = Client()
     client.force_login(user)
     return client, user
