@@ -1,0 +1,58 @@
+"""The back office's roles as groups of model permissions (docs/SUPPORT.md, "Roles"). Every role views
+every model of payments; a role changes only what it acts on today. Frozen here: a later change to a role
+is a later migration. Which merchants a user sees is a per-user grant (grant_role), not part of a role."""
+
+from django.contrib.auth.management import create_permissions
+from django.db import migrations
+
+# Beyond viewing everything in payments.
+ROLE_PERMISSIONS = {
+    "support_agent": [],
+    "support_lead": ["change_webhookendpoint"],
+    "finance": [],
+    "merchant_admin": [
+        "change_merchant",
+        "add_confirmationrule",
+        "change_confirmationrule",
+        "delete_confirmationrule",
+        "add_apikey",
+        "change_apikey",
+        "add_wallet",
+        "change_wallet",
+        "add_webhookendpoint",
+        "change_webhookendpoint",
+    ],
+    "auditor": [],
+}
+
+
+def roles_create(apps, schema_editor):
+    # Permissions are made after all migrations (post_migrate); a fresh database needs them now.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0, using=schema_editor.connection.alias)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    payments = Permission.objects.filter(content_type__app_label="payments")
+    view_all = list(payments.filter(codename__startswith="view_"))
+    for role, codenames in ROLE_PERMISSIONS.items():
+        extra = list(payments.filter(codename__in=codenames))
+        assert len(extra) == len(codenames), (role, codenames)
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.set(view_all + extra)
+
+
+def roles_delete(apps, schema_editor):
+    apps.get_model("auth", "Group").objects.filter(name__in=ROLE_PERMISSIONS).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("guardian", "0003_remove_groupobjectpermission_guardian_gr_content_ae6aec_idx_and_more"),
+        ("payments", "0012_secure_webhook_secret_encryption"),
+    ]
+
+    operations = [migrations.RunPython(roles_create, roles_delete)]

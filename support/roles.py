@@ -1,0 +1,75 @@
+"""Roles of the back office. A role is a `Group` of model permissions, made by the data migrations of
+this app (0001_roles holds the table; docs/SUPPORT.md explains it). Which merchants a staff user may
+touch is a separate grant: the object permission `payments.admin_access.MERCHANT_ACCESS_PERMISSION`
+on each `Merchant`, given and withdrawn with the grants below (and `grant_role` / `revoke_role`).
+A user's roles apply to every merchant they are granted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+from guardian.shortcuts import assign_perm, remove_perm
+
+from payments.admin_access import MERCHANT_ACCESS_PERMISSION, staff_merchants
+from payments.models import Merchant
+
+SUPPORT_AGENT = "support_agent"
+SUPPORT_LEAD = "support_lead"
+FINANCE = "finance"
+MERCHANT_ADMIN = "merchant_admin"
+AUDITOR = "auditor"
+ROLES = (SUPPORT_AGENT, SUPPORT_LEAD, FINANCE, MERCHANT_ADMIN, AUDITOR)
+
+
+class RoleError(ValueError):
+    pass
+
+
+def role_group(role: str) -> Group:
+    if role not in ROLES:
+        raise RoleError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    try:
+        return Group.objects.get(name=role)
+    except Group.DoesNotExist as exc:
+        raise RoleError(f"role {role!r} has no group: run the migrations") from exc
+
+
+def _merchants(merchant_ids: Iterable[str]) -> list[Merchant]:
+    ids = list(dict.fromkeys(merchant_ids))
+    found = {m.pk: m for m in Merchant.objects.filter(pk__in=ids)}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise RoleError(f"no merchant {', '.join(missing)}")
+    return [found[i] for i in ids]
+
+
+@transaction.atomic
+def role_grant(*, user, role: str, merchant_ids: Iterable[str] = ()) -> list[Merchant]:
+    """Make `user` staff with `role` and grant it the merchants; all or nothing. Returns the merchants
+    the user may now touch."""
+    group, merchants = role_group(role), _merchants(merchant_ids)
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    user.groups.add(group)
+    for merchant in merchants:
+        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
+    return list(staff_merchants(user))
+
+
+@transaction.atomic
+def role_revoke(*, user, role: str, merchant_ids: Iterable[str] = ()) -> list[Merchant]:
+    """With merchants: withdraw those merchants (the role stays). Without: take the role away; a user
+    left with no role loses every merchant grant too. Returns the merchants the user may still touch."""
+    group, merchants = role_group(role), _merchants(merchant_ids)
+    if merchants:
+        for merchant in merchants:
+            remove_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
+    else:
+        user.groups.remove(group)
+        if not user.groups.filter(name__in=ROLES).exists():
+            for merchant in staff_merchants(user):
+                remove_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
+    return list(staff_merchants(user))
