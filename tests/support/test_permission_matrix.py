@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib import messages
@@ -216,6 +217,72 @@ ACTS = {
         MERCHANT_ADMIN,
     ),
 }
+
+
+class _FormFields(HTMLParser):
+    """The values a browser would post from the page's main form (inputs, selects, textareas)."""
+
+    def __init__(self):
+        super().__init__()
+        self.data: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "input" and a.get("name") and a.get("type") not in ("submit", "button", "file"):
+            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                return
+            self.data.append((a["name"], a.get("value") or ("on" if a.get("type") == "checkbox" else "")))
+        elif tag == "select" and a.get("name"):
+            self._select = a["name"]
+        elif tag == "option" and self._select and "selected" in a:
+            self.data.append((self._select, a.get("value", "")))
+        elif tag == "textarea" and a.get("name"):
+            self._textarea = a["name"]
+            self.data.append((a["name"], ""))
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.data[-1] = (self._textarea, data.lstrip("\n"))
+
+
+def merchant_policy_change(client: Client, merchant: Merchant) -> tuple[str, dict]:
+    """The merchant's change form as the page offers it (as a superuser sees it), with a new policy."""
+    page = client.get(f"{ADMIN}/merchant/{quote(merchant.pk)}/change/")
+    assert page.status_code == 200
+    fields = _FormFields()
+    fields.feed(page.content.decode())
+    data: dict[str, list[str]] = {}
+    for key, value in fields.data:
+        data.setdefault(key, []).append(value)
+    data.pop("csrfmiddlewaretoken", None)
+    data["expiry_minutes"] = ["42"]
+    return f"{ADMIN}/merchant/{quote(merchant.pk)}/change/", data
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("role", ROLES)
+def test_only_a_merchant_admin_changes_its_own_merchants_policy(shops, role, side, admin_client, monkeypatch):
+    url, data = merchant_policy_change(admin_client, shops[side].merchant)
+    client = staff(role, shops["own"].merchant, monkeypatch)
+    allowed = role in MERCHANT_ADMIN and side == "own"
+    before = db_state()
+
+    response = client.post(url, data)
+
+    if allowed:
+        assert response.status_code == 302, response.content.decode()[-3000:]
+        assert Merchant.objects.get(pk=shops[side].merchant.pk).expiry_minutes == 42
+    else:
+        assert response.status_code in (403, 404), response.status_code
+        assert db_state() == before, "a refused change changes nothing"
 
 
 @pytest.mark.parametrize("side", SIDES)
