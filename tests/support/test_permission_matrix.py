@@ -150,9 +150,10 @@ def test_pages_show_the_granted_merchant_only(shops, role, side, monkeypatch):
             wrong.append((model, "row listed", not allowed))
         if b"Other shop" in listing.content:
             wrong.append((model, "the other merchant is named (row or list filter)"))
-        page = client.get(change_url)
-        if (page.status_code == 200) != allowed or page.status_code not in (200, 403, 404):
-            wrong.append((model, "change page", page.status_code))
+        for kind in ("change", "history"):
+            page = client.get(change_url.replace("/change/", f"/{kind}/"))
+            if (page.status_code == 200) != allowed or page.status_code not in (200, 403, 404):
+                wrong.append((model, f"{kind} page", page.status_code))
     assert not wrong, wrong
     assert db_state() == before
 
