@@ -198,3 +198,46 @@ def test_the_webhook_admin_does_not_import_the_payments_admin():
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
     assert "payments.admin" not in imported
+
+
+def test_grants_and_revocations_are_audited(monkeypatch):
+    from support.audit import audit_verify
+    from support.models import AuditEntry
+
+    merchant = make_merchant(wallets=False)
+    grant(
+        "ivy",
+        "support_lead",
+        "--merchant",
+        merchant.pk,
+        "--create",
+        env_password="pw of ivy 12345",
+        monkeypatch=monkeypatch,
+    )
+    call_command("revoke_role", "ivy", "support_lead", stdout=io.StringIO())
+    ivy = User.objects.get(username="ivy")
+    granted, revoked = AuditEntry.objects.filter(object_type="auth.user", object_id=str(ivy.pk))
+    assert (granted.action, granted.role, granted.actor) == (
+        "role.granted",
+        "support_lead",
+        "system:manage.py",
+    )
+    assert granted.before == {"is_staff": True, "roles": [], "merchants": []}
+    assert granted.after == {"is_staff": True, "roles": ["support_lead"], "merchants": [merchant.pk]}
+    assert revoked.action == "role.revoked" and revoked.after == {
+        "is_staff": True,
+        "roles": [],
+        "merchants": [],
+    }
+    assert audit_verify().ok
+
+
+def test_the_auditor_reads_the_audit_log_and_the_support_roles_read_cases():
+    support_views = set(
+        Permission.objects.filter(content_type__app_label="support", codename__startswith="view_")
+    )
+    assert {p.codename for p in support_views} >= {"view_auditentry", "view_supportcase"}
+    assert support_views <= set(Group.objects.get(name="auditor").permissions.all())
+    for role in ("support_agent", "support_lead"):
+        assert Group.objects.get(name=role).permissions.filter(codename="view_supportcase").exists()
+        assert not Group.objects.get(name=role).permissions.filter(codename="view_auditentry").exists()

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from support.roles import ROLES, RoleError, role_grant
+from support.roles import COMMAND_ACTOR, ROLES, RoleError, role_grant
 
 PASSWORD_ENV = "GATEWAY_STAFF_PASSWORD"
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
                     generated = None if given else secrets.token_urlsafe(18)
                     password = given or generated
                     user = User.objects.create_user(username, email=email, password=password, is_staff=True)
-                merchants = role_grant(user=user, role=role, merchant_ids=merchant)
+                merchants = role_grant(user=user, role=role, merchant_ids=merchant, actor=COMMAND_ACTOR)
         except RoleError as exc:
             raise CommandError(str(exc)) from exc
         scope = "all (superuser)" if user.is_superuser else ", ".join(m.pk for m in merchants) or "none"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from support.roles import ROLES, RoleError, role_revoke
+from support.roles import COMMAND_ACTOR, ROLES, RoleError, role_revoke
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user {username!r}")
         try:
-            merchants = role_revoke(user=user, role=role, merchant_ids=merchant)
+            merchants = role_revoke(user=user, role=role, merchant_ids=merchant, actor=COMMAND_ACTOR)
         except RoleError as exc:
             raise CommandError(str(exc)) from exc
         roles = sorted(user.groups.filter(name__in=ROLES).values_list("name", flat=True))

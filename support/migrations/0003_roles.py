@@ -1,11 +1,19 @@
 """The back office's roles as groups of model permissions (docs/SUPPORT.md, "Roles"). Every role views
-every model of payments; a role changes only what it acts on today. Frozen here: a later change to a role
+every model of payments; the auditor every model of support too (the audit log included), the support
+roles the cases; a role changes only what it acts on today. Frozen here: a later change to a role
 is a later migration. Which merchants a user sees is a per-user grant (grant_role), not part of a role."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 # Beyond viewing everything in payments.
+SUPPORT_VIEWS = {
+    "support_agent": ["view_supportcase", "view_casenote"],
+    "support_lead": ["view_supportcase", "view_casenote"],
+    "finance": [],
+    "merchant_admin": [],
+    "auditor": "all",
+}
 ROLE_PERMISSIONS = {
     "support_agent": [],
     "support_lead": ["change_webhookendpoint"],
@@ -35,12 +43,16 @@ def roles_create(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     payments = Permission.objects.filter(content_type__app_label="payments")
+    support_views = Permission.objects.filter(content_type__app_label="support", codename__startswith="view_")
     view_all = list(payments.filter(codename__startswith="view_"))
     for role, codenames in ROLE_PERMISSIONS.items():
         extra = list(payments.filter(codename__in=codenames))
         assert len(extra) == len(codenames), (role, codenames)
+        wanted = SUPPORT_VIEWS[role]
+        support = list(support_views if wanted == "all" else support_views.filter(codename__in=wanted))
+        assert wanted == "all" or len(support) == len(wanted), (role, wanted)
         group, _ = Group.objects.get_or_create(name=role)
-        group.permissions.set(view_all + extra)
+        group.permissions.set(view_all + extra + support)
 
 
 def roles_delete(apps, schema_editor):
@@ -52,7 +64,8 @@ class Migration(migrations.Migration):
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
         ("guardian", "0003_remove_groupobjectpermission_guardian_gr_content_ae6aec_idx_and_more"),
-        ("payments", "0012_secure_webhook_secret_encryption"),
+        ("payments", "0013_intent_fulfilment"),
+        ("support", "0002_support_cases"),
     ]
 
     operations = [migrations.RunPython(roles_create, roles_delete)]
