@@ -38,7 +38,7 @@ def api(api_secret):
 @pytest.fixture(autouse=True)
 def reference_data(request):
     """Transactional tests flush the database, data migrations included: put the seeded assets and
-    networks back (the same code as the migration)."""
+    networks, and the roles' groups, back (the same code as the migrations)."""
     marker = request.node.get_closest_marker("django_db")
     if marker is None or not marker.kwargs.get("transaction"):
         yield
@@ -52,6 +52,7 @@ def reference_data(request):
     request.getfixturevalue("transactional_db")
     seed(apps, None)
     display.seed_display_decimals(apps, None)
+    importlib.import_module("support.migrations.0003_roles").roles_create(apps, None)
     yield
 
 

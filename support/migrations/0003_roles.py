@@ -35,11 +35,16 @@ ROLE_PERMISSIONS = {
 
 
 def roles_create(apps, schema_editor):
+    """Also run by the tests after a flush (schema_editor None, the project's own app registry)."""
     # Permissions are made after all migrations (post_migrate); a fresh database needs them now.
+    using = schema_editor.connection.alias if schema_editor else "default"
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0, using=schema_editor.connection.alias)
-        app_config.models_module = None
+        stub = not getattr(app_config, "models_module", None)  # a migration's app state has no module
+        if stub:
+            app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0, using=using)
+        if stub:
+            app_config.models_module = None
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     payments = Permission.objects.filter(content_type__app_label="payments")

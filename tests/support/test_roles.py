@@ -241,3 +241,21 @@ def test_the_auditor_reads_the_audit_log_and_the_support_roles_read_cases():
     for role in ("support_agent", "support_lead"):
         assert Group.objects.get(name=role).permissions.filter(codename="view_supportcase").exists()
         assert not Group.objects.get(name=role).permissions.filter(codename="view_auditentry").exists()
+
+
+@pytest.mark.parametrize("run", [1, 2])
+@pytest.mark.django_db(transaction=True)
+def test_roles_exist_in_transactional_tests_too(run, monkeypatch):
+    """A transactional test flushes the database after it, the migration's groups with it: the next one
+    (the browser tests) still finds every role."""
+    assert set(Group.objects.filter(name__in=ROLES).values_list("name", flat=True)) == set(ROLES)
+    merchant = make_merchant(wallets=False)
+    grant(
+        f"tx{run}",
+        "auditor",
+        "--merchant",
+        merchant.pk,
+        "--create",
+        env_password="pw of tx 12345",
+        monkeypatch=monkeypatch,
+    )
