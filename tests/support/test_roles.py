@@ -259,3 +259,11 @@ def test_roles_exist_in_transactional_tests_too(run, monkeypatch):
         env_password="pw of tx 12345",
         monkeypatch=monkeypatch,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_roles_migration_reverses_and_reapplies():
+    call_command("migrate", "support", "0002_support_cases", verbosity=0)
+    assert not Group.objects.filter(name__in=ROLES).exists()
+    call_command("migrate", "support", verbosity=0)
+    assert Group.objects.filter(name__in=ROLES).count() == len(ROLES)
