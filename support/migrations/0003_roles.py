@@ -1,15 +1,16 @@
 """The back office's roles as groups of model permissions (docs/SUPPORT.md, "Roles"). Every role views
-every model of payments; the auditor every model of support too (the audit log included), the support
-roles the cases; a role changes only what it acts on today. Frozen here: a later change to a role
+every model of payments; the auditor every model of support too (the audit log included); the support
+roles work cases (support.cases checks change_supportcase); a role changes only what it acts on today. Frozen here: a later change to a role
 is a later migration. Which merchants a user sees is a per-user grant (grant_role), not part of a role."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 # Beyond viewing everything in payments.
-SUPPORT_VIEWS = {
-    "support_agent": ["view_supportcase", "view_casenote"],
-    "support_lead": ["view_supportcase", "view_casenote"],
+CASE_WORK = ["view_supportcase", "change_supportcase", "view_casenote", "add_casenote"]
+SUPPORT_PERMISSIONS = {  # of the support app: "all" is every view permission
+    "support_agent": CASE_WORK,
+    "support_lead": CASE_WORK,
     "finance": [],
     "merchant_admin": [],
     "auditor": "all",
@@ -48,13 +49,17 @@ def roles_create(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     payments = Permission.objects.filter(content_type__app_label="payments")
-    support_views = Permission.objects.filter(content_type__app_label="support", codename__startswith="view_")
+    support_perms = Permission.objects.filter(content_type__app_label="support")
     view_all = list(payments.filter(codename__startswith="view_"))
     for role, codenames in ROLE_PERMISSIONS.items():
         extra = list(payments.filter(codename__in=codenames))
         assert len(extra) == len(codenames), (role, codenames)
-        wanted = SUPPORT_VIEWS[role]
-        support = list(support_views if wanted == "all" else support_views.filter(codename__in=wanted))
+        wanted = SUPPORT_PERMISSIONS[role]
+        support = list(
+            support_perms.filter(codename__startswith="view_")
+            if wanted == "all"
+            else support_perms.filter(codename__in=wanted)
+        )
         assert wanted == "all" or len(support) == len(wanted), (role, wanted)
         group, _ = Group.objects.get_or_create(name=role)
         group.permissions.set(view_all + extra + support)

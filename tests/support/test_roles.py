@@ -232,15 +232,18 @@ def test_grants_and_revocations_are_audited(monkeypatch):
     assert audit_verify().ok
 
 
-def test_the_auditor_reads_the_audit_log_and_the_support_roles_read_cases():
+def test_the_auditor_reads_the_audit_log_and_the_support_roles_work_cases():
     support_views = set(
         Permission.objects.filter(content_type__app_label="support", codename__startswith="view_")
     )
     assert {p.codename for p in support_views} >= {"view_auditentry", "view_supportcase"}
     assert support_views <= set(Group.objects.get(name="auditor").permissions.all())
-    for role in ("support_agent", "support_lead"):
-        assert Group.objects.get(name=role).permissions.filter(codename="view_supportcase").exists()
-        assert not Group.objects.get(name=role).permissions.filter(codename="view_auditentry").exists()
+    for role in ROLES:
+        perms = Group.objects.get(name=role).permissions
+        works_cases = role in ("support_agent", "support_lead")  # assign, note, change a case's status
+        assert perms.filter(codename="change_supportcase").exists() == works_cases, role
+        assert perms.filter(codename="add_casenote").exists() == works_cases, role
+        assert perms.filter(codename="view_auditentry").exists() == (role == "auditor"), role
 
 
 @pytest.mark.parametrize("run", [1, 2])
