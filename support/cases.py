@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
+from payments.admin_access import staff_merchants
 from payments.errors import InvalidRequest
 from payments.models import Event, PaymentIntent, PaymentState, WebhookEndpoint
 
@@ -144,6 +145,8 @@ def _require(actor: User, case: SupportCase) -> None:
     """Acting on a case needs the change permission on cases, for the case's merchant."""
     if not actor.is_active or not actor.has_perm("support.change_supportcase"):
         raise PermissionDenied("you may not act on support cases")
+    if not staff_merchants(actor).filter(pk=case.merchant_id).exists():
+        raise PermissionDenied("you may not act on this merchant's cases")
 
 
 def _audit(actor: User, action: str, case: SupportCase, before, after, reason: str, now: datetime, **context):

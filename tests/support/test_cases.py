@@ -156,11 +156,14 @@ def test_the_beat_opens_cases_every_few_seconds():
 # --- safe actions on cases ---------------------------------------------------------------------------
 
 
-def staff(username: str, *codenames: str):
+def staff(username: str, *codenames: str, merchant=None):
     from django.contrib.auth.models import Permission, User
+    from guardian.shortcuts import assign_perm
 
     user = User.objects.create_user(username, password="x", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    if merchant is not None:
+        assign_perm("payments.view_merchant", user, merchant)  # the merchant grant (grant_role --merchant)
     return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
 
 
@@ -180,7 +183,7 @@ def test_assign_note_and_resolve_are_audited_and_verify():
     from support.models import AuditEntry
 
     case = a_case()
-    agent = staff("agent", "view_supportcase", "change_supportcase")
+    agent = staff("agent", "view_supportcase", "change_supportcase", merchant=case.merchant)
     now = timezone.now()
     case = case_assign(actor=agent, case=case, assignee=agent, now=now, client_address="203.0.113.9")
     assert (case.assignee, case.status) == (agent, "in_progress")
@@ -206,16 +209,21 @@ def test_assign_note_and_resolve_are_audited_and_verify():
     call_command("verify_audit")
 
 
-def test_who_may_only_look_cannot_act_and_nothing_is_written():
+def test_who_may_only_look_or_works_for_another_merchant_cannot_act_and_nothing_is_written():
     from django.core.exceptions import PermissionDenied
 
     from support.cases import case_assign, case_note_add, case_status_set
     from support.models import AuditEntry, CaseNote
 
     case = a_case()
-    viewer = staff("viewer", "view_supportcase")
+    viewer = staff("viewer", "view_supportcase", merchant=case.merchant)
+    elsewhere = staff(
+        "elsewhere", "view_supportcase", "change_supportcase", merchant=make_merchant("B", account=1)
+    )
     now = timezone.now()
     for act in (
+        lambda: case_assign(actor=elsewhere, case=case, assignee=elsewhere, now=now),
+        lambda: case_note_add(actor=elsewhere, case=case, body="x", now=now),
         lambda: case_assign(actor=viewer, case=case, assignee=viewer, now=now),
         lambda: case_note_add(actor=viewer, case=case, body="x", now=now),
         lambda: case_status_set(actor=viewer, case=case, status="resolved", note="x", now=now),
