@@ -233,3 +233,39 @@ def test_who_may_only_look_or_works_for_another_merchant_cannot_act_and_nothing_
     case.refresh_from_db()
     assert (case.status, case.assignee) == ("open", None)
     assert not AuditEntry.objects.exists() and not CaseNote.objects.exists()
+
+
+def test_the_admin_shows_a_case_to_staff_of_its_merchant_only(client):
+    case = a_case()
+    mine = staff("mine", "view_supportcase", merchant=case.merchant)
+    other = staff("other", "view_supportcase", merchant=make_merchant("B", account=1))
+    client.force_login(mine)
+    row = f"/admin/support/supportcase/{case.pk}/change/".encode()
+    assert row in client.get("/admin/support/supportcase/").content
+    page = client.get(f"/admin/support/supportcase/{case.pk}/change/")
+    assert page.status_code == 200 and b"0xl" in page.content
+    assert b'name="_save"' not in page.content, "no dead controls: the case is worked through its actions"
+    client.force_login(other)
+    assert row not in client.get("/admin/support/supportcase/").content
+    assert client.get(f"/admin/support/supportcase/{case.pk}/change/").status_code == 404
+
+
+def test_the_audit_log_admin_is_read_only_and_scoped(client):
+    from support.audit import audit_record
+
+    case = a_case()
+    now = timezone.now()
+    audit_record(actor="lead", action="case.status", now=now, merchant_id=case.merchant_id, object_id="1")
+    audit_record(actor="lead", action="case.status", now=now, merchant_id="mer_elsewhere", object_id="2")
+    audit_record(actor="system:manage.py", action="role.granted", now=now)
+    auditor = staff("auditor", "view_auditentry", merchant=case.merchant)
+    client.force_login(auditor)
+    listing = client.get("/admin/support/auditentry/")
+    assert listing.status_code == 200
+    assert b"role.granted" in listing.content and b"mer_elsewhere" not in listing.content
+    entry = __import__("support.models", fromlist=["AuditEntry"]).AuditEntry.objects.get(sequence=1)
+    page = client.get(f"/admin/support/auditentry/{entry.pk}/change/")
+    assert (
+        page.status_code == 200 and b'name="_save"' not in page.content and b"deletelink" not in page.content
+    )
+    assert client.post(f"/admin/support/auditentry/{entry.pk}/delete/").status_code == 403
