@@ -66,7 +66,13 @@ def roles_create(apps, schema_editor):
 
 
 def roles_delete(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name__in=ROLE_PERMISSIONS).delete()
+    # In SQL: the ORM's cascade would mix this migration's historical Group with guardian's current models.
+    roles = list(ROLE_PERMISSIONS)
+    groups = "SELECT id FROM auth_group WHERE name = ANY(%s)"
+    with schema_editor.connection.cursor() as cursor:
+        for table in ("guardian_groupobjectpermission", "auth_group_permissions", "auth_user_groups"):
+            cursor.execute(f"DELETE FROM {table} WHERE group_id IN ({groups})", [roles])
+        cursor.execute("DELETE FROM auth_group WHERE name = ANY(%s)", [roles])
 
 
 class Migration(migrations.Migration):

@@ -69,6 +69,7 @@ def test_command_errors_are_clear():
 
 
 def test_beat_schedule_names_registered_tasks():
+    celery_app.loader.import_default_modules()  # what a worker does at start: every app's tasks module
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in celery_app.tasks
 
