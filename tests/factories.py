@@ -53,3 +53,28 @@ def make_merchant(name: str = "Test shop", *, account: int = 0, wallets: bool = 
 
 def make_api_key(merchant: Merchant, scopes=("payments:read", "payments:write")) -> tuple[ApiKey, str]:
     return api_key_create(merchant=merchant, scopes=scopes)
+
+
+def make_staff(*codenames: str, merchants=None, username: str | None = None):
+    """A staff user (never superuser) holding exactly these model permissions ("app_label.codename" or a
+    bare codename of payments or support), granted `merchants` (default: every merchant so far), as
+    `grant_role --merchant` would grant them. A fresh instance: Django caches permissions per object."""
+    from django.contrib.auth.models import Permission, User
+    from django.db.models import Q
+    from guardian.shortcuts import assign_perm
+
+    from payments.admin_access import MERCHANT_ACCESS_PERMISSION
+
+    user = User.objects.create_user(
+        username=username or f"staff{User.objects.count()}", password="x", is_staff=True
+    )
+    wanted = Q()
+    for name in codenames:
+        app, _, codename = name.rpartition(".")
+        wanted |= Q(codename=codename, content_type__app_label__in=[app] if app else ["payments", "support"])
+    perms = Permission.objects.filter(wanted) if codenames else Permission.objects.none()
+    assert perms.count() == len(set(codenames)), codenames
+    user.user_permissions.set(perms)
+    for merchant in Merchant.objects.all() if merchants is None else merchants:
+        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
+    return User.objects.get(pk=user.pk)

@@ -7,14 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.test import Client
-from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
-from payments.admin_access import MERCHANT_ACCESS_PERMISSION
-from payments.models import ApiKey, Merchant
-from tests.factories import make_api_key, make_merchant
+from payments.models import ApiKey
+from tests.factories import make_api_key, make_merchant, make_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +19,8 @@ KEYS = "/admin/payments/apikey/"
 
 
 def staff_client(*codenames: str) -> Client:
-    user = User.objects.create_user(username=f"staff{User.objects.count()}", password="x", is_staff=True)
-    perms = Permission.objects.filter(content_type__app_label="payments", codename__in=codenames)
-    assert perms.count() == len(set(codenames)), codenames
-    user.user_permissions.set(perms)
-    for merchant in Merchant.objects.all():  # staff see the merchants they are granted
-        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
     client = Client()
-    client.force_login(user)
+    client.force_login(make_staff(*codenames))
     return client
 
 

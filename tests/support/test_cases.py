@@ -15,7 +15,7 @@ from payments.webhooks.delivery import events_dispatch
 from payments.webhooks.endpoints import endpoint_create, endpoint_disable, endpoint_enable
 from support.cases import cases_open
 from support.models import EventCursor, SupportCase
-from tests.factories import make_merchant
+from tests.factories import make_merchant, make_staff
 from tests.payments.test_services_settle import block, new_intent, transfer
 
 pytestmark = pytest.mark.django_db
@@ -157,14 +157,7 @@ def test_the_beat_opens_cases_every_few_seconds():
 
 
 def staff(username: str, *codenames: str, merchant=None):
-    from django.contrib.auth.models import Permission, User
-    from guardian.shortcuts import assign_perm
-
-    user = User.objects.create_user(username, password="x", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    if merchant is not None:
-        assign_perm("payments.view_merchant", user, merchant)  # the merchant grant (grant_role --merchant)
-    return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
+    return make_staff(*codenames, merchants=[merchant] if merchant else [], username=username)
 
 
 def a_case() -> SupportCase:

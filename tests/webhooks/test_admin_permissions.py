@@ -11,19 +11,17 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.test import Client, RequestFactory
 from django.utils import timezone
-from guardian.shortcuts import assign_perm
 
-from payments.admin_access import MERCHANT_ACCESS_PERMISSION
-from payments.models import Event, Merchant, WebhookDelivery, WebhookEndpoint, WebhookSecret
+from payments.models import Event, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from payments.webhooks import endpoints
 from payments.webhooks.admin import WebhookEndpointAdmin
 from payments.webhooks.delivery import events_dispatch
-from tests.factories import make_merchant
+from tests.factories import make_merchant, make_staff
 from tests.payments.test_services_settle import new_intent
 
 pytestmark = pytest.mark.django_db
@@ -56,12 +54,7 @@ def world(receiver) -> World:
 
 
 def staff_client(codenames: tuple[str, ...]) -> tuple[Client, User]:
-    user = User.objects.create_user(username=f"staff{User.objects.count()}", password="x", is_staff=True)
-    perms = Permission.objects.filter(content_type__app_label="payments", codename__in=codenames)
-    assert perms.count() == len(set(codenames)), codenames
-    user.user_permissions.set(perms)
-    for merchant in Merchant.objects.all():  # staff see the merchants they are granted
-        assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
+    user = make_staff(*codenames)
     client = Client()
     client.force_login(user)
     return client, user
