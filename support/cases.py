@@ -72,7 +72,8 @@ def cases_open_from_events(*, now: datetime, batch: int = 1000) -> int:
     """Read the next dispatched events after the cursor and open their cases; returns the events read.
     Reading, opening and moving the cursor commit together (the cursor row is locked meanwhile)."""
     with transaction.atomic():
-        EventCursor.objects.get_or_create(name=CURSOR)
+        # Two workers starting at once both insert it: one row wins, the other's insert does nothing.
+        EventCursor.objects.bulk_create([EventCursor(name=CURSOR)], ignore_conflicts=True)
         cursor = EventCursor.objects.select_for_update().get(name=CURSOR)
         events = list(
             Event.objects.filter(position__gt=cursor.position)
