@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from . import accounts
+from . import accounts, policy
 from .accounts import MAX_CONFIRMATIONS, api_key_create, api_key_revoke, confirmation_rule_set
 from .admin_access import ActionPermissionMixin, EvidenceAdmin, MerchantListFilter, MerchantScopedAdmin
 from .chains.redaction import redact_url
@@ -451,10 +451,25 @@ class ObservationInline(admin.TabularInline):
     readonly_fields = fields
 
 
+class FlagListFilter(admin.SimpleListFilter):
+    """Payments flagged for review (late, duplicate, wrong asset, wrong network): one flag at a time."""
+
+    title = "flag"
+    parameter_name = "flag"
+
+    def lookups(self, request, model_admin):
+        return [(flag, flag.replace("_", " ")) for flag in sorted(set(policy.EXCEPTION_KINDS.values()))]
+
+    def queryset(self, request, queryset):
+        if self.value() in dict(self.lookup_choices):
+            return queryset.filter(flags__contains=[self.value()])
+        return queryset
+
+
 @admin.register(PaymentIntent)
 class PaymentIntentAdmin(MerchantScopedAdmin, admin.ModelAdmin):
-    list_display = ("id", "merchant", "state", "merchant_order_id", "network_asset", "created_at")
-    list_filter = (("merchant", MerchantListFilter), "state", "network_asset")
+    list_display = ("id", "merchant", "state", "flags", "merchant_order_id", "network_asset", "created_at")
+    list_filter = (("merchant", MerchantListFilter), "state", FlagListFilter, "network_asset", "created_at")
     search_fields = ("id", "merchant_order_id", "address__address")
     readonly_fields = [f.name for f in PaymentIntent._meta.fields]
     inlines = [ObservationInline, TransitionInline]

@@ -24,3 +24,24 @@ def test_admin_pages_render(admin_client, merchant):
         "/admin/payments/apikey/",
     ):
         assert admin_client.get(url).status_code == 200, url
+
+
+def test_payments_filter_by_flag(client):
+    """Support finds the payments flagged for review: before, there was no flags filter."""
+    from datetime import timedelta
+
+    from tests.factories import make_staff
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    late = new_intent(now=timezone.now() - timedelta(hours=1))
+    plain = new_intent(late.merchant)
+    now = timezone.now()
+    services.expire_due_intents(now=now)
+    services.observation_record(transfer=transfer(late, tx="0xlate", **block(150, now)), now=now)
+    client.force_login(make_staff("view_paymentintent"))
+    flagged = client.get("/admin/payments/paymentintent/?flag=late_payment")
+    assert flagged.status_code == 200
+    assert late.pk.encode() in flagged.content and plain.pk.encode() not in flagged.content
+    everything = client.get("/admin/payments/paymentintent/")
+    assert late.pk.encode() in everything.content and plain.pk.encode() in everything.content
+    assert b"wrong network" in everything.content  # the filter offers every flag
