@@ -18,6 +18,8 @@ from django.views import defaults
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from .errors import error_body
+
 logger = logging.getLogger(__name__)
 
 # PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate: neither can be stored, so
@@ -39,10 +41,6 @@ class PublicIdConverter:
 
     def to_url(self, value: str) -> str:
         return value
-
-
-def error_body(code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "param": param}}
 
 
 def unstorable(text: str) -> bool:

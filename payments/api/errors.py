@@ -26,11 +26,15 @@ _DRF_CODES = {
 }
 
 
+def error_body(code: str, message: str, param: str | None = None) -> dict:
+    """The envelope of every error answer, from DRF views and from the edge (payments/api/edge.py) alike."""
+    return {"error": {"code": code, "message": message, "param": param}}
+
+
 def error_response(
     status_code: int, code: str, message: str, param: str | None = None, headers=None
 ) -> Response:
-    body = {"error": {"code": code, "message": message, "param": param}}
-    return Response(body, status=status_code, headers=headers)
+    return Response(error_body(code, message, param), status=status_code, headers=headers)
 
 
 def _first_field_error(detail, path: tuple[str, ...] = ()) -> tuple[str | None, object]:
