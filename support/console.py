@@ -82,9 +82,11 @@ def payment_action_dispatch(request: HttpRequest, intent_id: str, name: str, con
     action = PAYMENT_ACTIONS.get(name)
     if action is None:
         raise Http404
-    intent = PaymentIntent.objects.filter(
-        pk=intent_id, merchant__in=staff_merchants(request.user)
-    ).select_related("merchant", "network_asset__asset", "network_asset__network", "address").first()
+    intent = (
+        PaymentIntent.objects.filter(pk=intent_id, merchant__in=staff_merchants(request.user))
+        .select_related("merchant", "network_asset__asset", "network_asset__network", "address")
+        .first()
+    )
     if intent is None:
         raise Http404
     if not may_act(request.user, action, intent):
