@@ -47,6 +47,9 @@ ACCEPT_LATE_PAYMENT = "accept_late_payment"
 ACCEPT_UNDERPAYMENT = "accept_underpayment"
 MARK_PAID = "mark_paid"
 REFUND_RECORDED = "refund_recorded"
+# Resolutions that move the payment window: `until` is the new deadline (a top-up's) or the cancel time.
+EXTEND_DEADLINE = "extend_deadline"
+CANCEL = "cancel"
 
 ObservationKey = tuple[str, str, int]  # (network code, tx hash, output or log index)
 
@@ -106,6 +109,7 @@ class ResolutionFacts:
     id: int
     kind: str
     observation_key: ObservationKey | None = None
+    until: datetime | None = None  # EXTEND_DEADLINE: the new deadline; CANCEL: when it was canceled
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def evaluate(
     now: datetime,
 ) -> Verdict:
     """The state `intent` must be in given its evidence, and why."""
-    deadline = intent.deadline
+    deadline = effective_deadline(intent, resolutions)
     window_closed = now >= deadline
     resolution_kinds = {r.kind for r in resolutions}
     accepted_late = {r.observation_key for r in resolutions if r.kind == ACCEPT_LATE_PAYMENT}
@@ -291,6 +295,20 @@ def evaluate(
         fingerprint_parts,
         block_hashes=sorted((o.tx_hash, o.block_hash) for o in candidates),
     )
+
+
+def effective_deadline(intent: IntentFacts, resolutions: Sequence[ResolutionFacts]) -> datetime:
+    """The end of the payment window: the intent's own (expiry, or the merchant's cancel), moved later by
+    the latest top-up extension and earlier by a cancel from the back office. A cancel wins over an
+    extension: funds first seen after it are late whatever was extended."""
+    deadline = intent.deadline
+    extensions = [r.until for r in resolutions if r.kind == EXTEND_DEADLINE and r.until is not None]
+    if extensions:
+        deadline = max(deadline, *extensions)
+    cancels = [r.until for r in resolutions if r.kind == CANCEL and r.until is not None]
+    if cancels:
+        deadline = min(deadline, *cancels)
+    return deadline
 
 
 def _verdict(

@@ -88,6 +88,7 @@ def intent_evidence(
                 if r.observation_id
                 else None
             ),
+            until=r.until,
         )
         for r in Resolution.objects.filter(intent=intent).select_related("observation__network")
     ]

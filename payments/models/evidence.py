@@ -102,21 +102,43 @@ class ChainObservation(models.Model):
 
 
 class Resolution(models.Model):
-    """A decision by an authorised person, recorded as evidence with actor, reason and time."""
+    """A decision by an authorised person, recorded as evidence with actor, role, reason and time.
+    Written only by `services.resolution_record`; never changed or deleted (a decision taken back is a
+    new decision)."""
 
     class Kind(models.TextChoices):
-        ACCEPT_LATE_PAYMENT = "accept_late_payment"
-        ACCEPT_UNDERPAYMENT = "accept_underpayment"
-        MARK_PAID = "mark_paid"
-        REFUND_RECORDED = "refund_recorded"
+        ACCEPT_LATE_PAYMENT = "accept_late_payment", "accept a late payment"
+        ACCEPT_UNDERPAYMENT = "accept_underpayment", "accept an underpayment"
+        MARK_PAID = "mark_paid", "mark paid"
+        CANCEL = "cancel", "cancel the payment"
+        EXTEND_DEADLINE = "extend_deadline", "extend the deadline for a top-up"
+        REFUND_RECORDED = "refund_recorded", "refund recorded"
 
     intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="resolutions")
     kind = models.CharField(max_length=32, choices=Kind.choices)
     observation = models.ForeignKey(ChainObservation, null=True, blank=True, on_delete=models.PROTECT)
+    until = models.DateTimeField(
+        null=True, blank=True, help_text="extend_deadline: the new deadline; cancel: when it took effect"
+    )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    role = models.CharField(max_length=40, blank=True, help_text="the actor's role when deciding")
     reason = models.TextField()
     refund_tx_hash = models.CharField(max_length=80, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(kind__in=["extend_deadline", "cancel"]) | models.Q(until__isnull=False),
+                name="resolution_window_kinds_have_a_time",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="accept_late_payment") | models.Q(observation__isnull=False),
+                name="resolution_late_names_its_observation",
+            ),
+            models.CheckConstraint(condition=~models.Q(reason=""), name="resolution_has_a_reason"),
+        ]
 
 
 class StateTransition(models.Model):

@@ -20,6 +20,7 @@ from .intents import (
     price_validate,
 )
 from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
+from .resolutions import reason_check, resolution_check, resolution_record
 
 __all__ = [
     "IntentInput",
@@ -38,5 +39,8 @@ __all__ = [
     "payment_intent_select_asset",
     "payment_settle",
     "price_validate",
+    "reason_check",
     "reference_cache_clear",
+    "resolution_check",
+    "resolution_record",
 ]

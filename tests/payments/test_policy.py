@@ -171,6 +171,35 @@ def test_resolutions_mark_paid_accept_underpayment_refund():
     assert run(under, resolutions=[ResolutionFacts(3, policy.REFUND_RECORDED)]).state == policy.REFUNDED
 
 
+def test_top_up_extension_counts_funds_seen_before_the_new_deadline():
+    first = obs("a", 600_000)
+    top_up = obs("b", 400_000, height=101, block_time=EXPIRES + timedelta(minutes=10))
+    after = EXPIRES + timedelta(minutes=30)
+    # without an extension the top-up is late and the payment stays underpaid
+    verdict = run([first, top_up], now=after, tip=110)
+    assert (verdict.state, verdict.classifications[top_up.key]) == (policy.UNDERPAID, policy.LATE)
+    extended = [ResolutionFacts(1, policy.EXTEND_DEADLINE, until=EXPIRES + timedelta(hours=1))]
+    verdict = run([first, top_up], now=after, tip=110, resolutions=extended)
+    assert verdict.state == policy.PAID and verdict.amount_confirmed == 1_000_000
+    # funds after the new deadline are late again
+    too_late = [ResolutionFacts(1, policy.EXTEND_DEADLINE, until=EXPIRES + timedelta(minutes=5))]
+    verdict = run([first, top_up], now=after, tip=110, resolutions=too_late)
+    assert (verdict.state, verdict.classifications[top_up.key]) == (policy.UNDERPAID, policy.LATE)
+
+
+def test_cancel_resolution_closes_the_window_and_wins_over_an_extension():
+    canceled = [ResolutionFacts(1, policy.CANCEL, until=T0 + timedelta(minutes=1))]
+    assert run([], now=T0 + timedelta(minutes=2), resolutions=canceled).state == policy.EXPIRED
+    # funds first seen after the cancel are late (seen at T0+1min: not before the cancel)
+    verdict = run([obs("a")], now=T0 + timedelta(minutes=2), resolutions=canceled)
+    assert verdict.state == policy.EXPIRED and verdict.flags == ("late_payment",)
+    both = [*canceled, ResolutionFacts(2, policy.EXTEND_DEADLINE, until=EXPIRES + timedelta(hours=1))]
+    assert run([], now=T0 + timedelta(minutes=2), resolutions=both).state == policy.EXPIRED
+    # an intent whose asset was never chosen is canceled too
+    facts = intent(network=None, amount_due=None)
+    assert evaluate(facts, [], canceled, {}, T0 + timedelta(minutes=2)).state == policy.EXPIRED
+
+
 def test_tiered_confirmations():
     rules = [(0, 2), (10_000_000, 6), (1_000_000_000, 12)]
     assert policy.required_confirmations_for(5, rules, 1) == 2
@@ -269,3 +298,23 @@ def test_verdict_invariants(facts, observations, tip, now):
         )
     if verdict.state in (policy.AWAITING_PAYMENT, policy.EXPIRED, policy.FAILED):
         assert verdict.amount_seen == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts_strategy, observation_sets(), st.integers(95, 115), now_strategy, st.integers(0, 60 * 48))
+def test_window_resolutions_that_do_not_move_the_deadline_change_nothing(facts, observations, tip, now, m):
+    """An extension to before the deadline, or a cancel after it, is the same evidence as none (apart from
+    the fingerprint, which names every resolution); any other moves every classification consistently."""
+    plain = evaluate(facts, observations, [], {"ethereum": tip}, now)
+    moment = T0 + timedelta(minutes=m)
+    kind = policy.EXTEND_DEADLINE if moment <= facts.expires_at else policy.CANCEL
+    moved = evaluate(facts, observations, [ResolutionFacts(1, kind, until=moment)], {"ethereum": tip}, now)
+    assert dataclasses.replace(moved, fingerprint="") == dataclasses.replace(plain, fingerprint="")
+    other = policy.CANCEL if kind == policy.EXTEND_DEADLINE else policy.EXTEND_DEADLINE
+    resolutions = [ResolutionFacts(1, other, until=moment)]
+    verdict = evaluate(facts, observations, resolutions, {"ethereum": tip}, now)
+    deadline = policy.effective_deadline(facts, resolutions)
+    assert deadline == moment
+    for o in observations:
+        if verdict.classifications.get(o.key) == policy.COUNTED:
+            assert o.first_seen_at < deadline
