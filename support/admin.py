@@ -64,3 +64,6 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from . import actions_dangerous, admin_approvals  # noqa: E402, F401 (register the console's pages and actions)

@@ -128,3 +128,120 @@ class EventCursor(models.Model):
 
     name = models.CharField(max_length=40, unique=True)
     position = models.BigIntegerField(default=0)
+
+
+class MerchantPolicy(models.Model):
+    """How a merchant wants dangerous decisions on its payments taken: by one support lead, or by two
+    (four-eyes: one asks, another approves), always, never, or above a price. No row means the safe
+    default: four-eyes always. Changing it is itself a dangerous action (four-eyes unless the policy
+    says otherwise for configuration changes)."""
+
+    class FourEyes(models.TextChoices):
+        ALWAYS = "always", "always"
+        ABOVE_AMOUNT = "above_amount", "above an amount"
+        NEVER = "never", "never"
+
+    merchant = models.OneToOneField(
+        "payments.Merchant", on_delete=models.PROTECT, related_name="support_policy"
+    )
+    four_eyes = models.CharField(max_length=16, choices=FourEyes.choices, default=FourEyes.ALWAYS)
+    threshold_amount = models.DecimalField(
+        max_digits=40,
+        decimal_places=18,
+        null=True,
+        blank=True,
+        help_text="above_amount: the price above which",
+    )
+    threshold_currency = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="above_amount: a payment priced in another currency needs four-eyes",
+    )
+    config_four_eyes = models.BooleanField(
+        default=True, help_text="wallet key and policy changes need a second person's approval"
+    )
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "merchant policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(four_eyes="above_amount")
+                | (models.Q(threshold_amount__gte=0) & ~models.Q(threshold_currency="")),
+                name="policy_threshold_complete",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"policy of {self.merchant_id}: four-eyes {self.get_four_eyes_display()}"
+
+
+class ApprovalRequest(models.Model):
+    """A dangerous action asked for by one person (the maker) and applied only when another approves (the
+    checker): the action, its payload and the payload's hash (what is approved is exactly what was asked),
+    the maker's reason, and an expiry. The database refuses a checker who is the maker, and one pending
+    request per identical payload. Decided requests (approved, rejected, expired, failed) are kept."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for approval"
+        APPROVED = "approved", "approved and applied"
+        REJECTED = "rejected", "rejected"
+        EXPIRED = "expired", "expired"
+        FAILED = "failed", "approved, but could not be applied"
+
+    action = models.CharField(max_length=60)
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.PROTECT, related_name="approval_requests"
+    )
+    intent = models.ForeignKey(
+        "payments.PaymentIntent",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="approval_requests",
+    )
+    payload = models.JSONField()
+    payload_hash = models.CharField(max_length=64)
+    reason = models.TextField()
+    maker = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="approvals_asked")
+    maker_role = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    checker = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="approvals_decided"
+    )
+    checker_role = models.CharField(max_length=120, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="what applying it made, or why it could not")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("decide_payment", "Take dangerous decisions on payments (resolutions)")]
+        indexes = [models.Index(fields=["status", "created_at"], name="approval_status_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(checker__isnull=True) | ~models.Q(checker=models.F("maker")),
+                name="approval_checker_is_not_maker",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    status__in=["pending", "expired"], checker__isnull=True, decided_at__isnull=True
+                )
+                | (
+                    models.Q(status__in=["approved", "rejected", "failed"])
+                    & models.Q(checker__isnull=False, decided_at__isnull=False)
+                )
+                | models.Q(status="expired", decided_at__isnull=False, checker__isnull=True),
+                name="approval_decision_complete",
+            ),
+            models.UniqueConstraint(
+                fields=["action", "payload_hash"],
+                condition=models.Q(status="pending"),
+                name="approval_one_pending_per_payload",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval {self.pk}: {self.action} ({self.get_status_display()})"

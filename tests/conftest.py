@@ -53,6 +53,7 @@ def reference_data(request):
     seed(apps, None)
     display.seed_display_decimals(apps, None)
     importlib.import_module("support.migrations.0003_roles").roles_create(apps, None)
+    importlib.import_module("support.migrations.0005_roles_approvals").roles_extend(apps, None)
     yield
 
 

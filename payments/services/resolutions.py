@@ -118,7 +118,7 @@ def resolution_record(
     of that transaction to the intent. Extending the deadline tells the merchant (event
     `payment.top_up_requested`, whose snapshot carries the remaining amount and its payment URI)."""
     reason = reason_check(reason)
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():  # a savepoint: a refused decision leaves the caller's transaction usable
         intent = (
             PaymentIntent.objects.select_for_update(of=("self",))
             .select_related(*INTENT_RELATED)

@@ -1,0 +1,189 @@
+"""The payment page's dangerous actions (support leads): accept a late payment, accept an underpayment,
+mark paid, cancel. Each page shows the payment in the asset's units, says whether the merchant's policy
+sends the decision for a second lead's approval, and takes a reason; the decision goes through
+`support.approvals` (permission, merchant, four-eyes, audit) and `payments.services.resolution_record`."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from payments import policy
+from payments.errors import GatewayError
+from payments.models import ChainObservation, PaymentIntent, Resolution
+from payments.pricing import format_amount
+from payments.selectors import intent_evaluate
+from payments.services.resolutions import REASON_MIN_CHARACTERS
+
+from .approvals import DANGEROUS_ACTIONS, dangerous_action_submit, four_eyes_required
+from .console import payment_action
+from .dangerous import DECIDE_PAYMENT
+
+LATE = (policy.LATE, policy.AFTER_MONITORING_WINDOW)
+
+
+class DecisionForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        min_length=REASON_MIN_CHARACTERS,
+        help_text="At least a sentence: kept with the decision and in the audit log.",
+    )
+
+    def __init__(self, *args, late_outputs=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        if late_outputs:
+            self.fields["observation"] = forms.TypedChoiceField(
+                label="late transaction",
+                coerce=int,
+                choices=[(o.pk, label) for o, label in late_outputs],
+                widget=forms.RadioSelect,
+            )
+
+
+def amount_text(intent: PaymentIntent, base_units) -> str:
+    na = intent.network_asset
+    if na is None or base_units is None:
+        return "-"
+    return f"{format_amount(int(base_units), na.decimals)} {na.asset.code}"
+
+
+def late_outputs(intent: PaymentIntent) -> list[tuple[ChainObservation, str]]:
+    """The outputs a fresh evaluation calls late, with a label in the asset's units."""
+    verdict = intent_evaluate(intent, timezone.now())
+    found = []
+    for o in ChainObservation.objects.filter(intent=intent).select_related("network", "network_asset__asset"):
+        if verdict.classifications.get((o.network.code, o.tx_hash, o.output_index)) in LATE:
+            asset = o.network_asset
+            amount = (
+                f"{format_amount(int(o.amount_base_units), asset.decimals)} {asset.asset.code}"
+                if asset
+                else f"{o.amount_base_units} base units"
+            )
+            seen = min(t for t in (o.seen_unconfirmed_at, o.block_time) if t is not None)
+            found.append(
+                (o, f"{o.tx_hash} #{o.output_index}: {amount}, first seen {seen:%Y-%m-%d %H:%M:%S} UTC")
+            )
+    return found
+
+
+def decision_view(kind: str, verb: str, explanation: str):
+    action_name = f"payment.{kind}"
+
+    def view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
+        spec = DANGEROUS_ACTIONS[action_name]
+        outputs = late_outputs(intent) if kind == Resolution.Kind.ACCEPT_LATE_PAYMENT else []
+        form = DecisionForm(request.POST or None, late_outputs=outputs)
+        four_eyes = four_eyes_required(spec, intent.merchant, intent)
+        if request.method == "POST" and form.is_valid():
+            payload = {}
+            if "observation" in form.cleaned_data:
+                payload["observation_id"] = form.cleaned_data["observation"]
+            try:
+                submitted = dangerous_action_submit(
+                    actor=request.user,
+                    action=action_name,
+                    merchant=intent.merchant,
+                    intent=intent,
+                    payload=payload,
+                    reason=form.cleaned_data["reason"],
+                    now=timezone.now(),
+                    request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+                    client_address=request.META.get("REMOTE_ADDR", ""),
+                )
+            except GatewayError as exc:
+                form.add_error(None, f"{exc.message} ({exc.code})")
+            else:
+                if submitted.applied:
+                    state = submitted.result["state"]
+                    messages.success(request, f"{verb}: the payment is now {state}.")
+                else:
+                    messages.warning(
+                        request,
+                        f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
+                        f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
+                    )
+                return HttpResponseRedirect(reverse("admin:payments_paymentintent_change", args=[intent.pk]))
+        return TemplateResponse(
+            request,
+            "admin/support/dangerous_action.html",
+            {
+                **context,
+                "title": f"{verb}: {intent.pk}",
+                "intent": intent,
+                "verb": verb,
+                "explanation": explanation,
+                "four_eyes": four_eyes,
+                "form": form,
+                "amount_due": amount_text(intent, intent.amount_due_base_units),
+                "amount_confirmed": amount_text(intent, intent.amount_confirmed_base_units),
+                "amount_seen": amount_text(intent, intent.amount_seen_base_units),
+                "payment_url": reverse("admin:payments_paymentintent_change", args=[intent.pk]),
+            },
+            status=400 if request.method == "POST" else 200,
+        )
+
+    return view
+
+
+def _late(intent: PaymentIntent) -> bool:
+    return "late_payment" in (intent.flags or [])
+
+
+def _underpaid(intent: PaymentIntent) -> bool:
+    return intent.state == policy.UNDERPAID
+
+
+def _unpaid_with_asset(intent: PaymentIntent) -> bool:
+    return intent.network_asset_id is not None and intent.state not in (
+        policy.PAID,
+        policy.OVERPAID,
+        policy.REFUNDED,
+    )
+
+
+def _cancelable(intent: PaymentIntent) -> bool:
+    return intent.state in (policy.CREATED, policy.AWAITING_PAYMENT) and not intent.amount_seen_base_units
+
+
+for kind, label, verb, applies, explanation in (
+    (
+        Resolution.Kind.ACCEPT_LATE_PAYMENT,
+        "Accept a late payment",
+        "Late payment accepted",
+        _late,
+        "Funds that arrived after the deadline count as if on time. Choose the transaction.",
+    ),
+    (
+        Resolution.Kind.ACCEPT_UNDERPAYMENT,
+        "Accept the underpayment",
+        "Underpayment accepted",
+        _underpaid,
+        "The confirmed funds settle the payment although they are short of the amount due.",
+    ),
+    (
+        Resolution.Kind.MARK_PAID,
+        "Mark paid",
+        "Marked paid",
+        _unpaid_with_asset,
+        "The payment becomes paid whatever the chain shows: only with proof of payment outside the gateway.",
+    ),
+    (
+        Resolution.Kind.CANCEL,
+        "Cancel the payment",
+        "Canceled",
+        _cancelable,
+        "The payment window closes now; funds that arrive later are late payments.",
+    ),
+):
+    payment_action(
+        kind,
+        label=label,
+        permission=DECIDE_PAYMENT,
+        applies=applies,
+        dangerous=True,
+        description=explanation,
+    )(decision_view(kind, verb, explanation))
