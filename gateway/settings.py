@@ -366,6 +366,14 @@ CELERY_BEAT_SCHEDULE["open-support-cases"] = {
     "schedule": GATEWAY_CASES_POLL_S,
     "options": {"expires": 30},
 }
+# Four-eyes (support/approvals.py): an approval request expires GATEWAY_APPROVAL_TTL_HOURS after it is
+# made; the beat marks expired requests every minute (they are kept, and audited).
+GATEWAY_APPROVAL_TTL_HOURS = float(os.environ.get("GATEWAY_APPROVAL_TTL_HOURS", "24"))
+CELERY_BEAT_SCHEDULE["expire-approvals"] = {
+    "task": "support.tasks.approvals_expire",
+    "schedule": 60.0,
+    "options": {"expires": 30},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

@@ -108,7 +108,7 @@ def four_eyes_required(action: DangerousAction, merchant: Merchant, intent: Paym
 
 
 def approval_ttl() -> timedelta:
-    return timedelta(hours=getattr(settings, "GATEWAY_APPROVAL_TTL_HOURS", 24))
+    return timedelta(hours=settings.GATEWAY_APPROVAL_TTL_HOURS)
 
 
 def dangerous_action_submit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from .approvals import approvals_expire as approvals_expire_round
 from .audit import audit_checkpoint_sign
 from .cases import cases_open as cases_open_round
 
@@ -20,3 +21,9 @@ def audit_checkpoint() -> int | None:
 def cases_open() -> int:
     """Open the cases of new exceptions (beat, every GATEWAY_CASES_POLL_S); the events read."""
     return cases_open_round(now=timezone.now())
+
+
+@shared_task
+def approvals_expire() -> int:
+    """Mark approval requests past their expiry expired (beat, every minute); how many."""
+    return approvals_expire_round(now=timezone.now())

@@ -228,3 +228,17 @@ def services_confirm(intent, tx, amount, now, height=100):
         transfer=transfer(intent, tx=tx, amount=amount, **block(height, now)), now=now
     )
     services.chain_tip_record(network_code="ethereum", height=height + 20, block_hash="0xtip", now=now)
+
+
+def test_the_beat_expires_requests(shop, settings):
+    from django.conf import settings as live
+
+    schedule = live.CELERY_BEAT_SCHEDULE["expire-approvals"]
+    assert schedule["task"] == "support.tasks.approvals_expire" and schedule["schedule"] <= 60
+    from support.tasks import approvals_expire as task
+
+    settings.GATEWAY_APPROVAL_TTL_HOURS = 0  # expires as soon as it is made
+    approval = submit(make_staff(*LEAD), new_intent(shop)).approval
+    assert task.apply().get() == 1
+    assert ApprovalRequest.objects.get(pk=approval.pk).status == "expired"
+    assert AuditEntry.objects.filter(action="approval.expired", object_id=str(approval.pk)).count() == 1
