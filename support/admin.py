@@ -4,44 +4,10 @@ merchants a user is granted). Case actions and queues come with the console (iss
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Q
 
-from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin, ReadOnlyInline, staff_merchants
+from payments.admin_access import MerchantScopedAdmin, ReadOnlyInline
 
-from .models import AuditCheckpoint, AuditEntry, CaseNote, SupportCase
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(EvidenceAdmin):
-    """Append-only: no add, change or delete (the database refuses them too). Staff see the entries of their
-    merchants and those of no merchant (role grants, system entries)."""
-
-    list_display = (
-        "sequence",
-        "created_at",
-        "actor",
-        "role",
-        "action",
-        "merchant_id",
-        "object_type",
-        "object_id",
-    )
-    list_filter = ("action", "role")
-    search_fields = ("actor", "object_id", "merchant_id", "request_id", "reason")
-    readonly_fields = [f.name for f in AuditEntry._meta.fields]
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        granted = staff_merchants(request.user).values_list("pk", flat=True)
-        return queryset.filter(Q(merchant_id="") | Q(merchant_id__in=granted))
-
-
-@admin.register(AuditCheckpoint)
-class AuditCheckpointAdmin(EvidenceAdmin):
-    list_display = ("sequence", "signed_at", "key_id", "entry_hash")
-    readonly_fields = [f.name for f in AuditCheckpoint._meta.fields]
+from .models import CaseNote, SupportCase
 
 
 class CaseNoteInline(ReadOnlyInline):
@@ -66,4 +32,4 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         return False
 
 
-from . import actions_dangerous, admin_approvals  # noqa: E402, F401 (register the console's pages and actions)
+from . import actions_dangerous, admin_approvals, admin_audit  # noqa: E402, F401 (register the console's pages and actions)
