@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin, ReadOnlyInline, staff_merchants
 
+from . import admin_payments  # noqa: F401 (replaces payments' payment change page with the payment page)
 from .models import AuditCheckpoint, AuditEntry, CaseNote, SupportCase
 
 
