@@ -164,6 +164,11 @@ def _events(intent: PaymentIntent) -> list[Event]:
     )
 
 
+def _duration_text(duration: timedelta) -> str:
+    minutes = int(duration.total_seconds()) // 60
+    return f"{minutes // 60} h" if minutes and minutes % 60 == 0 else f"{minutes} min"
+
+
 def _resolutions(intent: PaymentIntent) -> list[Resolution]:
     found = list(
         Resolution.objects.filter(intent=intent)
@@ -191,7 +196,7 @@ def payment_page(intent: PaymentIntent, *, now: datetime, show_cases: bool, show
         "quote": _quote(intent),
         "amounts": _amounts(intent),
         "deadline": deadline,
-        "late_window": window,
+        "late_window_text": _duration_text(window),
         "monitored_until": deadline + window,
         "checkout_url": checkout_url(intent),
         "check": checked,

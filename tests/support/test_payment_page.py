@@ -159,6 +159,7 @@ def test_the_page_tells_the_whole_story_in_the_assets_units(client, story):
     # checkout link as the API gives it; the fresh verdict agrees with what is stored
     assert f"/pay/{intent.checkout_token}" in html
     assert "agrees with the stored payment" in text
+    assert "(24 h after the deadline)" in text  # the default late-payment window
     assert "state paid paid" in text
     # read-only evidence: no Save, Delete or "Save and add another", nothing to post
     main = html.split('id="content-main"')[1]
