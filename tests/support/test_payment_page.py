@@ -326,3 +326,15 @@ def test_explorer_url_is_edited_in_the_network_admin(admin_client):
     network = Network.objects.get(code="polygon")
     page = admin_client.get(f"/admin/payments/network/{network.pk}/change/")
     assert b'name="explorer_tx_url"' in page.content and b"https://polygonscan.com/tx/{tx}" in page.content
+
+
+def test_a_payment_whose_asset_is_not_chosen_yet_renders(client):
+    merchant = make_merchant()
+    data = services.IntentInput(price_amount=Decimal("49"), price_currency="EUR")
+    intent = services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
+    client.force_login(make_staff("view_paymentintent"))
+    response = client.get(page_url(intent))
+    assert response.status_code == 200
+    text = text_of(response)
+    assert "49.00 EUR" in text and "not chosen yet" in text and "no asset chosen yet" in text
+    assert "amount due -" in text and "No transaction seen to this payment's address." in text
