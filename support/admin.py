@@ -32,4 +32,4 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         return False
 
 
-from . import actions_dangerous, admin_approvals, admin_audit  # noqa: E402, F401 (register the console's pages and actions)
+from . import actions_dangerous, admin_approvals, admin_audit, admin_payments  # noqa: E402, F401 (register the console's pages and actions)

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
+
+_HTTPS_URL = URLValidator(schemes=["https"])
+
+
+def explorer_tx_url_validate(value: str) -> None:
+    """A block explorer's transaction page: an https URL with `{tx}` where the hash goes (a link a
+    support agent clicks must not downgrade to http nor point at something other than a URL)."""
+    if "{tx}" not in value:
+        raise ValidationError("put {tx} where the transaction hash goes", code="explorer_no_tx")
+    try:
+        _HTTPS_URL(value.replace("{tx}", "0"))
+    except ValidationError as exc:
+        raise ValidationError("an https URL, e.g. https://etherscan.io/tx/{tx}", code="explorer_url") from exc
 
 
 class Chain(models.TextChoices):
@@ -35,6 +52,13 @@ class Network(models.Model):
     scan_start_height = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="first block to scan when no cursor exists (default: the tip)"
     )
+    explorer_tx_url = models.CharField(
+        "block explorer (transaction URL)",
+        max_length=300,
+        blank=True,
+        validators=[explorer_tx_url_validate],
+        help_text="https URL of a transaction's page, {tx} for its hash; empty: transactions are not linked",
+    )
 
     class Meta:
         ordering = ["code"]
@@ -57,6 +81,12 @@ class Network(models.Model):
     def watched(self) -> bool:
         """Enabled and with a node to scan: only then are payments on it offered and accepted."""
         return self.enabled and bool(self.rpc_url)
+
+    def explorer_url(self, tx_hash: str) -> str | None:
+        """The explorer's page of the transaction, or None when the network names no explorer."""
+        if not self.explorer_tx_url:
+            return None
+        return self.explorer_tx_url.replace("{tx}", quote(tx_hash, safe=""))
 
 
 class Asset(models.Model):
