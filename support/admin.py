@@ -1,14 +1,16 @@
 """The support app's pages in the admin: the audit log (read-only, for auditors) and cases (scoped to the
-merchants a user is granted). Case actions and queues come with the console (issue 12)."""
+merchants a user is granted; worked from their page, support/admin_cases.py). The console's queues are
+on the admin index (support/queues.py, templates/admin/index.html)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import Q
 
-from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin, ReadOnlyInline, staff_merchants
+from payments.admin_access import EvidenceAdmin, staff_merchants
 
-from .models import AuditCheckpoint, AuditEntry, CaseNote, SupportCase
+from .admin_cases import SupportCaseAdmin
+from .models import AuditCheckpoint, AuditEntry, SupportCase
 
 
 @admin.register(AuditEntry)
@@ -44,23 +46,4 @@ class AuditCheckpointAdmin(EvidenceAdmin):
     readonly_fields = [f.name for f in AuditCheckpoint._meta.fields]
 
 
-class CaseNoteInline(ReadOnlyInline):
-    model = CaseNote
-    fields = ("created_at", "author", "body")
-
-
-@admin.register(SupportCase)
-class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
-    """Cases are opened by the gateway and worked through the case services; this page shows them."""
-
-    list_display = ("id", "kind", "status", "merchant", "intent", "assignee", "opened_at", "due_by")
-    list_filter = ("status", "kind")
-    search_fields = ("intent__id", "merchant__id", "transaction_hashes")
-    readonly_fields = [f.name for f in SupportCase._meta.fields]
-    inlines = [CaseNoteInline]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+admin.site.register(SupportCase, SupportCaseAdmin)
