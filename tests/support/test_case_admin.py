@@ -219,3 +219,53 @@ def test_case_list_filters(shops, agent):
     assert listed(f"merchant__id__exact={own.pk}") == {overdue.pk, assigned.pk, resolved.pk}
     page = client.get(URL).content.decode()
     assert "Other shop" not in page  # the merchant filter offers the user's merchants only
+
+
+# --- The matrix: every role x every case action x own and other merchant, as `grant_role` makes staff. --
+
+ROLES = ("support_agent", "support_lead", "finance", "merchant_admin", "auditor")
+CASE_WORKERS = {"support_agent", "support_lead"}  # docs/SUPPORT.md "Roles": they work cases
+CASE_ACTS = {
+    "assign": lambda case, user: (f"{URL}{case.pk}/assign/", {"assignee": user.pk}),
+    "status": lambda case, user: (f"{URL}{case.pk}/status/", {"status": "waiting_on_customer"}),
+    "note": lambda case, user: (f"{URL}{case.pk}/note/", {"body": "called the customer"}),
+    "assign to me": lambda case, user: (URL, {"action": "assign_to_me", "_selected_action": [case.pk]}),
+    "mark in progress": lambda case, user: (
+        URL,
+        {"action": "mark_in_progress", "_selected_action": [case.pk]},
+    ),
+}
+
+
+def cases_state() -> list:
+    return [
+        list(SupportCase.objects.order_by("pk").values()),
+        list(CaseNote.objects.order_by("pk").values()),
+        AuditEntry.objects.filter(object_type="support_case").count(),
+    ]
+
+
+@pytest.mark.parametrize("side", ("own", "other"))
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", list(CASE_ACTS))
+def test_role_works_cases_of_its_own_merchant_only(shops, name, role, side, monkeypatch):
+    from tests.support.test_permission_matrix import staff
+
+    own, other = shops
+    client = staff(role, own, monkeypatch)
+    user = User.objects.get(username=f"{role}-user")
+    case = open_case(own if side == "own" else other, "c1")
+    url, data = CASE_ACTS[name](case, user)
+    before = cases_state()
+
+    response = client.post(url, data)
+
+    if role in CASE_WORKERS and side == "own":
+        assert response.status_code == 302, response.status_code
+        assert cases_state() != before, "the action did its work"
+        assert AuditEntry.objects.filter(actor=user.username, object_id=str(case.pk)).exists()
+    else:
+        assert response.status_code in (403, 404), response.status_code
+        if name in ("assign", "status", "note"):  # a case page's form: another merchant's case is not found
+            assert response.status_code == (404 if side == "other" else 403)
+        assert cases_state() == before, "a refused action changes nothing"
