@@ -44,7 +44,13 @@ def test_an_agent_finds_a_queue_filters_it_by_date_and_notes_a_case(live_server,
         due_by=now + timedelta(hours=21),
     )
     make_staff(
-        "view_paymentintent", "view_supportcase", "change_supportcase", merchants=[own], username="agent"
+        "view_paymentintent",
+        "view_webhookendpoint",
+        "view_webhookdelivery",
+        "view_supportcase",
+        "change_supportcase",
+        merchants=[own],
+        username="agent",
     )
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
@@ -57,6 +63,14 @@ def test_an_agent_finds_a_queue_filters_it_by_date_and_notes_a_case(live_server,
     assert row.locator(".queue-count").inner_text() == "2"  # the other shop's is not counted
     assert row.locator(".queue-age").inner_text() == "3 h 0 min"
     page.screenshot(path=shots / "index.png", full_page=True)
+    links = panel.locator("tbody th a")
+    queues = [(links.nth(n).inner_text(), links.nth(n).get_attribute("href")) for n in range(links.count())]
+    assert len(queues) == 14 + 3 + 1  # every queue; cases by status (3) and by assignee (unassigned)
+    for n, (label, href) in enumerate(queues):
+        answer = page.goto(f"{live_server.url}{href}")
+        assert answer.status == 200 and "e=1" not in page.url, label
+        page.screenshot(path=shots / f"queue-{n:02d}.png", full_page=True)
+    page.goto(f"{live_server.url}/admin/")
 
     row.locator("a").click()
     page.wait_for_url("**/paymentintent/?underpaid=closed")

@@ -260,5 +260,6 @@ def test_the_index_shows_the_console(data):
     assert "/admin/payments/paymentintent/?underpaid=closed" in html
     assert "Open cases: agent" in html
     assert "approval" not in html.lower()  # no dead queue before approvals exist
+    assert 'id="support-queues"' not in client.get("/admin/payments/").content.decode()  # the site index only
     client.force_login(make_staff(merchants=[data.own]))
     assert 'id="support-queues"' not in client.get("/admin/").content.decode()
