@@ -11,6 +11,14 @@ from django.utils.cache import add_never_cache_headers
 from . import accounts, policy
 from .accounts import MAX_CONFIRMATIONS, api_key_create, api_key_revoke, confirmation_rule_set
 from .admin_access import ActionPermissionMixin, EvidenceAdmin, MerchantListFilter, MerchantScopedAdmin
+from .admin_filters import (
+    DateRangeFilter,
+    FulfilmentFilter,
+    InFlightFilter,
+    PaidTimeRangeFilter,
+    ReplacedOrDroppedFilter,
+    UnderpaidWindowFilter,
+)
 from .chains.redaction import redact_url
 from .errors import GatewayError
 from .models import (
@@ -468,8 +476,28 @@ class FlagListFilter(admin.SimpleListFilter):
 
 @admin.register(PaymentIntent)
 class PaymentIntentAdmin(MerchantScopedAdmin, admin.ModelAdmin):
-    list_display = ("id", "merchant", "state", "flags", "merchant_order_id", "network_asset", "created_at")
-    list_filter = (("merchant", MerchantListFilter), "state", FlagListFilter, "network_asset", "created_at")
+    list_display = (
+        "id",
+        "merchant",
+        "state",
+        "flags",
+        "merchant_order_id",
+        "network_asset",
+        "created_at",
+        "fulfilled_at",
+    )
+    list_filter = (
+        ("merchant", MerchantListFilter),
+        "state",
+        FlagListFilter,
+        InFlightFilter,
+        UnderpaidWindowFilter,
+        ReplacedOrDroppedFilter,
+        FulfilmentFilter,
+        "network_asset",
+        ("created_at", DateRangeFilter),
+        PaidTimeRangeFilter,
+    )
     search_fields = ("id", "merchant_order_id", "address__address")
     readonly_fields = [f.name for f in PaymentIntent._meta.fields]
     inlines = [ObservationInline, TransitionInline]

@@ -121,6 +121,9 @@ class CaseNote(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
 
+    def __str__(self) -> str:
+        return f"note by {self.author}"
+
 
 class EventCursor(models.Model):
     """How far a reader of payments' event stream has got (by the events' `position`), like a merchant

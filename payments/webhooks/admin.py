@@ -21,6 +21,7 @@ from payments.admin_access import (
     MerchantListFilter,
     ReadOnlyInline,
 )
+from payments.admin_filters import endpoints_disabled_by_gateway, endpoints_failing
 from payments.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 from . import endpoints, guard
@@ -34,13 +35,16 @@ class FailingFilter(admin.SimpleListFilter):
     parameter_name = "health"
 
     def lookups(self, request, model_admin):
-        return [("failing", "failing now"), ("disabled", "disabled by the gateway (410 or failing)")]
+        return [
+            ("failing", "failing now (still enabled)"),
+            ("disabled", "disabled by the gateway (410 or failing)"),
+        ]
 
     def queryset(self, request, queryset):
         if self.value() == "failing":
-            return queryset.filter(failing_since__isnull=False)
+            return endpoints_failing(queryset)
         if self.value() == "disabled":
-            return queryset.filter(enabled=False, disabled_reason__in=["gone", "failing"])
+            return endpoints_disabled_by_gateway(queryset)
         return queryset
 
 
