@@ -44,6 +44,21 @@ class AuditCheckpointAdmin(EvidenceAdmin):
     readonly_fields = [f.name for f in AuditCheckpoint._meta.fields]
 
 
+class EscalatedFilter(admin.SimpleListFilter):
+    """Cases an agent handed to a lead (a lead's queue)."""
+
+    title = "escalated"
+    parameter_name = "escalated"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "escalated"), ("no", "not escalated")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(escalated_at__isnull=self.value() == "no")
+        return queryset
+
+
 class CaseNoteInline(ReadOnlyInline):
     model = CaseNote
     fields = ("created_at", "author", "body")
@@ -54,7 +69,7 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
     """Cases are opened by the gateway and worked through the case services; this page shows them."""
 
     list_display = ("id", "kind", "status", "merchant", "intent", "assignee", "opened_at", "due_by")
-    list_filter = ("status", "kind")
+    list_filter = ("status", "kind", EscalatedFilter)
     search_fields = ("intent__id", "merchant__id", "transaction_hashes")
     readonly_fields = [f.name for f in SupportCase._meta.fields]
     inlines = [CaseNoteInline]

@@ -53,6 +53,7 @@ def reference_data(request):
     seed(apps, None)
     display.seed_display_decimals(apps, None)
     importlib.import_module("support.migrations.0003_roles").roles_create(apps, None)
+    importlib.import_module("support.migrations.0004_safe_actions").decision_views_grant(apps, None)
     yield
 
 
