@@ -93,14 +93,17 @@ def wrong_network_escalate(
                 opened_at=now,
                 due_by=_due(now),
             )
-        before = {"escalated_at": case.escalated_at, "status": case.status}
+        before = {
+            "escalated_at": case.escalated_at.isoformat() if case.escalated_at else None,
+            "status": case.status,
+        }
         case.escalated_at, case.escalated_by = now, actor
         if case.status == SupportCase.Status.OPEN:
             case.status = SupportCase.Status.IN_PROGRESS
         case.save(update_fields=["escalated_at", "escalated_by", "status"])
         CaseNote.objects.create(case=case, author=actor.get_username(), body=note, created_at=now)
         after = {
-            "escalated_at": now,
+            "escalated_at": now.isoformat(),
             "status": case.status,
             "case": case.pk,
             "funds": [{"network": f.network_code, "amount": f.amount, "tx_hash": f.tx_hash} for f in facts],

@@ -128,8 +128,8 @@ def top_up_request(
             until=until,
         )
         payment_audit(
-            actor, "payment.top_up_requested", intent, {"payment_deadline": before},
-            {"payment_deadline": until, "resolution": resolution.pk}, note, now, **context,
+            actor, "payment.top_up_requested", intent, {"payment_deadline": before.isoformat()},
+            {"payment_deadline": until.isoformat(), "resolution": resolution.pk}, note, now, **context,
         )  # fmt: skip
     return intent_queryset().get(pk=intent.pk)
 

@@ -1,9 +1,10 @@
-"""The admin plus the console's payment-action route, for tests of actions before the payment page
-wires the dispatcher in (the route has the shape the payment page will give it)."""
+"""The project's URLs plus the console's payment-action route, for tests of actions before the payment
+page wires the dispatcher in (the route has the shape the payment page will give it)."""
 
 from django.contrib import admin
 from django.urls import path
 
+from gateway.urls import urlpatterns as project_urlpatterns
 from support.console import payment_action_dispatch
 
 
@@ -17,5 +18,5 @@ urlpatterns = [
         admin.site.admin_view(dispatch),
         name="test_payment_action",
     ),
-    path("admin/", admin.site.urls),
+    *project_urlpatterns,
 ]
