@@ -202,3 +202,34 @@ def agent_for_again(merchant) -> Client:
     client = Client()
     client.force_login(User.objects.get(username="agnes"))
     return client
+
+
+def test_esplora_finds_the_same_transfers_as_core(regtest):
+    """The Esplora backend (for merchants without a node) reads one transaction as Core RPC does."""
+    from payments.chains.base import TransactionNotFound
+    from payments.chains.esplora import EsploraBackend
+    from tests.nodes.esplora_server import EsploraServer
+
+    node = regtest
+    watched = [node.new_address(), node.new_address()]
+    node.send(node.new_address(), "0.1")
+    txid = node.rpc("sendmany", "", {watched[0]: "0.2", watched[1]: "0.3"})
+    now = timezone.now()
+    core = BitcoinCoreBackend("litecoin-regtest", node.url, hrp="rltc")
+    with EsploraServer(node) as server:
+        esplora = EsploraBackend("litecoin-regtest", server.url, hrp="rltc")
+        pending = esplora.transaction_transfers(txid, watched, now)
+        assert pending == core.transaction_transfers(txid, watched, now)
+        assert sorted(t.amount_base_units for t in pending) == [20_000_000, 30_000_000]
+        assert {t.seen_unconfirmed_at for t in pending} == {now}
+        (block_hash,) = node.mine(1)
+        position = node.rpc("getblock", block_hash, 1)["tx"].index(txid)
+        mined = esplora.transaction_transfers(txid, watched, now)
+        assert mined == core.transaction_transfers(txid, watched, now)
+        assert {(t.block_height, t.block_hash, t.position_in_block) for t in mined} == {
+            (node.height(), block_hash, position)
+        }
+        assert position > 0
+        for backend in (esplora, core):
+            with pytest.raises(TransactionNotFound):
+                backend.transaction_transfers("ab" * 32, watched, now)
