@@ -10,7 +10,6 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -98,9 +97,7 @@ def _act(request, intent, context, form, page: dict, act: Callable[[dict], str])
     if request.method == "POST" and form.is_valid():
         try:
             done = act(form.cleaned_data | _context(request))
-        except PermissionDenied:
-            raise
-        except GatewayError as exc:
+        except GatewayError as exc:  # a refusal saying why; PermissionDenied goes on to a 403
             messages.error(request, exc.message)
             return _page(request, intent, context, form=form, status=409, **page)
         messages.success(request, done)

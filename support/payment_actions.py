@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from payments import services
+from payments.admin_access import staff_merchants
 from payments.errors import Conflict, InvalidRequest
 from payments.models import ChainObservation, Event, PaymentIntent, PaymentState
 from payments.selectors import intent_queryset, intents_deadlines, intents_transactions
@@ -30,8 +31,6 @@ PAYABLE = (PaymentState.CREATED, PaymentState.AWAITING_PAYMENT, PaymentState.UND
 def payment_require(actor: User, intent: PaymentIntent) -> None:
     """A safe action on a payment needs the case-work permission (support agents and leads) and the
     payment's merchant among the actor's."""
-    from payments.admin_access import staff_merchants
-
     if not (actor.is_active and actor.is_staff and actor.has_perm(ACTION_PERMISSION)):
         raise PermissionDenied("you may not act on payments")
     if not staff_merchants(actor).filter(pk=intent.merchant_id).exists():
@@ -39,6 +38,7 @@ def payment_require(actor: User, intent: PaymentIntent) -> None:
 
 
 def note_check(note: str | None) -> str:
+    """The note, stripped: every action says why (it is the audit entry's reason)."""
     note = (note or "").strip()
     if not note:
         raise InvalidRequest("write a note saying why", code="note_required", param="note")
