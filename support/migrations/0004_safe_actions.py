@@ -1,12 +1,12 @@
 """Safe actions on payments: a case escalated to a lead (when, by whom), and the overpayment decisions,
-which the roles that work cases and the auditor may view (the auditor views everything in support)."""
+which finance, the roles that work cases and the auditor may view."""
 
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
 
-VIEWERS = ("support_agent", "support_lead", "auditor")
+VIEWERS = ("support_agent", "support_lead", "finance", "auditor")
 
 
 def decision_views_grant(apps, schema_editor):

@@ -376,3 +376,25 @@ def test_the_services_check_scope_themselves(shop, other_shop, agent):
         checkout_link_resend(
             actor=User.objects.get(username="agnes"), intent=intent, note=NOTE, now=timezone.now()
         )
+
+
+def test_finance_lists_the_overpayment_decisions_of_its_merchants(shop, other_shop, agent):
+    intent = overpaid(shop)
+    agent.post(url(intent, "decide_overpayment"), {"decision": "refund", "note": NOTE})
+    theirs = overpaid(other_shop)
+    OverpaymentDecision.objects.create(
+        intent=theirs,
+        merchant=other_shop,
+        decision="keep",
+        excess_base_units=5_000_000,
+        actor=OverpaymentDecision.objects.get().actor,
+        reason=NOTE,
+        decided_at=timezone.now(),
+    )
+    finance = person("finance", shop, username="fin")
+    listed = finance.get("/admin/support/overpaymentdecision/")
+    assert listed.status_code == 200
+    assert [d.intent_id for d in listed.context["cl"].result_list] == [intent.pk]
+    assert "5.000000 USDC" in listed.content.decode()
+    decision = OverpaymentDecision.objects.get(intent=intent)
+    assert finance.post(f"/admin/support/overpaymentdecision/{decision.pk}/change/", {}).status_code == 403
