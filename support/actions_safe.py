@@ -47,6 +47,22 @@ class OverpaymentForm(NoteForm):
     field_order = ["decision", "note"]
 
 
+class ReplayForm(NoteForm):
+    events = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="none ticked: every event of the payment",
+    )
+    field_order = ["events", "note"]
+
+    def __init__(self, *args, intent: PaymentIntent, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["events"].choices = [
+            (pk, f"#{sequence} {type}")
+            for pk, sequence, type in intent.events.order_by("sequence").values_list("pk", "sequence", "type")
+        ]
+
+
 class AttachForm(NoteForm):
     network = forms.ChoiceField()
     tx_hash = forms.CharField(max_length=80, label="Transaction hash")
@@ -213,21 +229,22 @@ def decide_overpayment(request, intent, context):
     "replay_webhooks",
     label="Replay the webhooks",
     permission=PERMISSION,
-    description="Delivers every event of this payment again to the merchant's enabled endpoints.",
+    description="Delivers the payment's events (all, or those ticked) again to the merchant's enabled endpoints.",
 )
 def replay_webhooks(request, intent, context):
     def act(data):
         queued = actions.webhooks_replay(
-            actor=request.user, intent=intent, note=data["note"], now=timezone.now(), **_request_kwargs(data)
+            actor=request.user,
+            intent=intent,
+            note=data["note"],
+            now=timezone.now(),
+            event_ids=data["events"],
+            **_request_kwargs(data),
         )
         return f"{queued} deliveries queued again (same webhook-id as the originals)."
 
-    page = {
-        "title": "Replay the payment's webhooks",
-        "facts": [("Events", str(intent.events.count()))],
-        "submit": "Replay",
-    }
-    return _act(request, intent, context, _bound(request, NoteForm), page, act)
+    page = {"title": "Replay the payment's webhooks", "submit": "Replay"}
+    return _act(request, intent, context, _bound(request, ReplayForm, intent=intent), page, act)
 
 
 @payment_action(

@@ -251,6 +251,28 @@ def test_replaying_a_payments_webhooks_queues_each_event_again(shop, agent):
     assert entry.after["deliveries"] == len(events)
 
 
+def test_replaying_selected_events(shop, agent):
+    endpoint_create(merchant=shop, url="http://127.0.0.1:9/hook", now=timezone.now())
+    intent = underpaid(shop)
+    chosen = intent.events.get(type="payment.underpaid")
+    assert (
+        f"#{chosen.sequence} payment.underpaid" in agent.get(url(intent, "replay_webhooks")).content.decode()
+    )
+    response = agent.post(url(intent, "replay_webhooks"), {"note": NOTE, "events": [chosen.pk]})
+    assert response.status_code == 302
+    replays = WebhookDelivery.objects.filter(kind="replay")
+    assert list(replays.values_list("event_id", flat=True)) == [chosen.pk]
+    assert assert_audited(intent, "payment.webhooks_replayed").after["events"] == [chosen.pk]
+
+
+def test_every_action_shows_its_form(shop, agent):
+    for name, (_, make) in ACTIONS.items():
+        intent = make(shop)
+        page = agent.get(url(intent, name))
+        assert page.status_code == 200, name
+        assert 'name="note"' in page.content.decode() and "csrfmiddlewaretoken" in page.content.decode()
+
+
 def test_replaying_without_an_endpoint_says_so(shop, agent):
     intent = new_intent(shop)
     response = agent.post(url(intent, "replay_webhooks"), {"note": NOTE})
