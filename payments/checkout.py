@@ -34,6 +34,7 @@ from .selectors import (
     amount_remaining,
     display_address,
     intent_queryset,
+    intents_deadlines,
     intents_transactions,
     payment_options,
     payment_uri,
@@ -115,7 +116,9 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         S.REFUNDED: (_("Refunded"), _("This payment was refunded.")),
     }
     title, detail = texts[intent.state]
-    window_open = now < intent.expires_at and intent.canceled_at is None
+    # the effective deadline: a top-up asked for by support moves it later, a cancel earlier
+    deadline = intents_deadlines([intent])[intent.pk]
+    window_open = now < deadline and intent.canceled_at is None
     if intent.state == S.UNDERPAID and not window_open:
         # a top-up now would be late (not counted): never tell the customer to send more
         detail = _("The time to pay has run out. Do not send more; the merchant will contact you.")
@@ -139,7 +142,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
             detail += " " + _("To pay, send exactly the amount below before the time runs out.")
     if intent.state == S.CREATED and (not _open_for_payments(intent) or not _options(intent)):
         detail = _("This shop cannot take payments right now.")
-    seconds_left = max(int((intent.expires_at - now).total_seconds()), 0)
+    seconds_left = max(int((deadline - now).total_seconds()), 0)
     waiting = intent.state in (S.CREATED, S.AWAITING_PAYMENT, S.UNDERPAID) and window_open
     show_payment = intent.state in (S.AWAITING_PAYMENT, S.UNDERPAID) and window_open
     return {
@@ -157,6 +160,7 @@ def status(intent: PaymentIntent, now: datetime) -> dict[str, Any]:
         "confirmations": confirmations,
         "required_confirmations": required,
         "expires_at": intent.expires_at.isoformat(),
+        "payment_deadline": deadline.isoformat(),
         "seconds_left": seconds_left if waiting else None,
         "payment_uri": payment_uri_remaining(intent) or payment_uri(intent),
         "redirect_url": (intent.success_url or None) if intent.state in (S.PAID, S.OVERPAID) else None,

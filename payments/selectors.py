@@ -265,13 +265,45 @@ def intents_transactions(intents: list[PaymentIntent]) -> dict[str, list[dict[st
     return {i.pk: transactions_representation(i, by_intent[i.pk], tips) for i in intents}
 
 
+# The resolutions that move the payment window (a top-up's extension, a cancel from the back office).
+WINDOW_RESOLUTIONS = (Resolution.Kind.EXTEND_DEADLINE, Resolution.Kind.CANCEL)
+
+
+def intents_deadlines(intents: list[PaymentIntent]) -> dict[str, datetime]:
+    """The effective deadline of each intent (`policy.effective_deadline`: its expiry or cancel, moved by
+    the back office's window resolutions), in one query for all of them."""
+    by_intent: dict[str, list[policy.ResolutionFacts]] = {i.pk: [] for i in intents}
+    rows = Resolution.objects.filter(intent__in=list(by_intent), kind__in=WINDOW_RESOLUTIONS).values_list(
+        "intent_id", "id", "kind", "until"
+    )
+    for intent_id, pk, kind, until in rows:
+        by_intent[intent_id].append(policy.ResolutionFacts(id=pk, kind=kind, until=until))
+    return {i.pk: policy.effective_deadline(_window_facts(i), by_intent[i.pk]) for i in intents}
+
+
+def _window_facts(intent: PaymentIntent) -> policy.IntentFacts:
+    """Only what the deadline depends on (intent_facts needs the asset, which a new intent lacks)."""
+    return policy.IntentFacts(
+        amount_due=None,
+        network=None,
+        token_contract="",
+        required_confirmations=0,
+        expires_at=intent.expires_at,
+        canceled_at=intent.canceled_at,
+    )
+
+
 def intent_representation(
-    intent: PaymentIntent, transactions: list[dict[str, Any]] | None = None
+    intent: PaymentIntent,
+    transactions: list[dict[str, Any]] | None = None,
+    deadline: datetime | None = None,
 ) -> dict[str, Any]:
-    """The intent as the API returns it and as event snapshots carry it (`transactions` is read from
-    the database unless the caller has it)."""
+    """The intent as the API returns it and as event snapshots carry it (`transactions` and the effective
+    `deadline` are read from the database unless the caller has them: lists batch them)."""
     if transactions is None:
         transactions = intents_transactions([intent])[intent.pk]
+    if deadline is None:
+        deadline = intents_deadlines([intent])[intent.pk]
     na = intent.network_asset
     decimals = na.decimals if na else None
     quote = intent.quote
@@ -305,6 +337,7 @@ def intent_representation(
             else None
         ),
         "expires_at": intent.expires_at.isoformat(),
+        "payment_deadline": deadline.isoformat(),
         "canceled_at": intent.canceled_at.isoformat() if intent.canceled_at else None,
         "fulfilled_at": intent.fulfilled_at.isoformat() if intent.fulfilled_at else None,
         "fulfilment_reference": intent.fulfilment_reference or None,

@@ -21,7 +21,7 @@ from payments.admin_access import ActionPermissionMixin, MerchantListFilter, Rea
 from payments.errors import GatewayError
 from payments.ratelimit import client_address
 
-from .admin_filters import AssigneeFilter, CaseStatusFilter, DueFilter
+from .admin_filters import AssigneeFilter, CaseStatusFilter, DueFilter, EscalatedFilter
 from .cases import case_assign, case_note_add, case_status_set
 from .models import CaseNote, SupportCase
 
@@ -101,6 +101,7 @@ class SupportCaseAdmin(ActionPermissionMixin, admin.ModelAdmin):
         AssigneeFilter,
         ("merchant", MerchantListFilter),
         DueFilter,
+        EscalatedFilter,
     )
     list_select_related = ("merchant", "assignee")
     search_fields = ("intent__id", "merchant__id", "transaction_hashes")

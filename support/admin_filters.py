@@ -69,3 +69,18 @@ class DueFilter(admin.SimpleListFilter):
         if self.value() == "overdue":
             return cases_unresolved(queryset).filter(due_by__lt=timezone.now())
         return queryset
+
+
+class EscalatedFilter(admin.SimpleListFilter):
+    """Cases an agent handed to a lead (a lead's queue)."""
+
+    title = "escalated"
+    parameter_name = "escalated"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "escalated"), ("no", "not escalated")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(escalated_at__isnull=self.value() == "no")
+        return queryset

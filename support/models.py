@@ -101,6 +101,10 @@ class SupportCase(models.Model):
     opened_at = models.DateTimeField()
     due_by = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True, help_text="when an agent handed it to a lead")
+    escalated_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="escalated_cases"
+    )
 
     class Meta:
         ordering = ["opened_at", "id"]
@@ -248,3 +252,42 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"approval {self.pk}: {self.action} ({self.get_status_display()})"
+
+
+class OverpaymentDecision(models.Model):
+    """What to do with the excess of an overpaid payment: keep it, or refund it (the refund itself is
+    made later, by the refunds flow, which reads this). One current decision per payment: a new decision
+    supersedes the previous one (`superseded_at` set), which stays for the record."""
+
+    class Decision(models.TextChoices):
+        KEEP = "keep", "keep the excess"
+        REFUND = "refund", "refund the excess"
+
+    intent = models.ForeignKey(
+        "payments.PaymentIntent", on_delete=models.PROTECT, related_name="overpayment_decisions"
+    )
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.PROTECT, related_name="overpayment_decisions"
+    )
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    excess_base_units = models.DecimalField(
+        max_digits=78, decimal_places=0, help_text="confirmed funds minus the amount due, when decided"
+    )
+    actor = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="overpayment_decisions")
+    reason = models.TextField()
+    decided_at = models.DateTimeField()
+    superseded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["decided_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["intent"],
+                condition=models.Q(superseded_at__isnull=True),
+                name="one_current_overpayment_decision",
+            ),
+            models.CheckConstraint(condition=~models.Q(reason=""), name="overpayment_decision_has_a_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} on {self.intent_id}"

@@ -213,6 +213,10 @@ class PaymentIntentSerializer(serializers.Serializer):
     required_confirmations = serializers.IntegerField(allow_null=True)
     quote = serializers.DictField(allow_null=True)
     expires_at = serializers.DateTimeField()
+    payment_deadline = serializers.DateTimeField(
+        help_text="when funds stop counting as on time: `expires_at`, moved later when support asked for "
+        "a top-up of an underpaid payment, or earlier when the payment was canceled"
+    )
     canceled_at = serializers.DateTimeField(allow_null=True)
     fulfilled_at = serializers.DateTimeField(allow_null=True, help_text="when you reported it fulfilled")
     fulfilment_reference = serializers.CharField(allow_null=True)

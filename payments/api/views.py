@@ -16,6 +16,7 @@ from payments.selectors import (
     intent_get_for_merchant,
     intent_queryset,
     intent_representation,
+    intents_deadlines,
     intents_transactions,
 )
 
@@ -181,8 +182,10 @@ class PaymentIntentListCreateView(APIView):
             intents = intents.filter(created_at__lt=filters["created_lt"])
         paginator = IntentCursorPagination()
         page = paginator.paginate_queryset(intents, request, view=self)
-        transactions = intents_transactions(page)
-        return paginator.get_paginated_response([intent_representation(i, transactions[i.pk]) for i in page])
+        transactions, deadlines = intents_transactions(page), intents_deadlines(page)
+        return paginator.get_paginated_response(
+            [intent_representation(i, transactions[i.pk], deadlines[i.pk]) for i in page]
+        )
 
 
 class PaymentIntentDetailView(APIView):

@@ -38,6 +38,10 @@ class ChainNodeError(RuntimeError):
     the node by its redacted URL (`redaction.redact_url`): never its credentials."""
 
 
+class TransactionNotFound(LookupError):
+    """The node does not know the transaction (neither in a block on its best chain nor in its mempool)."""
+
+
 class ChainBackend(Protocol):
     network_code: str
 
@@ -59,4 +63,10 @@ class ChainBackend(Protocol):
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         """Which of these (unconfirmed when last seen) are still in the mempool or in a block."""
+        ...
+
+    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+        """The transfers of one transaction to watched addresses, exactly as a scan would have found them
+        (in a block: its height, hash, time and the transaction's position; unconfirmed: seen `now`).
+        An empty list: the transaction pays none of them. Raises TransactionNotFound."""
         ...

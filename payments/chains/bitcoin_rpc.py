@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from bip_utils import SegwitBech32Decoder
 
-from .base import BlockRef, ChainNodeError, Transfer
+from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
 from .redaction import redact_url
 
 COIN = Decimal(10) ** 8
@@ -242,6 +242,27 @@ class BitcoinCoreBackend:
             elif error is not None and error.get("code") != RPC_INVALID_ADDRESS_OR_KEY:
                 self._raise("getrawtransaction", (txid, True), error, self.network_code)
         return live
+
+    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+        """One transaction by its id (`getrawtransaction` verbose: the node needs `txindex=1` for a mined
+        transaction that is not its wallet's), parsed as the block scan and the mempool scan parse it."""
+        scripts = self.watched_scripts(watched)
+        try:
+            tx = self.rpc("getrawtransaction", tx_hash, True)
+        except BitcoinRpcError as exc:
+            if exc.code == RPC_INVALID_ADDRESS_OR_KEY:
+                raise TransactionNotFound(
+                    f"{self.network_code}: the node knows no transaction {tx_hash} (in a block or its "
+                    "mempool; a node without txindex=1 finds only its mempool's)"
+                ) from None
+            raise
+        if not tx.get("blockhash") or int(tx.get("confirmations") or 0) < 1:
+            return list(unconfirmed_transfers(self.network_code, tx["txid"], _outputs(tx), scripts, now))
+        block = self.rpc("getblock", tx["blockhash"], 1)
+        # Only this transaction's outputs, at its position among the block's (as the block scan sees it).
+        txs = ((txid, _outputs(tx) if txid == tx["txid"] else ()) for txid in block["tx"])
+        ref = BlockRef(int(block["height"]), block["hash"], _block_time(block["time"]))
+        return list(block_transfers(self.network_code, ref, txs, scripts))
 
 
 def block_transfers(

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import BlockRef, ChainNodeError, Transfer
+from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
 from .bitcoin_rpc import block_transfers, unconfirmed_transfers, witness_script_hex
 from .redaction import redact_url
 
@@ -213,6 +213,31 @@ class EsploraBackend:
             if isinstance(status, dict) and status.get("confirmed"):
                 live.add(txid)  # mined since we looked; the next block scan records it
         return live
+
+    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+        """One transaction by its id (`/tx/<id>`, its block's `/txids` for its position), parsed as the
+        block scan and the mempool scan parse it."""
+        scripts = self.watched_scripts(watched)
+        try:
+            tx = self._json(f"/tx/{quote(tx_hash)}")
+        except EsploraError as exc:
+            if exc.status in (400, 404):
+                raise TransactionNotFound(
+                    f"{self.network_code}: the server knows no transaction {tx_hash}"
+                ) from None
+            raise
+        if not isinstance(tx, dict) or tx.get("txid") != tx_hash:
+            raise EsploraError(f"{self.network_code}: /tx/{tx_hash}: unexpected reply {tx!r:.300}")
+        status = tx.get("status") or {}
+        if not status.get("confirmed"):
+            return list(unconfirmed_transfers(self.network_code, tx_hash, self._outputs(tx), scripts, now))
+        block_hash = status["block_hash"]
+        txids = self._json(f"/block/{quote(block_hash)}/txids")
+        if not isinstance(txids, list) or tx_hash not in txids:
+            raise EsploraError(f"{self.network_code}: block {block_hash} does not list {tx_hash}")
+        txs = ((txid, self._outputs(tx) if txid == tx_hash else ()) for txid in txids)
+        ref = BlockRef(int(status["block_height"]), block_hash, _block_time(status["block_time"]))
+        return list(block_transfers(self.network_code, ref, txs, scripts))
 
     # --- helpers --------------------------------------------------------------------------------------
 

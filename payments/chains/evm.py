@@ -12,9 +12,10 @@ from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 
 from web3 import Web3
+from web3.exceptions import TransactionNotFound as Web3TransactionNotFound
 from web3.providers import HTTPProvider
 
-from .base import BlockRef, ChainNodeError, Transfer
+from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
 from .redaction import redact_text, redact_url
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -105,6 +106,41 @@ class EvmBackend:
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
 
+    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+        """One transaction by its hash: its receipt's ERC-20 Transfer logs to watched addresses (as the
+        log scan reads them) and its native value to one (as the block scan does), once it is in a block
+        and did not revert. A transaction only in a mempool is refused: EVM payments count in a block."""
+        wanted = {a.lower() for a in watched}
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        except Web3TransactionNotFound:
+            try:
+                self.w3.eth.get_transaction(tx_hash)
+            except Web3TransactionNotFound:
+                raise TransactionNotFound(
+                    f"{self.network_code}: the node knows no transaction {tx_hash}"
+                ) from None
+            raise TransactionNotFound(
+                f"{self.network_code}: transaction {tx_hash} is not in a block yet; try again once it is"
+            ) from None
+        if int(receipt["status"]) != 1:
+            return []  # a reverted transaction moved nothing
+        found = []
+        for log in receipt["logs"]:
+            topics = log["topics"]
+            if len(topics) != 3 or _hex(topics[0]) != TRANSFER_TOPIC:
+                continue
+            to = "0x" + _hex(topics[2])[-40:]
+            if to in wanted:
+                found.append(self._log_transfer(log, to))
+        tx = self.w3.eth.get_transaction(tx_hash)
+        to = (tx.get("to") or "").lower()
+        if self.scan_native and to in wanted and int(tx["value"]) > 0:
+            height = int(receipt["blockNumber"])
+            block_hash, block_time = self._block_time(height, _hex(receipt["blockHash"]))
+            found.append(self._native_transfer(tx, BlockRef(height, block_hash, block_time)))
+        return found
+
     def _token_transfers(self, wanted: list[str], start: int, end: int) -> Iterator[Transfer]:
         """With at most `address_chunk` watched addresses, ask the node for logs to them (one call per
         block chunk). With more, fetching by `to` topic would cost one call per address chunk, growing with
@@ -154,17 +190,20 @@ class EvmBackend:
                     continue
                 if int(self.w3.eth.get_transaction_receipt(tx["hash"])["status"]) != 1:
                     continue  # a reverted transaction moved no value
-                yield Transfer(
-                    network_code=self.network_code,
-                    tx_hash=_hex(tx["hash"]),
-                    output_index=EVM_NATIVE_OUTPUT_INDEX,
-                    address=to.lower(),
-                    amount_base_units=int(tx["value"]),
-                    block_height=height,
-                    block_hash=ref.hash,
-                    block_time=ref.time,
-                    position_in_block=int(tx["transactionIndex"]),
-                )
+                yield self._native_transfer(tx, ref)
+
+    def _native_transfer(self, tx, block: BlockRef) -> Transfer:
+        return Transfer(
+            network_code=self.network_code,
+            tx_hash=_hex(tx["hash"]),
+            output_index=EVM_NATIVE_OUTPUT_INDEX,
+            address=tx["to"].lower(),
+            amount_base_units=int(tx["value"]),
+            block_height=block.height,
+            block_hash=block.hash,
+            block_time=block.time,
+            position_in_block=int(tx["transactionIndex"]),
+        )
 
     def _block_time(self, height: int, block_hash: str) -> tuple[str, datetime]:
         cached = self._block_times.get(height)

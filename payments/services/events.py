@@ -19,10 +19,12 @@ def events_write(
     intent: PaymentIntent,
     events: list[tuple[str, str, StateTransition | None]],
     transactions: list[dict[str, Any]],
+    details: dict[str, Any] | None = None,
 ) -> None:
     """Save the intent and append its events to the outbox, each with the next per-payment sequence
     number and the payment's snapshot (the unique (intent, sequence) and (intent, dedupe key)
-    constraints are the backstop against a double write)."""
+    constraints are the backstop against a double write). `details` adds keys beside the snapshot's,
+    for an event about a decision the snapshot does not show (the back office's overpayment decision)."""
     first = intent.event_sequence + 1
     intent.event_sequence += len(events)
     intent.save()
@@ -30,7 +32,7 @@ def events_write(
     intent.representation = snapshot
     Event.objects.bulk_create(
         [
-            event_row(intent, type, first + offset, dedupe_key, transition, snapshot)
+            event_row(intent, type, first + offset, dedupe_key, transition, snapshot | (details or {}))
             for offset, (type, dedupe_key, transition) in enumerate(events)
         ]
     )

@@ -114,7 +114,8 @@ def payment_intent_create(
             verdict=verdict.as_dict(),
             created_at=now,
         )
-        snapshot = intent_representation(intent, transactions=[])
+        # a new intent has no resolutions: its deadline is its expiry
+        snapshot = intent_representation(intent, transactions=[], deadline=intent.expires_at)
         created = event_row(
             intent, "payment.created", 1, "created", None, snapshot | {"state": PaymentState.CREATED}
         )

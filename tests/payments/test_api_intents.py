@@ -247,3 +247,54 @@ def test_underpaid_bitcoin_intent_gives_a_bip21_uri_for_what_is_left(api):
     assert uri.scheme == "bitcoin" and uri.path == BIP84_FIRST_ADDRESS
     assert Decimal(parse_qs(uri.query, strict_parsing=True)["amount"][0]) * 10**8 == 100_000 - 40_000
     assert body["payment_uri"] == f"bitcoin:{BIP84_FIRST_ADDRESS}?amount=0.00100000"
+
+
+def underpay(body: dict) -> None:
+    """40000 of the 100000 sat due, confirmed: underpaid."""
+    now = timezone.now()
+    services.chain_tip_record(network_code="bitcoin", height=801, block_hash="0xb801", now=now)
+    services.observation_record(
+        transfer=Transfer(
+            network_code="bitcoin",
+            tx_hash=body["id"][-8:].encode().hex().ljust(64, "0"),
+            output_index=0,
+            address=body["address"],
+            amount_base_units=40_000,
+            block_height=800,
+            block_hash="0xb800",
+            block_time=now,
+            position_in_block=0,
+        ),
+        now=now,
+    )
+
+
+def test_payment_deadline_is_the_expiry_until_a_top_up_moves_it_in_retrieve_and_list(api):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    bodies = [create(api).json() for _ in range(2)]
+    assert [b["payment_deadline"] for b in bodies] == [b["expires_at"] for b in bodies]
+    underpay(bodies[0])
+    until = (timezone.now() + timedelta(hours=30)).replace(microsecond=0)
+    services.resolution_record(
+        intent_id=bodies[0]["id"],
+        kind="extend_deadline",
+        actor=None,
+        role="support_agent",
+        reason="The customer will send the rest tomorrow morning.",
+        now=timezone.now(),
+        until=until,
+    )
+    shown = api.get(f"/api/v1/payment-intents/{bodies[0]['id']}").json()
+    assert shown["payment_deadline"] == until.isoformat() != shown["expires_at"]
+    listed = {i["id"]: i["payment_deadline"] for i in api.get("/api/v1/payment-intents").json()["data"]}
+    assert listed == {bodies[0]["id"]: until.isoformat(), bodies[1]["id"]: bodies[1]["expires_at"]}
+    # the list reads the deadlines in one query, however many intents it shows
+    with CaptureQueriesContext(connection) as two:
+        api.get("/api/v1/payment-intents")
+    for _ in range(4):
+        create(api)
+    with CaptureQueriesContext(connection) as six:
+        assert len(api.get("/api/v1/payment-intents").json()["data"]) == 6
+    assert len(six.captured_queries) == len(two.captured_queries)
