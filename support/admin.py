@@ -66,4 +66,8 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         return False
 
 
-from . import actions_dangerous, admin_approvals  # noqa: E402, F401 (register the console's pages and actions)
+from . import (  # noqa: E402, F401 (register the console's pages and actions)
+    actions_dangerous,
+    admin_approvals,
+    admin_config,
+)
