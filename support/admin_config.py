@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -80,11 +82,25 @@ def stored_state(obj: models.Model) -> dict:
     return state
 
 
+def _plain(value: Any) -> Any:
+    """JSON values: times in ISO 8601, decimals as strings."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def recorded(model: type[models.Model], state: dict | None) -> dict | None:
+    """The state as the entry records it: redacted, in JSON values."""
     if state is None:
         return None
     rules = REDACTED.get(model, {})
-    return {name: rules[name](value) if name in rules else value for name, value in state.items()}
+    return {name: _plain(rules[name](value) if name in rules else value) for name, value in state.items()}
 
 
 def states(model: type[models.Model], pks: Iterable) -> dict:
@@ -100,6 +116,7 @@ def merchant_of(model: type[models.Model], state: dict) -> str:
 def config_audit(request, verb: str, model, pk, before: dict | None, after: dict | None) -> bool:
     """One entry for one object, with only the fields that changed (all of them when it was added or
     deleted); nothing when nothing changed. Returns whether an entry was written."""
+    merchant_id = merchant_of(model, after or before or {})
     if before is not None and after is not None:
         changed = [k for k in after if before.get(k) != after.get(k)]
         changed += [k for k in before if k not in after]
@@ -114,7 +131,7 @@ def config_audit(request, verb: str, model, pk, before: dict | None, after: dict
         role=roles_of(request.user),
         action=f"config.{verb}",
         now=timezone.now(),
-        merchant_id=merchant_of(model, after or before),
+        merchant_id=merchant_id,
         object_type=model._meta.label_lower,
         object_id=str(pk),
         before=recorded(model, before),
