@@ -6,8 +6,8 @@ fields' values before and after, and from where (X-Request-ID, client address).
 payments may not import support, so its admins are re-registered here as subclasses with
 `AuditedAdminMixin` in front: they keep saving through payments' services (`super()`), and the mixin
 compares the stored rows before and after. Secrets never enter an entry: API key digests are left
-out, a node URL is recorded redacted (a change to its password still shows as a change), and webhook
-signing secrets appear only as their ids and times."""
+out, a node URL is recorded redacted (a change to its password still shows as a change), webhook
+signing secrets appear only as their ids and times, and a user's password hash never."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.models import Group, User
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ LEFT_OUT = object()
 REDACTED: dict[type[models.Model], dict[str, Any]] = {
     Network: {"rpc_url": redact_url},
     ApiKey: {"digest": LEFT_OUT},
+    User: {"password": LEFT_OUT, "last_login": LEFT_OUT},
 }
 
 
@@ -225,7 +227,9 @@ def reregister(model: type[models.Model], admin_class: type | None = None) -> ty
     return admin_class
 
 
-for _model in (Network, Asset, NetworkAsset, Merchant, ApiKey, WebhookEndpoint):
+# Users and groups too: a role given in the admin (a group, a permission, staff or superuser status) is a
+# role grant like `grant_role`'s.
+for _model in (Network, Asset, NetworkAsset, Merchant, ApiKey, WebhookEndpoint, User, Group):
     reregister(_model)
 
 from . import admin_wallets  # noqa: E402, F401 (the wallet admin: keys through dangerous actions)

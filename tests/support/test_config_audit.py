@@ -348,3 +348,35 @@ def test_a_wallet_added_and_deactivated(shop, merchant_admin):
         "192.0.2.44",
     )
     assert audit_verify().ok
+
+
+def test_a_role_given_in_the_user_admin_is_recorded_without_the_password(admin_client, shop):
+    from django.contrib.auth.models import Group, User
+
+    carol = User.objects.create_user("carol", password="a long enough password 123", is_staff=True)
+    # The form shows seconds: a time with microseconds would be recorded as changed (it is, by the form).
+    User.objects.filter(pk=carol.pk).update(date_joined=carol.date_joined.replace(microsecond=0))
+    group = Group.objects.get(name="merchant_admin")
+    url = f"/admin/auth/user/{carol.pk}/change/"
+    data = form_as_offered(admin_client, url)
+    data["groups"] = [str(group.pk)]
+    start = head()
+    response = admin_client.post(url, data, **REQUEST)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+
+    [entry] = entries_since(start)
+    assert fields(entry) == (
+        "admin",
+        "superuser",
+        "config.change",
+        "",
+        "auth.user",
+        str(carol.pk),
+        {"groups": []},
+        {"groups": [group.pk]},
+        "req-7f3a",
+        "192.0.2.44",
+    )
+    carol.refresh_from_db()
+    assert carol.password not in whole_log()
+    assert audit_verify().ok
