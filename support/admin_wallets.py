@@ -25,12 +25,17 @@ from .dangerous_wallets import (
     wallet_add_payload,
 )
 
+FOUR_EYES_NOTE = (
+    "Future payments go to this key: unless the merchant's policy says otherwise, another person must "
+    "approve it first (Support > Approval requests), and nothing changes until then."
+)
 
-def _reason_field() -> forms.CharField:
+
+def _reason_field(note: str = "") -> forms.CharField:
     return forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
         min_length=REASON_MIN_CHARACTERS,
-        help_text="At least a sentence: kept with the request and in the audit log.",
+        help_text=f"At least a sentence: kept with the request and in the audit log. {note}".strip(),
     )
 
 
@@ -48,7 +53,7 @@ class WalletKeyForm(forms.ModelForm):
         help_text="deactivate the merchant's active wallet for this chain and network: future payments "
         "go to the new key",
     )
-    reason = _reason_field()
+    reason = _reason_field(FOUR_EYES_NOTE)
 
     class Meta:
         model = Wallet
