@@ -166,23 +166,28 @@ class AuditedAdminMixin:
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
-        # Django's save_related, with the object's entry written before its inline rows'.
-        form.save_m2m()
-        obj = form.instance
-        if obj.pk is not None and not getattr(obj, "audited", False):
-            after = stored_state(type(obj)._default_manager.get(pk=obj.pk))
-            before = getattr(request, "config_audit_before", None)
-            config_audit(request, "change" if change else "add", type(obj), obj.pk, before, after)
-        for formset in formsets:
-            self.save_formset(request, form, formset, change=change)
+        super().save_related(request, form, formsets, change)
+        self._audit_object(request, form, change)  # when no inline formset did it first
 
     def save_formset(self, request, form, formset, change):
+        self._audit_object(request, form, change)  # the object's entry before its inline rows'
         rows = formset.model._default_manager.filter(**{formset.fk.name: form.instance})
         before = {row.pk: stored_state(row) for row in rows}
         super().save_formset(request, form, formset, change)
         audit_rows(
             request, "change", formset.model, before, {row.pk: stored_state(row) for row in rows.all()}
         )
+
+    def _audit_object(self, request, form, change) -> None:
+        """Once per request, after the object and its many-to-many fields are saved (save_related saves
+        those before the inline formsets)."""
+        obj = form.instance
+        if getattr(request, "config_audit_done", False) or obj.pk is None or getattr(obj, "audited", False):
+            return
+        request.config_audit_done = True
+        after = stored_state(type(obj)._default_manager.get(pk=obj.pk))
+        before = getattr(request, "config_audit_before", None)
+        config_audit(request, "change" if change else "add", type(obj), obj.pk, before, after)
 
     def delete_model(self, request, obj):
         before = stored_state(obj)

@@ -133,7 +133,7 @@ def test_a_node_url_is_recorded_redacted_and_a_new_password_still_shows(admin_cl
     assert audit_verify().ok
 
 
-def test_a_confirmation_rule_added_under_its_merchant(shop, merchant_admin):
+def test_a_merchant_changed_with_a_confirmation_rule_added_in_its_inline(shop, merchant_admin):
     client = client_for(merchant_admin)
     url = f"/admin/payments/merchant/{quote(shop.pk)}/change/"
     data = form_as_offered(client, url)
@@ -148,12 +148,26 @@ def test_a_confirmation_rule_added_under_its_merchant(shop, merchant_admin):
         f"{prefix}-0-confirmations": ["3"],
         f"{prefix}-0-merchant": [shop.pk],
     }
+    assert data["expiry_minutes"] == ["15"]  # the default
+    data["expiry_minutes"] = ["42"]
     start = head()
     response = client.post(url, data, **REQUEST)
     assert response.status_code == 302, response.content.decode()[-2000:]
 
     rule = ConfirmationRule.objects.get(merchant=shop)
-    [entry] = entries_since(start)  # the merchant itself did not change: no entry for it
+    merchant_change, entry = entries_since(start)  # the merchant first, then its inline row
+    assert fields(merchant_change) == (
+        "mia",
+        "",
+        "config.change",
+        shop.pk,
+        "payments.merchant",
+        shop.pk,
+        {"expiry_minutes": 15},
+        {"expiry_minutes": 42},
+        "req-7f3a",
+        "192.0.2.44",
+    )
     assert fields(entry) == (
         "mia",
         "",  # made with make_staff: permissions, no role group
