@@ -66,8 +66,5 @@ class SupportCaseAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         return False
 
 
-from . import (  # noqa: E402, F401 (register the console's pages and actions)
-    actions_dangerous,
-    admin_approvals,
-    admin_config,
-)
+from . import actions_dangerous, admin_approvals  # noqa: E402, F401 (register the console's pages and actions)
+from .admin_config import AuditedAdminMixin  # noqa: E402, F401 (registers the audited configuration admins)
