@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from . import actions_dangerous, admin_approvals, admin_audit, admin_payments  # noqa: F401 (register pages)
+from . import (  # noqa: F401 (register the console's pages and actions)
+    actions_dangerous,
+    admin_approvals,
+    admin_audit,
+    admin_config,
+    admin_payments,
+    admin_wallets,
+)
 from .admin_cases import SupportCaseAdmin
 from .models import SupportCase
 

@@ -151,3 +151,6 @@ POLICY_SET = dangerous_action(
         configuration=True,
     )
 )
+
+
+from . import dangerous_wallets  # noqa: E402, F401 (registers the wallet key actions)

@@ -15,6 +15,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from embit import script as embit_script
 from embit.base58 import decode_check, encode_check
 from embit.bip32 import HDKey
@@ -23,6 +24,7 @@ from rest_framework.test import APIClient
 from payments.accounts import wallet_add, wallet_deactivate
 from payments.errors import Conflict
 from payments.models import Network, PaymentIntent, Wallet
+from support.models import MerchantPolicy
 from tests.factories import BIP84_ZPUB, ETH_ACCOUNT_XPUB, account_key, make_api_key, make_merchant
 from tests.integration.test_concurrency import run_parallel
 
@@ -65,6 +67,14 @@ def create_btc(api, order: str):
 @pytest.fixture
 def other(db):
     return make_merchant("Other shop", wallets=False)
+
+
+REASON = "The merchant moved to a new hardware wallet; ticket 812."
+
+
+def one_person(merchant) -> None:
+    """A policy under which one person changes the merchant's wallet keys (four-eyes is the default)."""
+    MerchantPolicy.objects.create(merchant=merchant, config_four_eyes=False, updated_at=timezone.now())
 
 
 # --- refused at every entry point ------------------------------------------------------------------
@@ -136,7 +146,10 @@ def test_admin_add_form_refuses_a_key_in_use_and_adds_through_the_service(admin_
     assert not Wallet.objects.filter(merchant=other).exists()
 
     fresh = account_key("m/84'/0'/7'")
-    page = admin_client.post("/admin/payments/wallet/add/", form | {"account_key": fresh})
+    # A new key is a dangerous action (support.dangerous_wallets): one person adds it at once only where
+    # the merchant's policy says so, and gives a reason.
+    one_person(other)
+    page = admin_client.post("/admin/payments/wallet/add/", form | {"account_key": fresh, "reason": REASON})
     assert page.status_code == 302, page.content
     wallet = Wallet.objects.get(merchant=other)
     assert (wallet.chain, wallet.network_id, wallet.account_key) == ("bitcoin", bitcoin.pk, fresh)
@@ -235,6 +248,7 @@ def test_reactivating_in_the_admin_continues_after_the_key_s_later_wallet(
     assert create_btc(api, "a-1").status_code == 201
     first = merchant.wallets.get(chain="bitcoin")
     changelist = "/admin/payments/wallet/"
+    one_person(merchant)  # reactivating is a dangerous action: applied at once by this policy only
     admin_client.post(changelist, {"action": "deactivate", "_selected_action": [first.pk]})
     first.refresh_from_db()
     assert not first.is_active
@@ -243,15 +257,14 @@ def test_reactivating_in_the_admin_continues_after_the_key_s_later_wallet(
     other_api = client(other)
     assert all(create_btc(other_api, f"b-{i}").status_code == 201 for i in range(6))
     # While the other merchant's wallet holds the key, reactivating is refused with the code.
-    page = admin_client.post(
-        changelist, {"action": "reactivate", "_selected_action": [first.pk]}, follow=True
-    )
+    reactivate = {"action": "reactivate", "_selected_action": [first.pk], "apply": "1", "reason": REASON}
+    page = admin_client.post(changelist, reactivate, follow=True)
     assert b"wallet_key_in_use" in page.content
     first.refresh_from_db()
     assert not first.is_active
 
     admin_client.post(changelist, {"action": "deactivate", "_selected_action": [second.pk]})
-    admin_client.post(changelist, {"action": "reactivate", "_selected_action": [first.pk]})
+    admin_client.post(changelist, reactivate)
     first.refresh_from_db()
     second.refresh_from_db()
     assert first.is_active and first.next_index == second.next_index

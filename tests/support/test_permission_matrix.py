@@ -36,6 +36,7 @@ from payments.models import (
 )
 from payments.webhooks import endpoints
 from payments.webhooks.delivery import events_dispatch
+from support.models import ApprovalRequest
 from tests.factories import account_key, make_api_key, make_merchant
 from tests.payments.test_services_settle import new_intent
 
@@ -45,6 +46,7 @@ ROLES = ("support_agent", "support_lead", "finance", "merchant_admin", "auditor"
 SIDES = ("own", "other")
 ADMIN = "/admin/payments"
 HOOK_URL = "http://127.0.0.1:9/hook"
+REASON = "The merchant asked for it in ticket 5150."
 
 
 @dataclass
@@ -112,7 +114,8 @@ def db_state() -> list:
         WebhookDelivery,
         Event,
     )
-    return [list(model.objects.order_by("pk").values()) for model in models]
+    # A wallet key or a reactivation asked for (four-eyes by default) is an approval request.
+    return [list(model.objects.order_by("pk").values()) for model in (*models, ApprovalRequest)]
 
 
 # --- Pages: every role views every payments page, of its own merchant only. ---------------------------
@@ -196,7 +199,13 @@ ACTS = {
     "delivery redeliver": action("webhookdelivery", "redeliver", lambda s: s.delivery, ENDPOINT_ACTORS),
     "api key revoke": action("apikey", "revoke", lambda s: s.api_key, MERCHANT_ADMIN),
     "wallet deactivate": action("wallet", "deactivate", lambda s: s.wallet, MERCHANT_ADMIN),
-    "wallet reactivate": action("wallet", "reactivate", lambda s: s.inactive_wallet, MERCHANT_ADMIN),
+    "wallet reactivate": action(
+        "wallet",
+        "reactivate",
+        lambda s: s.inactive_wallet,
+        MERCHANT_ADMIN,
+        lambda s: {"apply": "1", "reason": REASON},
+    ),
     "add api key": Act(
         f"{ADMIN}/apikey/add/",
         lambda s: {"merchant": s.merchant.pk, "name": "till", "scopes": ["payments:read"]},
@@ -209,6 +218,8 @@ ACTS = {
             "chain": "litecoin",
             "network": Network.objects.get(code="litecoin-regtest").pk,
             "account_key": account_key("m/84'/1'/9'", testnet=True),
+            "replace": "on",
+            "reason": REASON,
         },
         MERCHANT_ADMIN,
     ),
