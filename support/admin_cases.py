@@ -22,7 +22,7 @@ from payments.errors import GatewayError
 from payments.ratelimit import client_address
 
 from .admin_filters import AssigneeFilter, CaseStatusFilter, DueFilter, EscalatedFilter
-from .cases import case_assign, case_note_add, case_status_set
+from .cases import case_assign, case_escalate, case_note_add, case_status_set
 from .models import CaseNote, SupportCase
 
 CASE_WORK_CODENAME = "change_supportcase"
@@ -70,6 +70,14 @@ class StatusForm(forms.Form):
         if data.get("status") == SupportCase.Status.RESOLVED and not (data.get("note") or "").strip():
             self.add_error("note", "say how the case was resolved")
         return data
+
+
+class EscalateForm(forms.Form):
+    note = forms.CharField(
+        label="for the lead",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="what the lead should decide, and what you found",
+    )
 
 
 class NoteForm(forms.Form):
@@ -127,6 +135,7 @@ class SupportCaseAdmin(ActionPermissionMixin, admin.ModelAdmin):
                 ("assign", self.assign_view),
                 ("status", self.status_view),
                 ("note", self.note_view),
+                ("escalate", self.escalate_view),
             )
         ]
         return own + super().get_urls()
@@ -139,6 +148,9 @@ class SupportCaseAdmin(ActionPermissionMixin, admin.ModelAdmin):
                 "assign": AssignForm(case=case),
                 "status": StatusForm(initial={"status": case.status}),
                 "note": NoteForm(),
+                "escalate": EscalateForm()
+                if case.escalated_at is None and case.status != "resolved"
+                else None,
             }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -182,6 +194,18 @@ class SupportCaseAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
     def note_view(self, request, object_id):
         return require_POST(self._note)(request, object_id)
+
+    def escalate_view(self, request, object_id):
+        return require_POST(self._escalate)(request, object_id)
+
+    def _escalate(self, request, object_id):
+        case = self._case_to_work(request, object_id)
+
+        def act(data, context):
+            case_escalate(actor=request.user, case=case, note=data["note"], **context)
+            return f"case {case.pk} escalated to the support leads"
+
+        return self._act(request, case, EscalateForm(request.POST), act)
 
     def _assign(self, request, object_id):
         case = self._case_to_work(request, object_id)

@@ -34,8 +34,8 @@ from payments.models import (
     WebhookSecret,
 )
 
-from .approvals import roles_of
 from .audit import audit_record
+from .roles import roles_of
 
 LEFT_OUT = object()
 # Per model, fields recorded other than as stored: a function of the stored value, or LEFT_OUT.

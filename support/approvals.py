@@ -26,6 +26,7 @@ from payments.services import reason_check
 
 from .audit import audit_record
 from .models import ApprovalRequest, MerchantPolicy
+from .roles import roles_of
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,6 @@ class Submitted:
     applied: bool
     result: dict | None = None
     approval: ApprovalRequest | None = None
-
-
-def roles_of(user: User) -> str:
-    return ",".join(sorted(user.groups.values_list("name", flat=True))) or (
-        "superuser" if user.is_superuser else ""
-    )
 
 
 def may_take(user: User, action: DangerousAction, merchant_id: str) -> bool:

@@ -15,11 +15,12 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from payments.admin_access import staff_merchants
-from payments.errors import InvalidRequest
+from payments.errors import Conflict, InvalidRequest
 from payments.models import Event, PaymentIntent, PaymentState, WebhookEndpoint
 
 from .audit import audit_record
 from .models import CaseNote, EventCursor, SupportCase
+from .roles import roles_of
 
 Kind = SupportCase.Kind
 CURSOR = "cases"
@@ -36,7 +37,7 @@ ENDPOINT_DISABLED_BY_GATEWAY = (
 )
 
 
-def _due(now: datetime) -> datetime:
+def case_due(now: datetime) -> datetime:
     return now + timedelta(hours=settings.GATEWAY_CASE_DUE_HOURS)
 
 
@@ -64,7 +65,7 @@ def _case_for(event: Event, now: datetime) -> SupportCase | None:
         source_event_id=event.pk,
         dedupe_key=key,
         opened_at=now,
-        due_by=_due(now),
+        due_by=case_due(now),
     )
 
 
@@ -106,7 +107,7 @@ def cases_sweep(*, now: datetime) -> None:
             intent_id=intent_id,
             dedupe_key=f"{Kind.UNDERPAID_EXPIRED}:{intent_id}",
             opened_at=now,
-            due_by=_due(now),
+            due_by=case_due(now),
         )
         for intent_id, merchant_id in underpaid
     ] + [
@@ -116,7 +117,7 @@ def cases_sweep(*, now: datetime) -> None:
             endpoint_id=endpoint_id,
             dedupe_key=f"{Kind.WEBHOOK_ENDPOINT_DISABLED}:{endpoint_id}:{disabled_at.isoformat()}",
             opened_at=now,
-            due_by=_due(now),
+            due_by=case_due(now),
         )
         for endpoint_id, merchant_id, disabled_at in disabled
     ]
@@ -136,12 +137,6 @@ def cases_open(*, now: datetime) -> int:
 # --- safe actions on cases (support agents) ----------------------------------------------------------
 
 
-def _roles(user: User) -> str:
-    return ",".join(sorted(user.groups.values_list("name", flat=True))) or (
-        "superuser" if user.is_superuser else ""
-    )
-
-
 def _require(actor: User, case: SupportCase) -> None:
     """Acting on a case needs the change permission on cases, for the case's merchant."""
     if not actor.is_active or not actor.has_perm("support.change_supportcase"):
@@ -153,7 +148,7 @@ def _require(actor: User, case: SupportCase) -> None:
 def _audit(actor: User, action: str, case: SupportCase, before, after, reason: str, now: datetime, **context):
     audit_record(
         actor=actor.get_username(),
-        role=_roles(actor),
+        role=roles_of(actor),
         action=action,
         now=now,
         merchant_id=case.merchant_id,
@@ -220,3 +215,39 @@ def case_status_set(
             CaseNote.objects.create(case=case, author=actor.get_username(), body=note.strip(), created_at=now)
         _audit(actor, "case.status", case, before, {"status": status}, note.strip(), now, **context)
     return case
+
+
+def case_escalate(*, actor: User, case: SupportCase, note: str, now: datetime, **context) -> SupportCase:
+    """Hand the case to a support lead (it shows in the leads' "escalated" list), saying why; an open case
+    is then in progress. A resolved case is reopened first, not escalated."""
+    _require(actor, case)
+    note = (note or "").strip()
+    if not note:
+        raise InvalidRequest("say what the lead should decide", code="parameter_missing", param="note")
+    with transaction.atomic():
+        case = SupportCase.objects.select_for_update().get(pk=case.pk)
+        if case.status == SupportCase.Status.RESOLVED:
+            raise Conflict("the case is resolved: reopen it first", code="case_resolved")
+        if case.escalated_at is not None:
+            raise Conflict("the case is escalated already", code="case_already_escalated")
+        before = {"escalated_at": None, "status": case.status}
+        case.escalated_at, case.escalated_by = now, actor
+        if case.status == SupportCase.Status.OPEN:
+            case.status = SupportCase.Status.IN_PROGRESS
+        case.save(update_fields=["escalated_at", "escalated_by", "status"])
+        CaseNote.objects.create(case=case, author=actor.get_username(), body=note, created_at=now)
+        after = {"escalated_at": now.isoformat(), "status": case.status}
+        _audit(actor, "case.escalate", case, before, after, note, now, **context)
+    return case
+
+
+def cases_open_for_intent(*, intent_id: str, kind: str, now: datetime) -> None:
+    """Open the intent's cases of `kind` from its exception events now, under the keys the stream reader
+    uses (so it never opens them a second time), whether or not the events were dispatched yet."""
+    events = Event.objects.filter(
+        intent_id=intent_id, type__in=[t for t, k in EXCEPTION_EVENTS.items() if k == kind]
+    )
+    SupportCase.objects.bulk_create(
+        [case for case in (_case_for(event, now) for event in events) if case is not None],
+        ignore_conflicts=True,
+    )

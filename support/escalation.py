@@ -15,7 +15,7 @@ from payments.errors import Conflict
 from payments.models import Network, PaymentIntent
 from payments.selectors import display_address, intents_transactions
 
-from .cases import _due
+from .cases import cases_open_for_intent
 from .models import CaseNote, SupportCase
 from .payment_actions import note_check, payment_audit, payment_require
 
@@ -75,24 +75,16 @@ def wrong_network_escalate(
         raise Conflict("the payment is not flagged wrong network", code="not_wrong_network")
     facts = stray_funds(intent)
     with transaction.atomic():
+        # The case the stream reader opens (or will): opened now under its key if the reader is behind.
+        cases_open_for_intent(intent_id=intent.pk, kind=SupportCase.Kind.WRONG_NETWORK, now=now)
         case = (
             SupportCase.objects.select_for_update()
             .filter(intent=intent, kind=SupportCase.Kind.WRONG_NETWORK)
             .order_by("opened_at", "id")
             .first()
         )
-        if case is None:
-            # The reader opens one case per stray transaction, keyed by its event's dedupe key; this one is
-            # keyed by the intent, as the reader would never make it.
-            case = SupportCase.objects.create(
-                kind=SupportCase.Kind.WRONG_NETWORK,
-                merchant_id=intent.merchant_id,
-                intent=intent,
-                transaction_hashes=sorted({f.tx_hash for f in facts}),
-                dedupe_key=f"{SupportCase.Kind.WRONG_NETWORK}:{intent.pk}:escalated",
-                opened_at=now,
-                due_by=_due(now),
-            )
+        if case is None:  # flagged without an exception event: cannot happen through the services
+            raise Conflict("the payment has no wrong-network event to open a case from", code="no_case")
         before = {
             "escalated_at": case.escalated_at.isoformat() if case.escalated_at else None,
             "status": case.status,

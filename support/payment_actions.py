@@ -21,8 +21,8 @@ from payments.services.attach import transaction_attach
 from payments.webhooks.endpoints import event_redeliver
 
 from .audit import audit_record
-from .cases import _roles as actor_roles
 from .models import OverpaymentDecision
+from .roles import roles_of as actor_roles
 
 ACTION_PERMISSION = "support.change_supportcase"
 PAYABLE = (PaymentState.CREATED, PaymentState.AWAITING_PAYMENT, PaymentState.UNDERPAID)

@@ -29,6 +29,13 @@ ROLES = (SUPPORT_AGENT, SUPPORT_LEAD, FINANCE, MERCHANT_ADMIN, AUDITOR)
 COMMAND_ACTOR = "system:manage.py"
 
 
+def roles_of(user) -> str:
+    """What the audit log records as the acting user's role: their groups, or "superuser"."""
+    return ",".join(sorted(user.groups.values_list("name", flat=True))) or (
+        "superuser" if user.is_superuser else ""
+    )
+
+
 class RoleError(ValueError):
     pass
 

@@ -143,6 +143,7 @@ def test_a_view_only_user_sees_no_forms_and_a_post_is_403(shops):
         ("assign", {"assignee": looker.pk}),
         ("status", {"status": "open"}),
         ("note", {"body": "x"}),
+        ("escalate", {"note": "x"}),
     ):
         assert client.post(f"{URL}{case.pk}/{name}/", data).status_code == 403, name
     listing = client.post(URL, {"action": "assign_to_me", "_selected_action": [case.pk]})
@@ -161,6 +162,7 @@ def test_another_merchants_case_is_a_404(shops, agent):
         ("assign", {"assignee": agent.pk}),
         ("status", {"status": "open"}),
         ("note", {"body": "x"}),
+        ("escalate", {"note": "x"}),
     ):
         assert client.post(f"{URL}{case.pk}/{name}/", data).status_code == 404, name
     assert client.post(f"{URL}999999/note/", {"body": "x"}).status_code == 404
@@ -229,6 +231,10 @@ CASE_ACTS = {
     "assign": lambda case, user: (f"{URL}{case.pk}/assign/", {"assignee": user.pk}),
     "status": lambda case, user: (f"{URL}{case.pk}/status/", {"status": "waiting_on_customer"}),
     "note": lambda case, user: (f"{URL}{case.pk}/note/", {"body": "called the customer"}),
+    "escalate": lambda case, user: (
+        f"{URL}{case.pk}/escalate/",
+        {"note": "the merchant asks for a decision"},
+    ),
     "assign to me": lambda case, user: (URL, {"action": "assign_to_me", "_selected_action": [case.pk]}),
     "mark in progress": lambda case, user: (
         URL,
@@ -266,6 +272,34 @@ def test_role_works_cases_of_its_own_merchant_only(shops, name, role, side, monk
         assert AuditEntry.objects.filter(actor=user.username, object_id=str(case.pk)).exists()
     else:
         assert response.status_code in (403, 404), response.status_code
-        if name in ("assign", "status", "note"):  # a case page's form: another merchant's case is not found
+        if name in (
+            "assign",
+            "status",
+            "note",
+            "escalate",
+        ):  # a case page's form: another merchant's case is not found
             assert response.status_code == (404 if side == "other" else 403)
         assert cases_state() == before, "a refused action changes nothing"
+
+
+def test_an_agent_escalates_a_case_once_with_a_note_for_the_lead(shops, agent):
+    case = open_case(shops[0], "c1")
+    client = client_for(agent)
+    assert 'id="case-escalate"' in client.get(f"{URL}{case.pk}/change/").content.decode()
+    empty = client.post(f"{URL}{case.pk}/escalate/", {"note": "  "}, follow=True)
+    assert any("nothing changed" in m for m in said(empty))
+    done = client.post(f"{URL}{case.pk}/escalate/", {"note": "Merchant wants it accepted."}, follow=True)
+    assert said(done) == [f"case {case.pk} escalated to the support leads"]
+    case.refresh_from_db()
+    assert (case.escalated_by, case.status) == (agent, "in_progress")
+    assert list(case.notes.values_list("body", flat=True)) == ["Merchant wants it accepted."]
+    (entry,) = audit(case, "case.escalate")
+    assert (
+        entry.before == {"escalated_at": None, "status": "open"}
+        and entry.reason == "Merchant wants it accepted."
+    )
+    page = client.get(f"{URL}{case.pk}/change/").content.decode()
+    assert 'id="case-escalate"' not in page and 'id="case-escalated"' in page
+    again = client.post(f"{URL}{case.pk}/escalate/", {"note": "again"}, follow=True)
+    assert any("case_already_escalated" in m for m in said(again))
+    assert client.get(f"{URL}?escalated=yes").context["cl"].result_count == 1

@@ -323,6 +323,13 @@ def test_escalating_a_wrong_network_payment_marks_its_case_and_shows_the_recover
     assert list(CaseNote.objects.filter(case=case).values_list("body", flat=True)) == [NOTE]
     entry = assert_audited(intent, "payment.wrong_network_escalated")
     assert entry.after["funds"] == [{"network": "polygon", "amount": "7.500000 USDC", "tx_hash": poly}]
+    # the stream reader catches up later and opens no second case for the same exception
+    from payments.webhooks.delivery import events_dispatch
+    from support.cases import cases_open
+
+    events_dispatch(now=timezone.now())
+    cases_open(now=timezone.now())
+    assert SupportCase.objects.filter(intent=intent, kind="wrong_network").count() == 1
 
 
 def test_escalated_cases_are_a_filter_for_leads(shop, agent):
