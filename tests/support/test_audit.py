@@ -180,3 +180,81 @@ def test_concurrent_writers_never_fork_the_chain():
     assert not errors
     assert list(AuditEntry.objects.values_list("sequence", flat=True)) == list(range(1, 81))
     assert verify() == "ok"
+
+
+def test_a_run_of_the_consoles_actions_verifies_and_tampering_with_it_is_named(settings):
+    """Every kind of console action writes its entries into one chain that `verify_audit` accepts; then a
+    changed entry, a removed middle entry and a removed tail are each named."""
+    from django.contrib.auth.models import User
+
+    from support.approvals import approval_decide, dangerous_action_submit
+    from support.cases import case_assign, case_escalate, case_note_add, case_status_set
+    from support.dangerous import policy_payload
+    from support.models import SupportCase
+    from support.payment_actions import checkout_link_resend
+    from support.roles import role_grant
+    from tests.factories import make_merchant
+    from tests.payments.test_services_settle import new_intent
+
+    now = timezone.now()
+    shop = make_merchant("Shop")
+    people = {}
+    for name, role in (("agent", "support_agent"), ("ann", "support_lead"), ("bob", "support_lead")):
+        people[name] = User.objects.create_user(name, is_staff=True)
+        role_grant(user=people[name], role=role, merchant_ids=[shop.pk], actor="system:manage.py")
+    people = {name: User.objects.get(pk=user.pk) for name, user in people.items()}  # fresh permission caches
+    intent = new_intent(shop, now=now)
+    case = SupportCase.objects.create(
+        kind="late_payment", merchant=shop, intent=intent, dedupe_key="k", opened_at=now, due_by=now
+    )
+    agent, ann, bob = people["agent"], people["ann"], people["bob"]
+    case_note_add(actor=agent, case=case, body="called the customer", now=now)
+    case_assign(actor=agent, case=case, assignee=agent, now=now)
+    case_escalate(actor=agent, case=case, note="needs a lead", now=now)
+    case_status_set(actor=ann, case=case, status="resolved", note="accepted after approval", now=now)
+    checkout_link_resend(actor=agent, intent=intent, note="customer lost the link", now=now)
+    reason = "The customer paid by bank transfer; the receipt is in ticket 981."
+    asked = dangerous_action_submit(
+        actor=ann,
+        action="payment.mark_paid",
+        merchant=shop,
+        intent=intent,
+        payload={},
+        reason=reason,
+        now=now,
+    )
+    approval_decide(actor=bob, approval_id=asked.approval.pk, approve=True, now=now)
+    policy = policy_payload(
+        four_eyes="never", threshold_amount=None, threshold_currency="", config_four_eyes=True
+    )
+    asked = dangerous_action_submit(
+        actor=ann, action="merchant.policy_set", merchant=shop, payload=policy, reason=reason, now=now
+    )
+    approval_decide(actor=bob, approval_id=asked.approval.pk, approve=False, note="not agreed", now=now)
+    audit_checkpoint_sign(now=now)
+    actions = list(AuditEntry.objects.order_by("sequence").values_list("action", flat=True))
+    assert actions == [
+        "role.granted",
+        "role.granted",
+        "role.granted",
+        "case.note",
+        "case.assign",
+        "case.escalate",
+        "case.status",
+        "payment.checkout_link_resent",
+        "approval.requested",
+        "payment.mark_paid",
+        "approval.approved",
+        "approval.requested",
+        "approval.rejected",
+    ]
+    assert verify() == "ok"
+
+    as_superuser("UPDATE support_auditentry SET actor = 'someone' WHERE sequence = 10")
+    assert "#10" in verify()
+    as_superuser("UPDATE support_auditentry SET actor = 'ann' WHERE sequence = 10")
+    assert verify() == "ok"
+    as_superuser("DELETE FROM support_auditentry WHERE sequence = 13")  # the newest: the checkpoint names it
+    assert "#13" in verify()
+    as_superuser("DELETE FROM support_auditentry WHERE sequence = 6")
+    assert "#6" in verify()
