@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from .models import AuditCheckpoint, AuditEntry
+
+logger = logging.getLogger("gateway.audit")
 
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key of the chain's head: held to the end of the writing transaction.
@@ -127,13 +130,35 @@ def audit_checkpoint_sign(*, now: datetime) -> AuditCheckpoint | None:
         if latest is not None and latest.sequence == head[0]:
             return latest
         key = _signing_keys()[0]
-        return AuditCheckpoint.objects.create(
+        checkpoint = AuditCheckpoint.objects.create(
             sequence=head[0],
             entry_hash=head[1],
             signed_at=now,
             key_id=_key_id(key),
             signature=_signature(key, head[0], head[1], now),
         )
+        transaction.on_commit(lambda: _checkpoint_announce(checkpoint))
+        return checkpoint
+
+
+def _checkpoint_announce(checkpoint: AuditCheckpoint) -> None:
+    """Emit the signed head as a log event (`audit.checkpoint`, a JSON object), so a copy of it lives
+    wherever the logs are shipped, outside the database: a log wiped together with its checkpoints still
+    disagrees with the heads announced before."""
+    logger.info(
+        "audit.checkpoint %s",
+        json.dumps(
+            {
+                "event": "audit.checkpoint",
+                "sequence": checkpoint.sequence,
+                "entry_hash": checkpoint.entry_hash,
+                "signed_at": checkpoint.signed_at.astimezone(UTC).isoformat(timespec="microseconds"),
+                "key_id": checkpoint.key_id,
+                "signature": checkpoint.signature,
+            },
+            sort_keys=True,
+        ),
+    )
 
 
 # --- verification -----------------------------------------------------------------------------------

@@ -258,3 +258,32 @@ def test_a_run_of_the_consoles_actions_verifies_and_tampering_with_it_is_named(s
     assert "#13" in verify()
     as_superuser("DELETE FROM support_auditentry WHERE sequence = 6")
     assert "#6" in verify()
+
+
+def test_each_checkpoint_is_announced_as_a_log_event_once_committed(
+    settings, caplog, django_capture_on_commit_callbacks
+):
+    import hashlib
+    import hmac
+    import json
+
+    record_some(2)
+    settings.GATEWAY_AUDIT_KEYS = ["log-key"]
+    with caplog.at_level("INFO", logger="gateway.audit"):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            checkpoint = audit_checkpoint_sign(now=timezone.now())
+        assert not [r for r in caplog.records if r.name == "gateway.audit"]  # not before the commit
+        for callback in callbacks:
+            callback()
+    (record,) = [r for r in caplog.records if r.name == "gateway.audit"]
+    announced = json.loads(record.getMessage().removeprefix("audit.checkpoint "))
+    head = AuditEntry.objects.order_by("-sequence").first()
+    assert (announced["event"], announced["sequence"], announced["entry_hash"]) == (
+        "audit.checkpoint",
+        head.sequence,
+        head.entry_hash,
+    )
+    # anyone holding the key can check the announced head without the database
+    message = f"{head.sequence}:{head.entry_hash}:{announced['signed_at']}".encode()
+    assert announced["signature"] == hmac.new(b"log-key", message, hashlib.sha256).hexdigest()
+    assert announced["signature"] == checkpoint.signature
