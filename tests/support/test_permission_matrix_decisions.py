@@ -110,3 +110,57 @@ def test_role_approves_another_persons_request_on_its_own_merchant_only(shops, r
     else:
         assert response.status_code in (403, 404), response.status_code
         assert db_state() == before, "a refused approval changes nothing"
+
+
+# --- Safe actions: support agents and leads, on their own merchant's payments. ---------------------------
+
+CASE_WORKERS = {"support_agent", "support_lead"}
+SAFE_ACTIONS = (
+    "resend_checkout_link",
+    "request_top_up",
+    "decide_overpayment",
+    "replay_webhooks",
+    "attach_transaction",
+    "escalate_wrong_network",
+)
+
+
+def test_the_matrix_names_every_registered_action():
+    from support.console import PAYMENT_ACTIONS
+
+    safe = {name for name, action in PAYMENT_ACTIONS.items() if not action.dangerous}
+    dangerous = {name for name, action in PAYMENT_ACTIONS.items() if action.dangerous}
+    assert safe == set(SAFE_ACTIONS)
+    assert dangerous == {"accept_late_payment", "accept_underpayment", "mark_paid", "cancel"}
+
+
+def everything() -> list:
+    from payments.models import Event
+    from support.models import OverpaymentDecision, SupportCase
+
+    return [
+        *db_state(),
+        Event.objects.count(),
+        list(SupportCase.objects.order_by("pk").values()),
+        list(OverpaymentDecision.objects.order_by("pk").values()),
+    ]
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", SAFE_ACTIONS)
+def test_role_takes_safe_actions_on_its_own_merchant_only(shops, name, role, side, monkeypatch):  # noqa: F811
+    client = staff(role, shops["own"].merchant, monkeypatch)
+    url = reverse("admin:payments_paymentintent_action", args=[shops[side].intent.pk, name])
+    before = everything()
+
+    page = client.get(url)
+    response = client.post(url, {"note": "Customer asked by phone; ticket 77.", "hours": "24"})
+
+    if role in CASE_WORKERS and side == "own":
+        # the action's own form or answer (its preconditions are each action's tests); never refused
+        assert page.status_code == 200 and response.status_code not in (403, 404), response.status_code
+    else:
+        assert page.status_code in (403, 404) and response.status_code in (403, 404), response.status_code
+        assert response.status_code == (404 if side == "other" else 403)
+        assert everything() == before, "a refused action changes nothing"
