@@ -1,5 +1,7 @@
 """CSV exports streamed in constant memory, with every cell a spreadsheet would run as a formula made
-inert (OWASP "CSV injection": a leading =, +, -, @, tab or carriage return gets a leading apostrophe)."""
+inert (OWASP "CSV injection": a leading =, +, -, @, tab or carriage return gets a leading apostrophe).
+Reversibly: a cell that itself begins with an apostrophe gets one more, so removing exactly one leading
+apostrophe, where there is one, always gives the original text back (`cell_original`)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,17 @@ from typing import Any
 from django.http import StreamingHttpResponse
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ESCAPED_STARTS = (*FORMULA_STARTS, "'")
 
 
 def safe_cell(value: Any) -> str:
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if text.startswith(ESCAPED_STARTS) else text
+
+
+def cell_original(cell: str) -> str:
+    """The text `safe_cell` was given (for a reader of the export that re-computes hashes)."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 class _Echo:

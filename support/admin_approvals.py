@@ -144,7 +144,9 @@ class PolicyForm(forms.Form):
         widget=forms.RadioSelect,
         label="second lead's approval for decisions on payments",
     )
-    threshold_amount = forms.DecimalField(required=False, min_value=0, label="above this price")
+    threshold_amount = forms.DecimalField(
+        required=False, min_value=0, max_digits=40, decimal_places=18, label="above this price"
+    )
     threshold_currency = forms.CharField(required=False, max_length=12, label="price currency")
     config_four_eyes = forms.BooleanField(
         required=False, label="a second person approves wallet key and policy changes"

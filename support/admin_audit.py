@@ -5,10 +5,14 @@ of every entry so an auditor can re-verify the chain outside the gateway."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG
+from django.core.exceptions import FieldError, PermissionDenied, ValidationError
 from django.db.models import Q
+from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 
@@ -79,7 +83,11 @@ class AuditEntryAdmin(EvidenceAdmin):
     def export_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        entries = self.get_changelist_instance(request).get_queryset(request).order_by("sequence")
+        try:
+            entries = self.get_changelist_instance(request).get_queryset(request).order_by("sequence")
+        except (IncorrectLookupParameters, FieldError, ValueError, ValidationError):
+            # as the list does with filters it cannot apply
+            return HttpResponseRedirect(reverse("admin:support_auditentry_changelist") + f"?{ERROR_FLAG}=1")
 
         def rows():
             for entry in entries.iterator(chunk_size=1000):
@@ -89,7 +97,7 @@ class AuditEntryAdmin(EvidenceAdmin):
                     if column in ("before", "after"):
                         value = "" if value is None else json.dumps(value, sort_keys=True)
                     elif column == "created_at":
-                        value = value.isoformat()
+                        value = value.astimezone(UTC).isoformat(timespec="microseconds")  # as hashed
                     values.append(value)
                 yield values
 

@@ -53,7 +53,7 @@ class AssigneeFilter(admin.SimpleListFilter):
         value = self.value()
         if value == UNASSIGNED:
             return queryset.filter(assignee__isnull=True)
-        if value and value.isdigit():
+        if value and value.isascii() and value.isdigit():
             return queryset.filter(assignee_id=int(value))
         return queryset
 

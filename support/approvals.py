@@ -233,6 +233,12 @@ def _decide_pending(
         intent = PaymentIntent.objects.filter(pk=intent_id).first() if intent_id else None
         try:
             with transaction.atomic():
+                if not may_take(approval.maker, spec, approval.merchant_id):
+                    # Applied as the maker's decision: they must still be allowed to take it.
+                    raise Conflict(
+                        f"{approval.maker.get_username()} may no longer {spec.label} for this merchant",
+                        code="maker_no_longer_permitted",
+                    )
                 spec.check(merchant=approval.merchant, intent=intent, payload=approval.payload, now=now)
                 result = spec.apply(
                     actor=approval.maker,

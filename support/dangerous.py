@@ -66,6 +66,7 @@ for kind, label in (
     )
 
 
+MAX_THRESHOLD = Decimal(10) ** 22  # the column is NUMERIC(40, 18)
 POLICY_FIELDS = ("four_eyes", "threshold_amount", "threshold_currency", "config_four_eyes")
 
 
@@ -121,6 +122,14 @@ def _policy_check(*, merchant: Merchant, intent, payload: dict, now: datetime) -
             raise InvalidRequest(
                 "give a non-negative amount and its currency", code="invalid_policy", param="threshold_amount"
             )
+        if amount >= MAX_THRESHOLD or -amount.as_tuple().exponent > 18:
+            raise InvalidRequest(
+                "the amount has at most 22 digits before the point and 18 after",
+                code="invalid_policy",
+                param="threshold_amount",
+            )
+    if len(payload["threshold_currency"]) > 12:
+        raise InvalidRequest("a currency code has at most 12 characters", code="invalid_policy")
     if payload == policy_of(merchant):
         raise InvalidRequest("the policy is already so", code="policy_unchanged")
 

@@ -85,6 +85,14 @@ def wrong_network_escalate(
         )
         if case is None:  # flagged without an exception event: cannot happen through the services
             raise Conflict("the payment has no wrong-network event to open a case from", code="no_case")
+        if case.status == SupportCase.Status.RESOLVED:
+            raise Conflict(
+                "the payment's wrong-network case is resolved: reopen it first", code="case_resolved"
+            )
+        if case.escalated_at is not None:
+            raise Conflict(
+                "the payment's wrong-network case is escalated already", code="case_already_escalated"
+            )
         before = {
             "escalated_at": case.escalated_at.isoformat() if case.escalated_at else None,
             "status": case.status,

@@ -30,10 +30,10 @@ COMMAND_ACTOR = "system:manage.py"
 
 
 def roles_of(user) -> str:
-    """What the audit log records as the acting user's role: their groups, or "superuser"."""
-    return ",".join(sorted(user.groups.values_list("name", flat=True))) or (
-        "superuser" if user.is_superuser else ""
-    )
+    """What the audit log records as the acting user's role: their groups (at most 200 characters, the
+    columns' width), or "superuser"."""
+    names = ",".join(sorted(user.groups.values_list("name", flat=True)))
+    return names[:200] or ("superuser" if user.is_superuser else "")
 
 
 class RoleError(ValueError):

@@ -121,7 +121,7 @@ class Resolution(models.Model):
         null=True, blank=True, help_text="extend_deadline: the new deadline; cancel: when it took effect"
     )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
-    role = models.CharField(max_length=40, blank=True, help_text="the actor's role when deciding")
+    role = models.CharField(max_length=200, blank=True, help_text="the actor's role when deciding")
     reason = models.TextField()
     refund_tx_hash = models.CharField(max_length=80, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -242,3 +242,52 @@ def test_the_beat_expires_requests(shop, settings):
     assert task.apply().get() == 1
     assert ApprovalRequest.objects.get(pk=approval.pk).status == "expired"
     assert AuditEntry.objects.filter(action="approval.expired", object_id=str(approval.pk)).count() == 1
+
+
+def test_a_person_with_every_role_is_audited_without_error(shop):
+    from django.contrib.auth.models import User
+
+    from support.roles import ROLES, role_grant
+
+    user = User.objects.create_user("many", is_staff=True)
+    for role in ROLES:  # 61 characters of role names: wider than the audit's first column width (40)
+        role_grant(user=user, role=role, merchant_ids=[shop.pk], actor="test")
+    set_policy(shop, four_eyes="never")
+    intent = new_intent(shop)
+    assert submit(User.objects.get(pk=user.pk), intent).applied
+    entry = AuditEntry.objects.get(action="payment.mark_paid")
+    assert entry.role == ",".join(sorted(ROLES))
+    assert PaymentIntent.objects.get(pk=intent.pk).resolutions.get().role == entry.role
+
+
+def test_an_approval_is_not_applied_for_a_maker_who_may_no_longer_decide(shop):
+    from django.contrib.auth.models import Permission
+
+    maker, checker = make_staff(*LEAD, username="ann"), make_staff(*LEAD, username="bob")
+    intent = new_intent(shop)
+    approval = submit(maker, intent).approval
+    maker.user_permissions.remove(Permission.objects.get(codename="decide_payment"))
+    decided = approval_decide(actor=checker, approval_id=approval.pk, approve=True, now=timezone.now())
+    assert decided.status == "failed" and decided.result["error"] == "maker_no_longer_permitted"
+    assert state(intent) == "awaiting_payment"
+
+
+@pytest.mark.parametrize("amount", ["1e30", "10000000000000000000000", "0.0000000000000000001"])
+def test_a_policy_threshold_the_column_cannot_hold_is_refused_when_asked(shop, amount):
+    admin_a = make_staff("support.change_merchantpolicy", username="ann")
+    payload = policy_payload(
+        four_eyes="above_amount",
+        threshold_amount=Decimal(amount),
+        threshold_currency="USD",
+        config_four_eyes=True,
+    )
+    with pytest.raises(InvalidRequest) as raised:
+        dangerous_action_submit(
+            actor=admin_a,
+            action="merchant.policy_set",
+            merchant=shop,
+            payload=payload,
+            reason=REASON,
+            now=timezone.now(),
+        )
+    assert raised.value.code == "invalid_policy" and not ApprovalRequest.objects.exists()

@@ -79,3 +79,40 @@ def test_export_needs_the_view_permission():
     client = Client()
     client.force_login(make_staff("support.view_supportcase"))
     assert client.get(reverse("admin:support_auditentry_export")).status_code == 403
+
+
+def test_the_export_rehashes_to_the_chain_outside_the_gateway():
+    """A reader of the CSV recomputes every entry's hash from the documented canonical form
+    (docs/SUPPORT.md, "Audit log"), removing the one apostrophe the export adds to formula-like cells."""
+    import json
+
+    from gateway.csvexport import cell_original
+
+    shop = make_merchant("Shop")
+    at_whole_second = timezone.now().replace(microsecond=0)
+    audit_record(
+        actor="ann", action="case.note", now=at_whole_second, merchant_id=shop.pk, reason="-1 day refund"
+    )
+    audit_record(actor="'quoted", action="case.note", now=timezone.now(), merchant_id=shop.pk, reason="=1+1")
+    audit_record(actor="bob", action="x", now=timezone.now(), before={"a": [1, "é"]}, after=None)
+    client = Client()
+    client.force_login(make_staff("support.view_auditentry", merchants=[shop]))
+    previous = "0" * 64
+    for row in export(client):
+        fields = {k: cell_original(row[k]) for k in row if k not in ("previous_hash", "entry_hash")}
+        fields["sequence"] = int(fields["sequence"])
+        for k in ("before", "after"):
+            fields[k] = json.loads(fields[k]) if fields[k] else None
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert row["previous_hash"] == previous
+        assert hashlib.sha256(previous.encode() + b"\n" + canonical).hexdigest() == row["entry_hash"]
+        previous = row["entry_hash"]
+
+
+def test_filters_the_list_cannot_apply_send_the_export_back_to_the_list():
+    make_merchant("Shop")
+    client = Client()
+    client.force_login(make_staff("support.view_auditentry"))
+    for query in ("?bogus=1", "?sequence__gt=abc"):
+        response = client.get(reverse("admin:support_auditentry_export") + query)
+        assert response.status_code == 302 and response["Location"].endswith("?e=1"), query

@@ -303,3 +303,9 @@ def test_an_agent_escalates_a_case_once_with_a_note_for_the_lead(shops, agent):
     again = client.post(f"{URL}{case.pk}/escalate/", {"note": "again"}, follow=True)
     assert any("case_already_escalated" in m for m in said(again))
     assert client.get(f"{URL}?escalated=yes").context["cl"].result_count == 1
+
+
+def test_an_assignee_filter_value_that_is_no_user_id_lists_every_case(shops, agent):
+    open_case(shops[0], "c1")
+    response = client_for(agent).get(f"{URL}?assignee=%C2%B2")  # a superscript two: a digit, not 0-9
+    assert response.status_code == 200 and response.context["cl"].result_count == 1
