@@ -72,6 +72,7 @@ def role_grant(*, user, role: str, merchant_ids: Iterable[str] = (), actor: str)
     """Make `user` staff with `role` and grant it the merchants, with an audit entry; all or nothing.
     Returns the merchants the user may now touch."""
     group, merchants = role_group(role), _merchants(merchant_ids)
+    _refuse_widening(user, role, merchants)
     before = _standing(user)
     if not user.is_staff:
         user.is_staff = True
@@ -81,6 +82,25 @@ def role_grant(*, user, role: str, merchant_ids: Iterable[str] = (), actor: str)
         assign_perm(MERCHANT_ACCESS_PERMISSION, user, merchant)
     _audit(user, "role.granted", role, before, actor)
     return list(staff_merchants(user))
+
+
+def _refuse_widening(user, role: str, merchants: list[Merchant]) -> None:
+    """A user's roles apply to every merchant the user is granted (guardian grants the merchant, groups the
+    permissions). So a grant may not give one of the user's roles a merchant it was not meant for: a user
+    who holds another role gets a new role, or a new merchant, only for exactly the merchants they have
+    (or naming none: the same merchants). Different roles on different merchants: two users."""
+    held = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    others = held - {role}
+    if not others or not merchants:
+        return
+    granted = set(staff_merchants(user).values_list("pk", flat=True)) if user.pk else set()
+    wanted = {m.pk for m in merchants}
+    if wanted - granted or (role not in held and wanted != granted):
+        raise RoleError(
+            f"{user.get_username()} is also {', '.join(sorted(others))} for {', '.join(sorted(granted)) or 'no merchant'}:"
+            f" a role applies to every merchant its user is granted, so granting {role} for"
+            f" {', '.join(sorted(wanted))} would widen the other role(s). Use another user for other merchants"
+        )
 
 
 def _audit(user, action: str, role: str, before: dict, actor: str) -> None:

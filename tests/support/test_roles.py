@@ -109,7 +109,8 @@ def test_grant_role_makes_an_existing_user_staff_and_adds_merchants(monkeypatch)
     first, second = make_merchant("A", wallets=False), make_merchant("B", wallets=False)
     erin = User.objects.create_user("erin", password="x")
     grant("erin", "finance", "--merchant", first.pk)
-    out = grant("erin", "auditor", "--merchant", second.pk)
+    grant("erin", "finance", "--merchant", second.pk)
+    out = grant("erin", "auditor")  # another role: on the merchants she has
     erin.refresh_from_db()
     assert erin.is_staff
     assert set(erin.groups.values_list("name", flat=True)) == {"finance", "auditor"}
@@ -270,3 +271,29 @@ def test_the_roles_migration_reverses_and_reapplies():
     assert not Group.objects.filter(name__in=ROLES).exists()
     call_command("migrate", "support", verbosity=0)
     assert Group.objects.filter(name__in=ROLES).count() == len(ROLES)
+
+
+def test_a_grant_never_widens_another_role_of_the_same_user():
+    """Roles apply to every merchant their user is granted: a lead on A who is made an agent on B would be a
+    lead on B too. Such a grant is refused; the same merchants, or none named, are fine."""
+    from django.contrib.auth.models import User
+
+    from payments.admin_access import staff_merchants
+    from support.roles import RoleError, role_grant
+    from tests.factories import make_merchant
+
+    a, b = make_merchant("A"), make_merchant("B", account=1)
+    alice = User.objects.create_user("alice")
+    role_grant(user=alice, role="support_lead", merchant_ids=[a.pk], actor="test")
+    with pytest.raises(RoleError, match="would widen"):
+        role_grant(user=alice, role="support_agent", merchant_ids=[b.pk], actor="test")
+    with pytest.raises(RoleError, match="would widen"):
+        role_grant(user=alice, role="support_agent", merchant_ids=[a.pk, b.pk], actor="test")
+    assert set(staff_merchants(alice)) == {a}
+    assert list(alice.groups.values_list("name", flat=True)) == ["support_lead"]
+    role_grant(user=alice, role="support_lead", merchant_ids=[b.pk], actor="test")  # one role: widen it
+    role_grant(user=alice, role="auditor", merchant_ids=[a.pk, b.pk], actor="test")  # exactly her merchants
+    role_grant(user=alice, role="finance", actor="test")  # none named: her merchants
+    with pytest.raises(RoleError):
+        role_grant(user=alice, role="finance", merchant_ids=[make_merchant("C", account=2).pk], actor="test")
+    assert set(staff_merchants(alice)) == {a, b}
