@@ -187,6 +187,8 @@ class AuditedAdminMixin:
         request.config_audit_done = True
         after = stored_state(type(obj)._default_manager.get(pk=obj.pk))
         before = getattr(request, "config_audit_before", None)
+        if change and before is None:
+            return  # nothing was read before the save: nothing this admin changed
         config_audit(request, "change" if change else "add", type(obj), obj.pk, before, after)
 
     def delete_model(self, request, obj):

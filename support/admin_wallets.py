@@ -104,6 +104,11 @@ class WalletKeyAdmin(AuditedAdminMixin, WalletAdmin):
             return admin.ModelAdmin.get_form(self, request, obj, **{**kwargs, "form": WalletKeyForm})
         return super().get_form(request, obj, **kwargs)
 
+    def has_change_permission(self, request, obj=None):
+        # A wallet's page is a record (its key and index are evidence): nothing on it is saved. Keys change
+        # through the add form, deactivate and reactivate, which keep the change permission on the list.
+        return False if obj is not None else super().has_change_permission(request)
+
     def get_fields(self, request, obj=None):
         if obj is None:
             return (*WalletKeyForm.Meta.fields, "replace", "reason")

@@ -165,3 +165,22 @@ def test_reactivating_a_wallet_needs_a_second_person(shop, ann, bob):
     assert decide(bob, approval) == 302
     wallet.refresh_from_db()
     assert wallet.is_active
+
+
+def test_a_wallets_page_has_nothing_to_save_and_a_forged_save_changes_nothing():
+    from django.test import Client
+
+    from payments.models import Merchant
+    from support.models import AuditEntry
+    from tests.factories import make_merchant, make_staff
+
+    shop = make_merchant("Shop")
+    wallet = shop.wallets.get(chain="evm")
+    client = Client()
+    client.force_login(
+        make_staff("view_wallet", "change_wallet", "add_wallet", merchants=[Merchant.objects.get(pk=shop.pk)])
+    )
+    page = client.get(f"/admin/payments/wallet/{wallet.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert client.post(f"/admin/payments/wallet/{wallet.pk}/change/", {"_save": "Save"}).status_code == 403
+    assert not AuditEntry.objects.exists()
