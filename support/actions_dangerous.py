@@ -76,7 +76,7 @@ def decision_view(kind: str, verb: str, explanation: str):
     def view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
         spec = DANGEROUS_ACTIONS[action_name]
         outputs = late_outputs(intent) if kind == Resolution.Kind.ACCEPT_LATE_PAYMENT else []
-        form = DecisionForm(request.POST or None, late_outputs=outputs)
+        form = DecisionForm(request.POST if request.method == "POST" else None, late_outputs=outputs)
         four_eyes = four_eyes_required(spec, intent.merchant, intent)
         if request.method == "POST" and form.is_valid():
             payload = {}

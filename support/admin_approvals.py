@@ -23,6 +23,55 @@ from .dangerous import POLICY_SET, policy_of, policy_payload
 from .models import ApprovalRequest, MerchantPolicy
 
 
+def approval_facts(approval: ApprovalRequest) -> list[tuple[str, str]]:
+    """What the checker needs to see to decide, in people's units: the payment as it is now (state,
+    price, amounts in the asset's units) and the transaction named, or the change asked for."""
+    from payments.models import ChainObservation
+
+    from .actions_dangerous import amount_text
+
+    facts: list[tuple[str, str]] = []
+    intent = approval.intent
+    if intent is not None:
+        facts += [
+            ("payment", f"{intent.pk} ({intent.merchant_order_id or 'no order id'})"),
+            ("state now", intent.state + (f" ({', '.join(intent.flags)})" if intent.flags else "")),
+            ("price", f"{intent.price_amount.normalize():f} {intent.price_currency}"),
+            ("amount due", amount_text(intent, intent.amount_due_base_units)),
+            (
+                "seen / confirmed",
+                f"{amount_text(intent, intent.amount_seen_base_units)} / "
+                f"{amount_text(intent, intent.amount_confirmed_base_units)}",
+            ),
+        ]
+        observation_id = (approval.payload or {}).get("observation_id")
+        if observation_id:
+            o = (
+                ChainObservation.objects.select_related("network_asset__asset")
+                .filter(pk=observation_id)
+                .first()
+            )
+            if o is not None:
+                facts.append(
+                    (
+                        "transaction",
+                        f"{o.tx_hash} #{o.output_index} on {o.network_id}: "
+                        f"{amount_text(intent, o.amount_base_units)}",
+                    )
+                )
+    else:
+        facts += [
+            (key.replace("_", " "), "-" if value in (None, "") else str(value))
+            for key, value in (approval.payload or {}).items()
+        ]
+    facts += [
+        ("asked by", f"{approval.maker.get_username()} ({approval.maker_role or 'no role'})"),
+        ("reason", approval.reason),
+        ("expires", f"{approval.expires_at:%Y-%m-%d %H:%M} UTC"),
+    ]
+    return facts
+
+
 class DecideForm(forms.Form):
     note = forms.CharField(
         required=False,
@@ -98,7 +147,12 @@ class ApprovalRequestAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         approval = self.get_object(request, object_id)
         extra = {"decide_form": None, "why_not": ""}
         if approval is not None:
-            if self.may_decide(request, approval):
+            extra["facts"] = approval_facts(approval)
+            if approval.status == ApprovalRequest.Status.PENDING and timezone.now() >= approval.expires_at:
+                extra["why_not"] = (
+                    "This request has expired: nothing will be applied. Ask again if still needed."
+                )
+            elif self.may_decide(request, approval):
                 extra["decide_form"] = DecideForm()
             elif approval.status != ApprovalRequest.Status.PENDING:
                 extra["why_not"] = f"This request is {approval.get_status_display()}."
@@ -130,7 +184,9 @@ class ApprovalRequestAdmin(MerchantScopedAdmin, admin.ModelAdmin):
             messages.error(request, f"{exc.message} ({exc.code})")
         else:
             if decided.status == ApprovalRequest.Status.APPROVED:
-                messages.success(request, f"Approved and applied: {decided.result}")
+                state = (decided.result or {}).get("state")
+                done = f"the payment is now {state}" if state else "the change is applied"
+                messages.success(request, f"Approved and applied: {done}.")
             elif decided.status == ApprovalRequest.Status.FAILED:
                 messages.error(request, f"Approved, but it could not be applied: {decided.result['message']}")
             else:
@@ -217,7 +273,7 @@ class MerchantPolicyAdmin(MerchantScopedAdmin, admin.ModelAdmin):
         if not may_take(request.user, POLICY_SET, merchant.pk):
             raise PermissionDenied
         current = policy_of(merchant)
-        form = PolicyForm(request.POST or None, initial=current)
+        form = PolicyForm(request.POST if request.method == "POST" else None, initial=current)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             payload = policy_payload(

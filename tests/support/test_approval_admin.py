@@ -61,8 +61,12 @@ def test_a_second_lead_approves_on_the_page_and_the_maker_cannot(shops):
     as_checker = client_for(checker)
     body = as_checker.get(page).content.decode()
     assert "Approve and apply" in body and 'name="_save"' not in body
-    response = as_checker.post(decide, {"approve": "1", "note": ""})
-    assert response.status_code == 302
+    # what is approved, in people's units: the payment as it is now and who asked why
+    assert "10.000000 USDC" in body and "awaiting_payment" in body and REASON in body
+    response = as_checker.post(decide, {"approve": "1", "note": ""}, follow=True)
+    assert [m.message for m in response.context["messages"]] == [
+        "Approved and applied: the payment is now paid."
+    ]
     assert PaymentIntent.objects.get(pk=intent.pk).state == "paid"
     assert ApprovalRequest.objects.get(pk=approval.pk).status == "approved"
     assert "approved and applied" in as_checker.get(page).content.decode()
@@ -128,3 +132,24 @@ def test_policy_changes_go_through_approval(shops):
     viewer = client_for(make_staff("support.view_merchantpolicy", merchants=[shop]))
     assert viewer.get(propose).status_code == 403
     assert viewer.post(propose, form).status_code == 403
+
+
+def test_an_expired_request_offers_no_decision(shops):
+    shop, _ = shops
+    approval = ask(make_staff(*LEAD, merchants=[shop], username="ann"), new_intent(shop))
+    ApprovalRequest.objects.filter(pk=approval.pk).update(expires_at=timezone.now())
+    body = (
+        client_for(make_staff(*LEAD, merchants=[shop], username="bob"))
+        .get(reverse("admin:support_approvalrequest_change", args=[approval.pk]))
+        .content.decode()
+    )
+    assert "Approve and apply" not in body and "This request has expired" in body
+
+
+def test_an_empty_decision_form_says_what_is_missing(shops):
+    shop, _ = shops
+    MerchantPolicy.objects.create(merchant=shop, four_eyes="never", updated_at=timezone.now())
+    intent = new_intent(shop)
+    lead = client_for(make_staff(*LEAD, merchants=[shop]))
+    response = lead.post(reverse("admin:payments_paymentintent_action", args=[intent.pk, "mark_paid"]), {})
+    assert response.status_code == 400 and "This field is required" in response.content.decode()
