@@ -287,3 +287,20 @@ def test_each_checkpoint_is_announced_as_a_log_event_once_committed(
     message = f"{head.sequence}:{head.entry_hash}:{announced['signed_at']}".encode()
     assert announced["signature"] == hmac.new(b"log-key", message, hashlib.sha256).hexdigest()
     assert announced["signature"] == checkpoint.signature
+
+
+def test_a_log_emptied_with_its_checkpoints_fails_against_an_announced_head():
+    record_some(3)
+    checkpoint = audit_checkpoint_sign(now=timezone.now())
+    announced = f"{checkpoint.sequence}:{checkpoint.entry_hash}"
+    call_command("verify_audit", "--head", announced)
+    as_superuser("DELETE FROM support_auditentry")
+    with connection.cursor() as cursor:  # the checkpoints too, as the table's owner could
+        cursor.execute("ALTER TABLE support_auditcheckpoint DISABLE TRIGGER USER")
+        cursor.execute("DELETE FROM support_auditcheckpoint")
+        cursor.execute("ALTER TABLE support_auditcheckpoint ENABLE TRIGGER USER")
+    assert verify() == "ok"  # nothing left inside the database says anything is missing
+    with pytest.raises(CommandError, match="announced entry #3 is gone"):
+        call_command("verify_audit", "--head", announced)
+    with pytest.raises(CommandError, match="SEQUENCE:HASH"):
+        call_command("verify_audit", "--head", "3:nothex")
