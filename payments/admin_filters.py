@@ -13,10 +13,10 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR
 from django.db import models
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from .models import ChainObservation, PaymentIntent, PaymentState, StateTransition, WebhookEndpoint
+from .selectors import effective_deadline_sql
 
 S = PaymentState
 
@@ -130,8 +130,9 @@ class PaidTimeRangeFilter(_DateRange, admin.ListFilter):
 
 
 def intent_deadline() -> models.Expression:
-    """An intent's deadline: its expiry, or its cancellation if earlier (funds after it are late)."""
-    return Least("expires_at", Coalesce("canceled_at", "expires_at"))
+    """An intent's deadline as evaluate() applies it: expiry or cancellation, a top-up's extension
+    (`selectors.effective_deadline_sql`)."""
+    return effective_deadline_sql()
 
 
 def intents_underpaid(queryset: QuerySet[PaymentIntent], *, window_open: bool, now: datetime) -> QuerySet:

@@ -9,7 +9,9 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db import models
+from django.db.models import Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Greatest, Least
 from eth_utils import to_checksum_address as _to_checksum_address
 
 from . import policy
@@ -267,6 +269,20 @@ def intents_transactions(intents: list[PaymentIntent]) -> dict[str, list[dict[st
 
 # The resolutions that move the payment window (a top-up's extension, a cancel from the back office).
 WINDOW_RESOLUTIONS = (Resolution.Kind.EXTEND_DEADLINE, Resolution.Kind.CANCEL)
+
+
+def effective_deadline_sql() -> models.Expression:
+    """`policy.effective_deadline` as an SQL expression over an intent queryset: the expiry (or the
+    merchant's cancel, if earlier), moved later by the latest top-up extension and earlier by a back-office
+    cancel. Queues and sweeps filter on it, so a top-up's window counts there as it does in evaluate()."""
+
+    def latest(kind: str, aggregate) -> Subquery:
+        rows = Resolution.objects.filter(intent=OuterRef("pk"), kind=kind).values("intent")
+        return Subquery(rows.annotate(at=aggregate("until")).values("at")[:1])
+
+    own = Least("expires_at", Coalesce("canceled_at", "expires_at"))
+    extended = Greatest(own, Coalesce(latest(policy.EXTEND_DEADLINE, Max), own))
+    return Least(extended, Coalesce(latest(policy.CANCEL, Min), extended))
 
 
 def intents_deadlines(intents: list[PaymentIntent]) -> dict[str, datetime]:

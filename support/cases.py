@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef
 from payments.admin_access import staff_merchants
 from payments.errors import Conflict, InvalidRequest
 from payments.models import Event, PaymentIntent, PaymentState, WebhookEndpoint
+from payments.selectors import effective_deadline_sql
 
 from .audit import audit_record
 from .models import CaseNote, EventCursor, SupportCase
@@ -93,7 +94,9 @@ def cases_sweep(*, now: datetime) -> None:
     """Open the cases no event announces: underpaid intents whose window has closed, and endpoints the
     gateway disabled (each disabling its own case)."""
     underpaid = (
-        PaymentIntent.objects.filter(state=PaymentState.UNDERPAID, expires_at__lte=now)
+        PaymentIntent.objects.filter(state=PaymentState.UNDERPAID)
+        .alias(deadline=effective_deadline_sql())
+        .filter(deadline__lte=now)
         .exclude(Exists(SupportCase.objects.filter(intent=OuterRef("pk"), kind=Kind.UNDERPAID_EXPIRED)))
         .values_list("pk", "merchant_id")
     )

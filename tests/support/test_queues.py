@@ -292,3 +292,41 @@ def test_the_index_shows_the_console(data):
     assert 'id="support-queues"' not in client.get("/admin/payments/").content.decode()  # the site index only
     client.force_login(make_staff(merchants=[data.own]))
     assert 'id="support-queues"' not in client.get("/admin/").content.decode()
+
+
+def test_a_top_up_keeps_an_underpaid_window_open_in_the_queues_and_the_sweep():
+    """The queues and the case sweep read the deadline as evaluate() does: a top-up's extension counts."""
+    from payments import services
+    from support.cases import cases_sweep
+    from tests.payments.test_services_settle import block, transfer
+
+    now = timezone.now()
+    shop = make_merchant("Shop")
+    intent_ = new_intent(shop, amount="10", now=now - H)  # window closed 45 min ago
+    services.observation_record(
+        transfer=transfer(intent_, tx="0xpart", amount=4_000_000, **block(100, now - H)), now=now - H
+    )
+    services.chain_tip_record(network_code="ethereum", height=130, block_hash="0xtip", now=now)
+    assert PaymentIntent.objects.get(pk=intent_.pk).state == "underpaid"
+    viewer = make_staff(*VIEW_ALL, merchants=[shop])
+
+    def windows(at):
+        counted = {row.name: row.count for row in queues_count(viewer, at)}
+        return counted["underpaid_open"], counted["underpaid_closed"]
+
+    assert windows(now) == (0, 1)
+    services.resolution_record(
+        intent_id=intent_.pk,
+        kind="extend_deadline",
+        actor=viewer,
+        role="support_agent",
+        reason="The customer will send the remaining six USDC today.",
+        now=now,
+        until=now + 2 * H,
+    )
+    assert windows(now) == (1, 0)
+    cases_sweep(now=now)
+    assert not SupportCase.objects.filter(kind="underpaid_expired").exists()
+    assert windows(now + 3 * H) == (0, 1)
+    cases_sweep(now=now + 3 * H)
+    assert SupportCase.objects.filter(kind="underpaid_expired", intent=intent_).count() == 1
