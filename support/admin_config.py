@@ -20,6 +20,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.db import models, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 import payments.admin  # noqa: F401 (registers the admins re-registered below)
@@ -27,9 +28,11 @@ from payments.chains.redaction import redact_url
 from payments.models import (
     ApiKey,
     Asset,
+    Event,
     Merchant,
     Network,
     NetworkAsset,
+    WebhookDelivery,
     WebhookEndpoint,
     WebhookSecret,
 )
@@ -214,11 +217,40 @@ def _audited(func, name: str):
         pks = list(queryset.values_list("pk", flat=True))
         with transaction.atomic():
             before = states(model, pks)
+            last_delivery = WebhookDelivery.objects.aggregate(last=Max("pk"))["last"] or 0
             response = func(modeladmin, request, queryset)
             audit_rows(request, verb, model, before, states(model, pks))
+            _audit_sends(request, verb, model, pks, last_delivery)
         return response
 
     return action
+
+
+def _audit_sends(request, verb: str, model, pks: list, last_delivery: int) -> None:
+    """Events sent again (a replay, a redelivery) change no configuration row but are an act on the
+    merchant's behalf: one entry per merchant naming the deliveries queued."""
+    made = WebhookDelivery.objects.filter(pk__gt=last_delivery).values_list(
+        "pk", "event_id", "endpoint_id", "endpoint__merchant_id"
+    )
+    by_merchant: dict[str, list[tuple]] = {}
+    for row in made.order_by("pk"):
+        by_merchant.setdefault(row[3], []).append(row)
+    for merchant_id, rows in by_merchant.items():
+        audit_record(
+            actor=request.user.get_username(),
+            role=roles_of(request.user),
+            action=f"webhook.{verb}",
+            now=timezone.now(),
+            merchant_id=merchant_id,
+            object_type=model._meta.label_lower,
+            object_id=",".join(map(str, pks))[:80],
+            after={
+                "deliveries": [r[0] for r in rows],
+                "events": sorted({r[1] for r in rows}),
+                "endpoints": sorted({r[2] for r in rows}),
+            },
+            **request_context(request),
+        )
 
 
 def reregister(model: type[models.Model], admin_class: type | None = None) -> type:
@@ -236,7 +268,18 @@ def reregister(model: type[models.Model], admin_class: type | None = None) -> ty
 
 # Users and groups too: a role given in the admin (a group, a permission, staff or superuser status) is a
 # role grant like `grant_role`'s.
-for _model in (Network, Asset, NetworkAsset, Merchant, ApiKey, WebhookEndpoint, User, Group):
+for _model in (
+    Network,
+    Asset,
+    NetworkAsset,
+    Merchant,
+    ApiKey,
+    WebhookEndpoint,
+    Event,
+    WebhookDelivery,
+    User,
+    Group,
+):
     reregister(_model)
 
 from . import admin_wallets  # noqa: E402, F401 (the wallet admin: keys through dangerous actions)

@@ -394,3 +394,36 @@ def test_a_role_given_in_the_user_admin_is_recorded_without_the_password(admin_c
     carol.refresh_from_db()
     assert carol.password not in whole_log()
     assert audit_verify().ok
+
+
+def test_events_sent_again_from_the_admin_are_audited_per_merchant(shop):
+    from payments.models import Event, WebhookDelivery
+    from payments.webhooks.delivery import events_dispatch
+    from payments.webhooks.endpoints import endpoint_create
+    from tests.payments.test_services_settle import new_intent
+
+    now = timezone.now()
+    hook, _ = endpoint_create(merchant=shop, url="http://127.0.0.1:9/hook", now=now)
+    new_intent(shop)
+    events_dispatch(now=now)
+    event = Event.objects.filter(merchant=shop).order_by("position").first()
+    lead = make_staff(
+        "view_event", "change_webhookendpoint", "view_webhookdelivery", merchants=[shop], username="lee"
+    )
+    start = head()
+    response = client_for(lead).post(
+        "/admin/payments/event/", {"action": "redeliver", "_selected_action": [event.pk]}
+    )
+    assert response.status_code == 302
+    made = list(WebhookDelivery.objects.filter(event=event, kind="replay").values_list("pk", flat=True))
+    (entry,) = entries_since(start)
+    assert (entry.actor, entry.action, entry.merchant_id, entry.object_type, entry.object_id) == (
+        "lee",
+        "webhook.redeliver",
+        shop.pk,
+        "payments.event",
+        event.pk,
+    )
+    assert (
+        entry.after == {"deliveries": made, "events": [event.pk], "endpoints": [hook.pk]} and len(made) == 1
+    )
