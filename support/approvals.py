@@ -25,6 +25,7 @@ from payments.models import Merchant, PaymentIntent
 from payments.services import reason_check
 
 from .audit import audit_record
+from .cases import NOTE_MAX_CHARACTERS
 from .models import ApprovalRequest, MerchantPolicy
 from .roles import roles_of
 
@@ -224,6 +225,8 @@ def _decide_pending(
         raise Conflict("the request's payload does not match its hash", code="approval_tampered")
     role = roles_of(actor)
     approval.checker, approval.checker_role, approval.decided_at = actor, role, now
+    if len(note.strip()) > NOTE_MAX_CHARACTERS:
+        raise InvalidRequest(f"a note has at most {NOTE_MAX_CHARACTERS} characters", code="note_too_long")
     approval.decision_note = note.strip()
     if not approve:
         if not approval.decision_note:

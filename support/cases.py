@@ -38,6 +38,21 @@ ENDPOINT_DISABLED_BY_GATEWAY = (
 )
 
 
+NOTE_MAX_CHARACTERS = 4000  # notes are read by people: on the case page, the payment page, the audit log
+
+
+def note_text(value: str | None, *, param: str, missing: str) -> str:
+    """A note, stripped: refused when empty or longer than people read."""
+    text = (value or "").strip()
+    if not text:
+        raise InvalidRequest(missing, code="parameter_missing", param=param)
+    if len(text) > NOTE_MAX_CHARACTERS:
+        raise InvalidRequest(
+            f"a note has at most {NOTE_MAX_CHARACTERS} characters", code="note_too_long", param=param
+        )
+    return text
+
+
 def case_due(now: datetime) -> datetime:
     return now + timedelta(hours=settings.GATEWAY_CASE_DUE_HOURS)
 
@@ -167,9 +182,7 @@ def _audit(actor: User, action: str, case: SupportCase, before, after, reason: s
 def case_note_add(*, actor: User, case: SupportCase, body: str, now: datetime, **context) -> CaseNote:
     """Add a note to the case's thread (audited)."""
     _require(actor, case)
-    body = (body or "").strip()
-    if not body:
-        raise InvalidRequest("a note needs some text", code="parameter_missing", param="body")
+    body = note_text(body, param="body", missing="a note needs some text")
     with transaction.atomic():
         note = CaseNote.objects.create(case=case, author=actor.get_username(), body=body, created_at=now)
         _audit(actor, "case.note", case, None, {"note": note.pk}, body, now, **context)
@@ -181,6 +194,8 @@ def case_assign(
 ) -> SupportCase:
     """Give the case to a staff user (or to nobody); an open case is then in progress."""
     _require(actor, case)
+    if note.strip():
+        note = note_text(note, param="note", missing="")
     if assignee is not None and not (assignee.is_active and assignee.is_staff):
         raise InvalidRequest(
             "cases are assigned to active staff users", code="invalid_assignee", param="assignee"
@@ -202,6 +217,8 @@ def case_status_set(
 ) -> SupportCase:
     """Move the case to another status; resolving it needs a note saying how."""
     _require(actor, case)
+    if note.strip():
+        note = note_text(note, param="note", missing="")
     if status not in SupportCase.Status.values:
         raise InvalidRequest(
             f"status is one of {', '.join(SupportCase.Status.values)}", code="invalid_status"
@@ -224,9 +241,7 @@ def case_escalate(*, actor: User, case: SupportCase, note: str, now: datetime, *
     """Hand the case to a support lead (it shows in the leads' "escalated" list), saying why; an open case
     is then in progress. A resolved case is reopened first, not escalated."""
     _require(actor, case)
-    note = (note or "").strip()
-    if not note:
-        raise InvalidRequest("say what the lead should decide", code="parameter_missing", param="note")
+    note = note_text(note, param="note", missing="say what the lead should decide")
     with transaction.atomic():
         case = SupportCase.objects.select_for_update().get(pk=case.pk)
         if case.status == SupportCase.Status.RESOLVED:

@@ -21,6 +21,7 @@ from payments.services.attach import transaction_attach
 from payments.webhooks.endpoints import event_redeliver
 
 from .audit import audit_record
+from .cases import note_text
 from .models import OverpaymentDecision
 from .roles import roles_of as actor_roles
 
@@ -42,7 +43,7 @@ def note_check(note: str | None) -> str:
     note = (note or "").strip()
     if not note:
         raise InvalidRequest("write a note saying why", code="note_required", param="note")
-    return note
+    return note_text(note, param="note", missing="write a note saying why")
 
 
 def payment_audit(

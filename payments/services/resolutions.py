@@ -20,6 +20,7 @@ from .evidence import payment_settle
 # A reason is at least a sentence: someone reading the audit log later must learn why.
 REASON_MIN_CHARACTERS = 20
 REASON_MIN_WORDS = 4
+REASON_MAX_CHARACTERS = 4000  # a reason is read by people, in the audit log and on the payment page
 # How far a top-up deadline may be moved: beyond this a new payment is the better answer.
 MAX_EXTENSION = timedelta(days=30)
 
@@ -42,6 +43,10 @@ def reason_check(reason: str | None) -> str:
             f"{REASON_MIN_CHARACTERS} characters): it is kept with the decision",
             code="reason_required",
             param="reason",
+        )
+    if len(reason) > REASON_MAX_CHARACTERS:
+        raise InvalidRequest(
+            f"a reason has at most {REASON_MAX_CHARACTERS} characters", code="reason_too_long", param="reason"
         )
     return reason
 

@@ -158,3 +158,10 @@ def test_other_merchants_intents_are_untouched():
     other = new_intent(make_merchant("B", account=1))
     record(intent, "mark_paid")
     assert fresh(other).state == "awaiting_payment"
+
+
+def test_a_reason_longer_than_people_read_is_refused():
+    intent = new_intent()
+    with pytest.raises(InvalidRequest) as raised:
+        record(intent, "mark_paid", reason="word " * 1000)  # 5000 characters
+    assert raised.value.code == "reason_too_long" and not Resolution.objects.exists()

@@ -309,3 +309,12 @@ def test_an_assignee_filter_value_that_is_no_user_id_lists_every_case(shops, age
     open_case(shops[0], "c1")
     response = client_for(agent).get(f"{URL}?assignee=%C2%B2")  # a superscript two: a digit, not 0-9
     assert response.status_code == 200 and response.context["cl"].result_count == 1
+
+
+def test_a_note_longer_than_people_read_changes_nothing(shops, agent):
+    case = open_case(shops[0], "c1")
+    client = client_for(agent)
+    for name, data in (("note", {"body": "x" * 4001}), ("escalate", {"note": "x" * 4001})):
+        response = client.post(f"{URL}{case.pk}/{name}/", data, follow=True)
+        assert any("note_too_long" in m for m in said(response)), name
+    assert not CaseNote.objects.exists() and not AuditEntry.objects.exists()
