@@ -21,6 +21,7 @@ from payments.admin_access import EvidenceAdmin, staff_merchants
 
 from .models import AuditCheckpoint, AuditEntry
 
+PEOPLE = ("auth.user", "auth.group")
 EXPORT_COLUMNS = (
     "sequence",
     "created_at",
@@ -64,8 +65,16 @@ class AuditEntryAdmin(EvidenceAdmin):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        granted = staff_merchants(request.user).values_list("pk", flat=True)
-        return queryset.filter(Q(merchant_id="") | Q(merchant_id__in=granted))
+        granted = list(staff_merchants(request.user).values_list("pk", flat=True))
+        # Entries about staff (role grants, users and groups changed in the admin) belong to no merchant but
+        # name the merchants a person works for: shown only when every merchant named is the viewer's.
+        people = Q(object_type__in=PEOPLE)
+        within = (Q(before__isnull=True) | Q(before__merchants__contained_by=granted)) & Q(
+            after__merchants__contained_by=granted
+        )
+        return queryset.filter(
+            Q(merchant_id__in=granted) | (Q(merchant_id="") & ~people) | (Q(merchant_id="") & people & within)
+        )
 
     def get_urls(self):
         return [

@@ -116,3 +116,31 @@ def test_filters_the_list_cannot_apply_send_the_export_back_to_the_list():
     for query in ("?bogus=1", "?sequence__gt=abc"):
         response = client.get(reverse("admin:support_auditentry_export") + query)
         assert response.status_code == 302 and response["Location"].endswith("?e=1"), query
+
+
+def test_staff_of_one_merchant_do_not_read_the_grants_of_another_merchants_staff():
+    from django.contrib.auth.models import User
+
+    from support.roles import role_grant
+
+    shop, other = make_merchant("Shop"), make_merchant("Other", account=1)
+    role_grant(user=User.objects.create_user("ours"), role="support_lead", merchant_ids=[shop.pk], actor="t")
+    role_grant(
+        user=User.objects.create_user("theirs"), role="support_lead", merchant_ids=[other.pk], actor="t"
+    )
+    role_grant(
+        user=User.objects.create_user("both"), role="auditor", merchant_ids=[shop.pk, other.pk], actor="t"
+    )
+    audit_record(
+        actor="root",
+        action="config.change",
+        now=timezone.now(),
+        object_type="payments.network",
+        object_id="1",
+    )
+    client = Client()
+    client.force_login(make_staff("support.view_auditentry", merchants=[shop]))
+    rows = export(client)
+    seen = [(r["action"], r["object_id"]) for r in rows]
+    ours = User.objects.get(username="ours").pk
+    assert seen == [("role.granted", str(ours)), ("config.change", "1")]
