@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -20,6 +21,7 @@ from payments.selectors import intent_evaluate
 from payments.services.resolutions import REASON_MIN_CHARACTERS
 
 from .approvals import DANGEROUS_ACTIONS, dangerous_action_submit, four_eyes_required
+from .audit import request_audit_context
 from .console import payment_action
 from .dangerous import DECIDE_PAYMENT
 
@@ -91,8 +93,7 @@ def decision_view(kind: str, verb: str, explanation: str):
                     payload=payload,
                     reason=form.cleaned_data["reason"],
                     now=timezone.now(),
-                    request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-                    client_address=request.META.get("REMOTE_ADDR", ""),
+                    **request_audit_context(request),
                 )
             except GatewayError as exc:
                 form.add_error(None, f"{exc.message} ({exc.code})")
@@ -106,7 +107,9 @@ def decision_view(kind: str, verb: str, explanation: str):
                         f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
                         f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
                     )
-                return HttpResponseRedirect(reverse("admin:payments_paymentintent_change", args=[intent.pk]))
+                return HttpResponseRedirect(
+                    reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
+                )
         return TemplateResponse(
             request,
             "admin/support/dangerous_action.html",
@@ -121,7 +124,7 @@ def decision_view(kind: str, verb: str, explanation: str):
                 "amount_due": amount_text(intent, intent.amount_due_base_units),
                 "amount_confirmed": amount_text(intent, intent.amount_confirmed_base_units),
                 "amount_seen": amount_text(intent, intent.amount_seen_base_units),
-                "payment_url": reverse("admin:payments_paymentintent_change", args=[intent.pk]),
+                "payment_url": reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]),
             },
             status=400 if request.method == "POST" else 200,
         )

@@ -10,7 +10,8 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.contrib.admin.utils import quote
+from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -18,11 +19,11 @@ from django.utils import timezone
 from payments.errors import GatewayError
 from payments.models import PaymentIntent, PaymentState
 from payments.pricing import format_amount
-from payments.ratelimit import client_address
 from payments.selectors import amount_remaining, intents_deadlines, payment_uri_remaining
 from payments.services.attach import attachable_networks
 
 from . import payment_actions as actions
+from .audit import request_audit_context
 from .console import payment_action
 from .escalation import stray_funds, wrong_network_escalate
 from .models import OverpaymentDecision
@@ -73,13 +74,11 @@ class AttachForm(NoteForm):
         self.fields["network"].choices = [(n.code, n.name) for n in attachable_networks(intent)]
 
 
-def _context(request: HttpRequest) -> dict:
-    request_id = request.META.get("HTTP_X_REQUEST_ID", "")[:64]
-    return {"request_id": request_id, "client_address": client_address(request)[:45]}
+_context = request_audit_context
 
 
 def _payment_page(intent: PaymentIntent) -> HttpResponseRedirect:
-    return HttpResponseRedirect(reverse("admin:payments_paymentintent_change", args=[intent.pk]))
+    return HttpResponseRedirect(reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]))
 
 
 def _asset_amount(intent: PaymentIntent, base_units: int | None) -> str | None:
@@ -101,7 +100,7 @@ def _page(request, intent, context, *, title, form, facts=(), description="", su
             "facts": [(label, value) for label, value in facts if value not in (None, "")],
             "description": description,
             "submit": submit,
-            "payment_url": reverse("admin:payments_paymentintent_change", args=[intent.pk]),
+            "payment_url": reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]),
         },
         status=status,
     )

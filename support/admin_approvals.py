@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -19,6 +20,7 @@ from payments.errors import GatewayError
 from payments.services.resolutions import REASON_MIN_CHARACTERS
 
 from .approvals import DANGEROUS_ACTIONS, approval_decide, dangerous_action_submit, may_take
+from .audit import request_audit_context
 from .dangerous import POLICY_SET, policy_of, policy_payload
 from .models import ApprovalRequest, MerchantPolicy
 
@@ -80,11 +82,7 @@ class DecideForm(forms.Form):
     )
 
 
-def _request_context(request) -> dict:
-    return {
-        "request_id": request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-        "client_address": request.META.get("REMOTE_ADDR", ""),
-    }
+_request_context = request_audit_context
 
 
 @admin.register(ApprovalRequest)
@@ -121,7 +119,7 @@ class ApprovalRequestAdmin(MerchantScopedAdmin, admin.ModelAdmin):
     def payment(self, approval):
         if not approval.intent_id:
             return "-"
-        url = reverse("admin:payments_paymentintent_change", args=[approval.intent_id])
+        url = reverse("admin:payments_paymentintent_change", args=[quote(approval.intent_id)])
         return format_html('<a href="{}">{}</a>', url, approval.intent_id)
 
     def may_decide(self, request, approval) -> bool:

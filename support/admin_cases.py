@@ -22,6 +22,7 @@ from payments.errors import GatewayError
 from payments.ratelimit import client_address
 
 from .admin_filters import AssigneeFilter, CaseStatusFilter, DueFilter, EscalatedFilter
+from .audit import request_audit_context
 from .cases import case_assign, case_escalate, case_note_add, case_status_set
 from .models import CaseNote, SupportCase
 
@@ -175,7 +176,7 @@ class SupportCaseAdmin(ActionPermissionMixin, admin.ModelAdmin):
             self.message_user(request, f"nothing changed: {_form_errors(form)}", messages.ERROR)
             return self._back(case)
         try:
-            done = act(form.cleaned_data, {"now": timezone.now(), "client_address": client_address(request)})
+            done = act(form.cleaned_data, {"now": timezone.now(), **request_audit_context(request)})
         except GatewayError as exc:
             self.message_user(request, f"nothing changed: {exc.message} ({exc.code})", messages.ERROR)
         else:

@@ -37,7 +37,7 @@ from payments.models import (
     WebhookSecret,
 )
 
-from .audit import audit_record
+from .audit import audit_record, request_audit_context
 from .roles import roles_of
 
 LEFT_OUT = object()
@@ -49,11 +49,7 @@ REDACTED: dict[type[models.Model], dict[str, Any]] = {
 }
 
 
-def request_context(request) -> dict:
-    return {
-        "request_id": request.META.get("HTTP_X_REQUEST_ID", "")[:64],
-        "client_address": request.META.get("REMOTE_ADDR", ""),
-    }
+request_context = request_audit_context
 
 
 def _signing_secrets(endpoint: WebhookEndpoint) -> list[dict]:

@@ -6,7 +6,7 @@ as links to `<payment>/action/<name>/`. It lives in `support` because payments n
 from __future__ import annotations
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -72,7 +72,7 @@ class SupportPaymentIntentAdmin(PaymentIntentAdmin):
         merchant_admin = self.admin_site._registry.get(Merchant)
         offered = console.payment_actions_for(request.user, intent)
         action_url = f"admin:{self.opts.app_label}_{self.opts.model_name}_action"
-        actions = [(a, reverse(action_url, args=[intent.pk, a.name])) for a in offered]
+        actions = [(a, reverse(action_url, args=[quote(intent.pk), a.name])) for a in offered]
         context = {
             **self.admin_site.each_context(request),
             **page,
@@ -81,7 +81,7 @@ class SupportPaymentIntentAdmin(PaymentIntentAdmin):
             "title": f"Payment {intent.pk}",
             "has_view_permission": True,
             "merchant_url": (
-                reverse("admin:payments_merchant_change", args=[intent.merchant_id])
+                reverse("admin:payments_merchant_change", args=[quote(intent.merchant_id)])
                 if merchant_admin and merchant_admin.has_view_permission(request, intent.merchant)
                 else None
             ),

@@ -24,6 +24,18 @@ from .models import AuditCheckpoint, AuditEntry
 
 logger = logging.getLogger("gateway.audit")
 
+
+def request_audit_context(request) -> dict[str, str]:
+    """Where an action came from, for its audit entry: the X-Request-ID (if a proxy sets one) and the
+    client address (behind GATEWAY_TRUSTED_PROXIES, the forwarded one)."""
+    from payments.ratelimit import client_address
+
+    return {
+        "request_id": request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+        "client_address": client_address(request)[:45],
+    }
+
+
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key of the chain's head: held to the end of the writing transaction.
 _HEAD_LOCK = 0x6175_6469_7400  # "audit\0"

@@ -31,11 +31,15 @@ def client_for(user) -> Client:
 
 
 def action_url(intent, name) -> str:
-    return reverse("admin:payments_paymentintent_action", args=[intent.pk, name])
+    from django.contrib.admin.utils import quote
+
+    return reverse("admin:payments_paymentintent_action", args=[quote(intent.pk), name])
 
 
 def page(client, intent) -> str:
-    response = client.get(reverse("admin:payments_paymentintent_change", args=[intent.pk]))
+    from django.contrib.admin.utils import quote
+
+    response = client.get(reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]))
     assert response.status_code == 200
     return response.content.decode()
 
@@ -115,3 +119,33 @@ def test_an_agent_sees_no_decision_and_cannot_post_one_and_other_merchants_are_h
     assert outsider.post(action_url(intent, "mark_paid"), {"reason": REASON}).status_code == 404
     assert PaymentIntent.objects.get(pk=intent.pk).state == "awaiting_payment"
     assert not AuditEntry.objects.exists()
+
+
+def test_ids_survive_the_admins_url_quoting_and_quoted_links_open_the_payment():
+    """The admin reads "_" and two hex digits in a URL as an escaped character: "pi_26..." became
+    "pi&..." and the payment's page, its actions and the redirects after them were a 404."""
+    from django.contrib.admin.utils import quote, unquote
+
+    from payments.models.ids import intent_id, merchant_id
+
+    assert all(unquote(i) == i for i in (intent_id() for _ in range(5000)))
+    assert all(unquote(m) == m for m in (merchant_id() for _ in range(1000)))
+    shop = make_merchant("Shop")
+    one_lead_decides(shop)
+    field = PaymentIntent._meta.get_field("id")
+    default, field.default = field.default, lambda: "pi_26QkSpWMGIZm67JelUHN0qMe"  # an id made before
+    try:
+        intent = new_intent(shop)
+    finally:
+        field.default = default
+    lead = client_for(make_staff(*LEAD))
+    body = page(lead, intent)  # the test's page() quotes the id as the admin does
+    assert reverse("admin:payments_paymentintent_action", args=[quote(intent.pk), "mark_paid"]) in body
+    response = lead.post(
+        reverse("admin:payments_paymentintent_action", args=[quote(intent.pk), "mark_paid"]),
+        {"reason": REASON},
+    )
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "admin:payments_paymentintent_change", args=[quote(intent.pk)]
+    )
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "paid"

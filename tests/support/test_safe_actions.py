@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -58,11 +59,11 @@ def auditor(shop):
 
 
 def url(intent: PaymentIntent, name: str) -> str:
-    return reverse("admin:payments_paymentintent_action", args=[intent.pk, name])
+    return reverse("admin:payments_paymentintent_action", args=[quote(intent.pk), name])
 
 
 def page_of(intent: PaymentIntent) -> str:
-    return reverse("admin:payments_paymentintent_change", args=[intent.pk])
+    return reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
 
 
 def audited(intent: PaymentIntent, action: str) -> list[AuditEntry]:
