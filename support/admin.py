@@ -13,6 +13,7 @@ from . import (  # noqa: F401 (register the console's pages and actions)
     admin_audit,
     admin_config,
     admin_payments,
+    admin_treasury,
     admin_wallets,
 )
 from .admin_cases import SupportCaseAdmin

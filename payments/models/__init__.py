@@ -9,7 +9,7 @@ from .evidence import (
     StateTransition,
 )
 from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
-from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, Wallet
+from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, TreasuryAddress, Wallet
 from .reference import Asset, Chain, Network, NetworkAsset
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
@@ -34,6 +34,7 @@ __all__ = [
     "ScanStatus",
     "ScannedBlock",
     "StateTransition",
+    "TreasuryAddress",
     "Wallet",
     "WebhookAttempt",
     "WebhookDelivery",

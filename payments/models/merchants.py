@@ -185,3 +185,29 @@ class PaymentAddress(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class TreasuryAddress(models.Model):
+    """An address where the merchant moves its money on a network (its treasury, an exchange deposit
+    address it owns), declared so that an outflow to it is recognised as a sweep. Checked for its network
+    when declared (`accounts.treasury_address_add`); retired, never deleted (settlements name it)."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="treasury_addresses")
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="+")
+    address = models.CharField(max_length=100, help_text="lower case for EVM and bech32")
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField()
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "treasury addresses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["network", "address"],
+                condition=models.Q(retired_at__isnull=True),
+                name="treasury_address_active_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.network_id}:{self.address}"
