@@ -20,7 +20,12 @@ def treasury_address_check(*, merchant: Merchant, network_code: str, address: st
     network = Network.objects.filter(code=network_code).first()
     if network is None:
         raise InvalidRequest(f"no network {network_code!r}", code="invalid_network", param="network")
-    normalized = address_normalize(chain=network.chain, bech32_hrp=network.bech32_hrp, text=address)
+    normalized = address_normalize(
+        chain=network.chain,
+        bech32_hrp=network.bech32_hrp,
+        base58_versions=network.base58_versions,
+        text=address,
+    )
     if PaymentAddress.objects.filter(address=normalized).exists():
         raise Conflict(
             "that address is one the gateway derived for payments, not a treasury",

@@ -53,6 +53,7 @@ def reference_data(request):
     seed(apps, None)
     display.seed_display_decimals(apps, None)
     importlib.import_module("payments.migrations.0015_network_explorer_tx_url").fill(apps, None)
+    importlib.import_module("payments.migrations.0018_network_base58_versions").fill(apps, None)
     importlib.import_module("support.migrations.0003_roles").roles_create(apps, None)
     importlib.import_module("support.migrations.0005_roles_approvals").roles_extend(apps, None)
     importlib.import_module("support.migrations.0006_safe_actions").decision_views_grant(apps, None)

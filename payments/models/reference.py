@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
@@ -38,6 +39,13 @@ class Network(models.Model):
     chain = models.CharField(max_length=16, choices=Chain.choices)
     chain_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="EVM chain id")
     bech32_hrp = models.CharField(max_length=8, blank=True, help_text="Bitcoin-family bech32 prefix")
+    base58_versions = ArrayField(
+        models.PositiveSmallIntegerField(),
+        default=list,
+        blank=True,
+        help_text="Bitcoin-family: the version bytes of legacy base58 addresses (P2PKH, P2SH) typed-in "
+        "addresses may use; empty: bech32 only",
+    )
     is_testnet = models.BooleanField(default=False)
     uri_scheme = models.CharField(max_length=16, help_text="bitcoin, litecoin or ethereum")
     enabled = models.BooleanField(default=True)

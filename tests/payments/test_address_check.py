@@ -71,3 +71,42 @@ def test_an_address_from_a_real_litecoind_is_accepted_for_its_network_only(litec
     assert address_normalize(chain="litecoin", bech32_hrp="rltc", text=address) == address
     with pytest.raises(InvalidRequest):
         address_normalize(chain="litecoin", bech32_hrp="ltc", text=address)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2",  # the Bitcoin wiki's P2PKH example
+        "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",  # the Bitcoin wiki's P2SH example
+    ],
+)
+def test_legacy_addresses_are_accepted_with_the_networks_version_bytes(text):
+    assert address_normalize(chain="bitcoin", bech32_hrp="bc", base58_versions=[0, 5], text=text) == text
+    with pytest.raises(InvalidRequest, match="another network"):
+        address_normalize(chain="bitcoin", bech32_hrp="tb", base58_versions=[111, 196], text=text)
+    typo = text[:-1] + ("3" if text[-1] != "3" else "4")
+    with pytest.raises(InvalidRequest, match="checksum"):
+        address_normalize(chain="bitcoin", bech32_hrp="bc", base58_versions=[0, 5], text=typo)
+
+
+@pytest.mark.django_db
+def test_legacy_addresses_of_a_real_litecoind_match_the_regtest_networks_version_bytes(litecoind):
+    from payments.models import Network
+
+    regtest, mainnet = Network.objects.get(code="litecoin-regtest"), Network.objects.get(code="litecoin")
+    for kind in ("legacy", "p2sh-segwit"):
+        address = litecoind.rpc("getnewaddress", "", kind)
+        normalized = address_normalize(
+            chain="litecoin",
+            bech32_hrp=regtest.bech32_hrp,
+            base58_versions=regtest.base58_versions,
+            text=address,
+        )
+        assert normalized == address, kind
+        with pytest.raises(InvalidRequest):
+            address_normalize(
+                chain="litecoin",
+                bech32_hrp=mainnet.bech32_hrp,
+                base58_versions=mainnet.base58_versions,
+                text=address,
+            )

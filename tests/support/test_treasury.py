@@ -39,6 +39,11 @@ def test_the_checks_refuse_what_cannot_be_a_treasury():
     shop, other = make_merchant("Shop"), make_merchant("Other", account=1)
     network, address = treasury.treasury_address_check(merchant=shop, network_code="ethereum", address=EIP55)
     assert (network.code, address) == ("ethereum", EIP55.lower())
+    multisig = "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy"  # a P2SH treasury (the Bitcoin wiki's example)
+    assert (
+        treasury.treasury_address_check(merchant=shop, network_code="bitcoin", address=multisig)[1]
+        == multisig
+    )
     with pytest.raises(InvalidRequest) as raised:
         treasury.treasury_address_check(merchant=shop, network_code="ethereum", address=EIP55[:-1] + "D")
     assert raised.value.code == "invalid_address"
