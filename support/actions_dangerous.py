@@ -16,7 +16,6 @@ from django.utils import timezone
 from payments import policy
 from payments.errors import GatewayError
 from payments.models import ChainObservation, PaymentIntent, Resolution
-from payments.pricing import format_amount
 from payments.selectors import intent_evaluate
 from payments.services.resolutions import REASON_MIN_CHARACTERS
 
@@ -24,6 +23,7 @@ from .approvals import DANGEROUS_ACTIONS, dangerous_action_submit, four_eyes_req
 from .audit import request_audit_context
 from .console import payment_action
 from .dangerous import DECIDE_PAYMENT
+from .payment_page import amount_text, intent_amount_text
 
 LATE = (policy.LATE, policy.AFTER_MONITORING_WINDOW)
 
@@ -46,13 +46,6 @@ class DecisionForm(forms.Form):
             )
 
 
-def amount_text(intent: PaymentIntent, base_units) -> str:
-    na = intent.network_asset
-    if na is None or base_units is None:
-        return "-"
-    return f"{format_amount(int(base_units), na.decimals)} {na.asset.code}"
-
-
 def late_outputs(intent: PaymentIntent) -> list[tuple[ChainObservation, str]]:
     """The outputs a fresh evaluation calls late, with a label in the asset's units."""
     verdict = intent_evaluate(intent, timezone.now())
@@ -61,7 +54,7 @@ def late_outputs(intent: PaymentIntent) -> list[tuple[ChainObservation, str]]:
         if verdict.classifications.get((o.network.code, o.tx_hash, o.output_index)) in LATE:
             asset = o.network_asset
             amount = (
-                f"{format_amount(int(o.amount_base_units), asset.decimals)} {asset.asset.code}"
+                amount_text(o.amount_base_units, asset.decimals, asset.asset.code)
                 if asset
                 else f"{o.amount_base_units} base units"
             )
@@ -121,9 +114,9 @@ def decision_view(kind: str, verb: str, explanation: str):
                 "explanation": explanation,
                 "four_eyes": four_eyes,
                 "form": form,
-                "amount_due": amount_text(intent, intent.amount_due_base_units),
-                "amount_confirmed": amount_text(intent, intent.amount_confirmed_base_units),
-                "amount_seen": amount_text(intent, intent.amount_seen_base_units),
+                "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
+                "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
+                "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
                 "payment_url": reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]),
             },
             status=400 if request.method == "POST" else 200,

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from payments.errors import GatewayError
 from payments.models import PaymentIntent, PaymentState
-from payments.pricing import format_amount
 from payments.selectors import amount_remaining, intents_deadlines, payment_uri_remaining
 from payments.services.attach import attachable_networks
 
@@ -27,6 +26,7 @@ from .audit import request_audit_context
 from .console import payment_action
 from .escalation import stray_funds, wrong_network_escalate
 from .models import OverpaymentDecision
+from .payment_page import intent_amount_text
 
 PERMISSION = actions.ACTION_PERMISSION
 NOTE_HELP = "Kept in the audit log with the action: say why."
@@ -82,10 +82,7 @@ def _payment_page(intent: PaymentIntent) -> HttpResponseRedirect:
 
 
 def _asset_amount(intent: PaymentIntent, base_units: int | None) -> str | None:
-    na = intent.network_asset
-    if na is None or base_units is None:
-        return None
-    return f"{format_amount(int(base_units), na.decimals)} {na.asset.code}"
+    return intent_amount_text(intent, base_units, missing=None)  # None: the fact is left off the page
 
 
 def _page(request, intent, context, *, title, form, facts=(), description="", submit="Confirm", status=200):

@@ -30,7 +30,7 @@ def approval_facts(approval: ApprovalRequest) -> list[tuple[str, str]]:
     price, amounts in the asset's units) and the transaction named, or the change asked for."""
     from payments.models import ChainObservation
 
-    from .actions_dangerous import amount_text
+    from .payment_page import intent_amount_text as amount_text
 
     facts: list[tuple[str, str]] = []
     intent = approval.intent

@@ -6,9 +6,9 @@ from __future__ import annotations
 from django.contrib import admin
 
 from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin
-from payments.pricing import format_amount
 
 from .models import OverpaymentDecision
+from .payment_page import intent_amount_text
 
 
 @admin.register(OverpaymentDecision)
@@ -21,5 +21,4 @@ class OverpaymentDecisionAdmin(MerchantScopedAdmin, EvidenceAdmin):
 
     @admin.display(description="excess")
     def excess(self, obj: OverpaymentDecision) -> str:
-        na = obj.intent.network_asset
-        return f"{format_amount(int(obj.excess_base_units), na.decimals)} {na.asset.code}"
+        return intent_amount_text(obj.intent, obj.excess_base_units)

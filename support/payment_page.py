@@ -48,6 +48,14 @@ def amount_text(amount: int | None, decimals: int | None, code: str | None) -> s
     return f"{format_amount(int(amount), decimals)} {code}".strip()
 
 
+def intent_amount_text(intent: PaymentIntent, amount: int | None, missing: str | None = "-") -> str | None:
+    """`amount_text` in the intent's asset; `missing` while it has no asset or there is no amount."""
+    na = intent.network_asset
+    if na is None or amount is None:
+        return missing
+    return amount_text(amount, na.decimals, na.asset.code)
+
+
 def checkout_url(intent: PaymentIntent) -> str:
     """The customer's page, as the API gives it to the merchant."""
     return settings.PUBLIC_BASE_URL + reverse("checkout-page", kwargs={"token": intent.checkout_token})
