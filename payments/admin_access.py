@@ -38,6 +38,18 @@ def staff_merchants(user) -> models.QuerySet[Merchant]:
     )
 
 
+def may_act_for_merchant(user, permission: str | None, merchant_id: str) -> bool:
+    """The one question every console action asks: an active staff user holding `permission`
+    ("app_label.codename"; None: only the merchant is asked about), for a merchant among theirs
+    (superusers: any)."""
+    return (
+        user.is_active
+        and user.is_staff
+        and (permission is None or user.has_perm(permission))
+        and staff_merchants(user).filter(pk=merchant_id).exists()
+    )
+
+
 def _merchant_id_of(obj: models.Model, path: str):
     """Follow `path` ("merchant", "endpoint__merchant", "pk" for a merchant) from obj to its merchant's id."""
     if path == "pk":

@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 
-from payments.admin_access import staff_merchants
+from payments.admin_access import may_act_for_merchant, staff_merchants
 from payments.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from payments.models import Merchant, PaymentIntent
 from payments.services import reason_check
@@ -66,12 +66,7 @@ class Submitted:
 
 
 def may_take(user: User, action: DangerousAction, merchant_id: str) -> bool:
-    return (
-        user.is_active
-        and user.is_staff
-        and user.has_perm(action.permission)
-        and staff_merchants(user).filter(pk=merchant_id).exists()
-    )
+    return may_act_for_merchant(user, action.permission, merchant_id)
 
 
 def payload_hash(action: str, merchant_id: str, intent_id: str | None, payload: dict) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 
-from payments.admin_access import staff_merchants
+from payments.admin_access import may_act_for_merchant, staff_merchants
 from payments.models import PaymentIntent
 
 
@@ -65,14 +65,15 @@ def payment_action(
 
 def may_act(user, action: PaymentAction, intent: PaymentIntent) -> bool:
     """The action's permission, and the payment's merchant among the user's."""
-    if not (user.is_active and user.is_staff and user.has_perm(action.permission)):
-        return False
-    return user.is_superuser or staff_merchants(user).filter(pk=intent.merchant_id).exists()
+    return may_act_for_merchant(user, action.permission, intent.merchant_id)
 
 
 def payment_actions_for(user, intent: PaymentIntent) -> list[PaymentAction]:
-    """The actions to offer on the payment page: permitted and applicable, safe ones first."""
-    offered = [a for a in PAYMENT_ACTIONS.values() if a.applies(intent) and may_act(user, a, intent)]
+    """The actions to offer on the payment page: permitted and applicable, safe ones first. The
+    merchant is looked up once for all of them (it is the same payment)."""
+    if not may_act_for_merchant(user, None, intent.merchant_id):
+        return []
+    offered = [a for a in PAYMENT_ACTIONS.values() if a.applies(intent) and user.has_perm(a.permission)]
     return sorted(offered, key=lambda a: (a.dangerous, a.label))
 
 
