@@ -35,6 +35,13 @@ def api(api_secret):
     return client
 
 
+@pytest.fixture
+def loopback_webhooks(settings):
+    """Webhook endpoints on 127.0.0.1 over plain http, as an operator may allow: the tests' receivers."""
+    settings.GATEWAY_WEBHOOK_ALLOW_HTTP = True
+    settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
+
 @pytest.fixture(autouse=True)
 def reference_data(request):
     """Transactional tests flush the database, data migrations included: put the seeded assets and

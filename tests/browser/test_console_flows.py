@@ -32,16 +32,10 @@ from tests.factories import make_merchant
 from tests.payments.test_services_settle import block, new_intent, transfer
 from tests.webhooks.receiver import Receiver
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_webhooks")]
 
 LATE_TX = "0x" + "1a" * 32
 REASON = "The customer paid within minutes of the deadline; the merchant agreed to honour it."
-
-
-@pytest.fixture(autouse=True)
-def loopback_webhooks(settings):
-    settings.GATEWAY_WEBHOOK_ALLOW_HTTP = True
-    settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
 
 
 @pytest.fixture

@@ -10,13 +10,7 @@ from tests.browser.test_checkout import snapshots
 from tests.factories import make_staff
 from tests.support.test_payment_page import PAID_TX, READER, receiver, story  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def loopback_webhooks(settings):
-    settings.GATEWAY_WEBHOOK_ALLOW_HTTP = True
-    settings.GATEWAY_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_webhooks")]
 
 
 def test_an_agent_reads_a_payment_page(story, live_server, page, artifacts):  # noqa: F811
