@@ -2,8 +2,8 @@
 
 One scanner per network at a time (a PostgreSQL advisory lock held for the batch's transaction). Each
 batch, in one transaction: find the fork point if the chain changed under the stored block hashes and
-mark what the dropped blocks held non-canonical; record the transfers of the next range; move the
-cursor; store the new tip (which re-settles the payments waiting on confirmations there). A crash
+mark what the dropped blocks held non-canonical; record the transfers into, and the outflows out of, the
+gateway's addresses in the next range; move the cursor; store the new tip (which re-settles the payments waiting on confirmations there). A crash
 loses nothing: the batch commits whole or not at all, and recording a transfer twice changes nothing.
 """
 
@@ -18,12 +18,14 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 
 from . import services
-from .chains.base import ChainBackend, ChainNodeError
+from .chains.base import ChainBackend, ChainNodeError, Spend, SpendWatch, Transfer
 from .chains.redaction import redact_text, redact_url
 from .models import (
     ChainObservation,
     ChainTip,
     Network,
+    Outflow,
+    OutflowTransaction,
     PaymentAddress,
     PaymentState,
     ScanCursor,
@@ -45,6 +47,7 @@ class ScanReport:
     end: int | None = None
     tip: int | None = None
     transfers: int = 0
+    outflows: int = 0
     reorg_fork: int | None = None
     error: str = ""  # why the batch failed (redacted: no node credentials); empty when it did not
 
@@ -69,6 +72,38 @@ def watched_addresses(*, network: Network, now: datetime) -> list[str]:
     waiting = Q(intent__state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING])
     addresses = addresses.annotate(monitored_until=monitored_until)
     return list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
+
+
+def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
+    """The outflows a scan of `network` looks for. Bitcoin-family: every output the gateway credited that
+    no canonical outflow in a block spends yet (a spend seen in the mempool is found again in its block;
+    an output spent by a transaction a reorg dropped is watched again).
+    EVM: every address that received anything on this network, and the addresses being watched for
+    payments (funds may arrive and leave within one batch)."""
+    if network.chain == "evm":
+        funded = ChainObservation.objects.filter(network=network).values_list("address", flat=True)
+        return SpendWatch(senders=frozenset(funded.distinct()) | frozenset(a.lower() for a in watched))
+    spent = Outflow.objects.filter(
+        network=network,
+        transaction__canonical=True,
+        transaction__block_height__isnull=False,
+        spent_observation__isnull=False,
+    ).values("spent_observation_id")
+    unspent = (
+        ChainObservation.objects.filter(network=network, canonical=True)
+        .exclude(pk__in=spent)
+        .values_list("tx_hash", "output_index", "address", "amount_base_units")
+    )
+    return SpendWatch(outpoints={(tx, n): (address, int(amount)) for tx, n, address, amount in unspent})
+
+
+def _record(item: Transfer | Spend, *, now: datetime) -> bool:
+    """Record what a scan found; True for a transfer in, False for an outflow."""
+    if isinstance(item, Spend):
+        services.outflow_record(spend=item, now=now)
+        return False
+    services.observation_record(transfer=item, now=now)
+    return True
 
 
 def backend_for(network: Network) -> ChainBackend:
@@ -171,12 +206,14 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
             scan_cursor.height, scan_cursor.block_hash = fork.height, fork.hash
         start = scan_cursor.height + 1
         end = min(tip.height, scan_cursor.height + max_blocks)
-        count = 0
+        count = outflows = 0
         watched = watched_addresses(network=network, now=now)
         if end >= start:
-            for transfer in backend.transfers(watched, start, end):
-                services.observation_record(transfer=transfer, now=now)
-                count += 1
+            for item in backend.activity(watched, spend_watch(network=network, watched=watched), start, end):
+                if _record(item, now=now):
+                    count += 1
+                else:
+                    outflows += 1
             end_ref = backend.block_ref(end)
             scan_cursor.height, scan_cursor.block_hash = end_ref.height, end_ref.hash
             ScannedBlock.objects.update_or_create(
@@ -186,9 +223,11 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
                 network=network, height__lt=end_ref.height - KEEP_SCANNED_BLOCKS
             ).delete()
         scan_cursor.save()
-        for transfer in backend.pending_transfers(watched, now):
-            services.observation_record(transfer=transfer, now=now)
-            count += 1
+        for item in backend.pending_activity(watched, spend_watch(network=network, watched=watched), now):
+            if _record(item, now=now):
+                count += 1
+            else:
+                outflows += 1
         if scan_cursor.height >= tip.height:
             _forget_dropped(network=network, backend=backend, now=now)
         services.chain_tip_record(network_code=network.code, height=tip.height, block_hash=tip.hash, now=now)
@@ -198,16 +237,18 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         end=scan_cursor.height,
         tip=tip.height,
         transfers=count,
+        outflows=outflows,
         reorg_fork=fork.height if fork else None,
     )
     logger.info(
-        "scan %s: blocks %s..%s, tip %s, lag %s, %s transfers%s",
+        "scan %s: blocks %s..%s, tip %s, lag %s, %s transfers, %s outflows%s",
         network.code,
         start,
         report.end,
         tip.height,
         report.lag,
         count,
+        outflows,
         f", reorg back to {report.reorg_fork}" if fork else "",
     )
     return report
@@ -242,13 +283,22 @@ def _forget_dropped(*, network: Network, backend: ChainBackend, now: datetime) -
             network=network, canonical=True, block_height__isnull=True
         ).values_list("pk", "tx_hash")
     )
-    if not unconfirmed:
+    unconfirmed_outflows = dict(
+        OutflowTransaction.objects.filter(
+            network=network, canonical=True, block_height__isnull=True
+        ).values_list("pk", "tx_hash")
+    )
+    if not unconfirmed and not unconfirmed_outflows:
         return
-    live = backend.live_transactions(set(unconfirmed.values()))
+    live = backend.live_transactions(set(unconfirmed.values()) | set(unconfirmed_outflows.values()))
     gone = [pk for pk, tx_hash in unconfirmed.items() if tx_hash not in live]
     if gone:
         logger.warning("%s: %s unconfirmed observations dropped or replaced", network.code, len(gone))
         services.observations_set_canonical(observation_ids=gone, canonical=False, now=now)
+    gone = [pk for pk, tx_hash in unconfirmed_outflows.items() if tx_hash not in live]
+    if gone:
+        logger.warning("%s: %s unconfirmed outflows dropped or replaced", network.code, len(gone))
+        services.outflow_transactions_set_canonical(transaction_ids=gone, canonical=False, now=now)
 
 
 def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:
@@ -259,9 +309,22 @@ def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:
             network=network, canonical=True, block_height__gt=fork.height
         ).values_list("pk", flat=True)
     )
+    dropped_outflows = list(
+        OutflowTransaction.objects.filter(
+            network=network, canonical=True, block_height__gt=fork.height
+        ).values_list("pk", flat=True)
+    )
     ScannedBlock.objects.filter(network=network, height__gt=fork.height).delete()
     logger.warning(
-        "reorg on %s: back to %s, %s observations dropped", network.code, fork.height, len(dropped)
+        "reorg on %s: back to %s, %s observations and %s outflow transactions dropped",
+        network.code,
+        fork.height,
+        len(dropped),
+        len(dropped_outflows),
     )
     if dropped:
         services.observations_set_canonical(observation_ids=dropped, canonical=False, now=now)
+    if dropped_outflows:
+        services.outflow_transactions_set_canonical(
+            transaction_ids=dropped_outflows, canonical=False, now=now
+        )

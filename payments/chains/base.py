@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -31,6 +31,66 @@ class Transfer:
     block_time: datetime | None = None
     position_in_block: int | None = None
     seen_unconfirmed_at: datetime | None = None
+    sender: str = ""  # EVM: who sent it (the log's `from`, the transaction's sender); "" Bitcoin-family
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an outflow's transaction sent value: one output (Bitcoin-family vout n, with its script) or one
+    transfer (EVM: the log index, or -1 for the native value). `address` is as the chain shows it (EVM in
+    lower case); empty for an output without one (OP_RETURN, bare multisig)."""
+
+    index: int
+    address: str
+    amount_base_units: int
+    token_contract: str = ""
+    script: str = ""
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Value leaving a watched address: an input spending an output the gateway credited (Bitcoin-family:
+    `index` is the input's, `spent_*` name the output), an ERC-20 `Transfer` log from a watched address
+    (EVM: the log index), or a transaction a watched address sent (EVM: index -1, its native value, which
+    is 0 for a token sweep or a reverted transaction, and the gas it paid).
+
+    `destinations` and `fee_base_units` describe the whole transaction (every Spend of one transaction
+    carries the same): all its outputs (Bitcoin-family) or this transfer's recipient (EVM), and the network
+    fee in the native coin's base units (None if the node could not say). `fee_payer` is the EVM account
+    that paid the gas ("" for Bitcoin-family, where the inputs pay it)."""
+
+    network_code: str
+    tx_hash: str
+    index: int
+    address: str
+    amount_base_units: int
+    token_contract: str = ""
+    spent_tx_hash: str = ""
+    spent_output_index: int | None = None
+    destinations: tuple[Destination, ...] = ()
+    fee_base_units: int | None = None
+    fee_payer: str = ""
+    block_height: int | None = None
+    block_hash: str = ""
+    block_time: datetime | None = None
+    position_in_block: int | None = None
+    seen_unconfirmed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SpendWatch:
+    """What outflows a scan looks for. Bitcoin-family: the credited outputs not yet spent, (txid, vout) ->
+    (address, satoshi); outputs the same scan credits are added as it goes (a sweep in the block after the
+    payment is found in one pass). EVM: the addresses whose sends are recorded (lower case)."""
+
+    outpoints: Mapping[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    senders: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.outpoints) or bool(self.senders)
+
+
+NO_SPENDS = SpendWatch()
 
 
 class ChainNodeError(RuntimeError):
@@ -59,6 +119,18 @@ class ChainBackend(Protocol):
 
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         """Unconfirmed transfers to watched addresses, where the chain exposes a mempool."""
+        ...
+
+    def activity(
+        self, watched: Collection[str], spends: SpendWatch, start: int, end: int
+    ) -> Iterator[Transfer | Spend]:
+        """`transfers` and the spends `spends` asks for, in blocks start..end, in one pass over them."""
+        ...
+
+    def pending_activity(
+        self, watched: Collection[str], spends: SpendWatch, now: datetime
+    ) -> Iterator[Transfer | Spend]:
+        """`pending_transfers` and the unconfirmed spends `spends` asks for."""
         ...
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -24,8 +24,17 @@ from urllib.parse import unquote, urlsplit
 
 from bip_utils import SegwitBech32Decoder
 
-from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
+from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
 from .redaction import redact_url
+from .utxo import (
+    Outpoint,
+    UtxoTx,
+    block_activity,
+    fee_from_values,
+    mempool_activity,
+    transfers_only,
+    tx_transfers,
+)
 
 COIN = Decimal(10) ** 8
 RPC_INVALID_ADDRESS_OR_KEY = -5  # e.g. getrawtransaction of a txid that has just left the mempool
@@ -96,8 +105,8 @@ class BitcoinCoreBackend:
             self._headers["Authorization"] = f"Basic {token}"
         self._where = redact_url(rpc_url)  # no credentials (user, password, a key in the path) in errors
         self._request_id = 0
-        # txid -> its outputs as (vout n, scriptPubKey hex, satoshi): a mempool transaction is decoded once
-        self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}
+        # txid -> the transaction as the matching needs it: a mempool transaction is decoded once
+        self._mempool_txs: dict[str, UtxoTx] = {}
 
     # --- JSON-RPC --------------------------------------------------------------------------------------
 
@@ -193,27 +202,40 @@ class BitcoinCoreBackend:
         return {witness_script_hex(address, self.hrp): address for address in watched}
 
     def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
-        scripts = self.watched_scripts(watched)
-        if not scripts or end < start:
-            return
-        for height in range(start, end + 1):
-            block = self.rpc("getblock", self.rpc("getblockhash", height), 2)
-            yield from block_transfers(
-                self.network_code,
-                BlockRef(int(block["height"]), block["hash"], _block_time(block["time"])),
-                ((tx["txid"], _outputs(tx)) for tx in block["tx"]),
-                scripts,
-            )
+        return transfers_only(self.activity(watched, NO_SPENDS, start, end))
 
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        return transfers_only(self.pending_activity(watched, NO_SPENDS, now))
+
+    def activity(
+        self, watched: Collection[str], spends: SpendWatch, start: int, end: int
+    ) -> Iterator[Transfer | Spend]:
         scripts = self.watched_scripts(watched)
-        if not scripts:
+        if (not scripts and not spends) or end < start:
+            return
+        outpoints = dict(spends.outpoints) if spends else None
+        for height in range(start, end + 1):
+            block = self.rpc("getblock", self.rpc("getblockhash", height), 2)
+            yield from block_activity(
+                self.network_code,
+                BlockRef(int(block["height"]), block["hash"], _block_time(block["time"])),
+                (utxo_tx(tx) for tx in block["tx"]),
+                scripts,
+                outpoints,
+                self.fee_of,
+            )
+
+    def pending_activity(
+        self, watched: Collection[str], spends: SpendWatch, now: datetime
+    ) -> Iterator[Transfer | Spend]:
+        scripts = self.watched_scripts(watched)
+        if not scripts and not spends:
             return
         txids = self.rpc("getrawmempool", False)
         current = set(txids)
-        for txid in [t for t in self._mempool_outputs if t not in current]:
-            del self._mempool_outputs[txid]  # mined or dropped: forget it
-        missing = [txid for txid in txids if txid not in self._mempool_outputs]
+        for txid in [t for t in self._mempool_txs if t not in current]:
+            del self._mempool_txs[txid]  # mined or dropped: forget it
+        missing = [txid for txid in txids if txid not in self._mempool_txs]
         for i in range(0, len(missing), 500):
             chunk = missing[i : i + 500]
             results = self.rpc_batch([("getrawtransaction", (txid, True)) for txid in chunk])
@@ -222,11 +244,24 @@ class BitcoinCoreBackend:
                     if error.get("code") == RPC_INVALID_ADDRESS_OR_KEY:
                         continue  # left the mempool since getrawmempool: not pending any more
                     self._raise("getrawtransaction", (txid, True), error, self.network_code)
-                self._mempool_outputs[txid] = tuple(_outputs(tx))
-        for txid in txids:
-            yield from unconfirmed_transfers(
-                self.network_code, txid, self._mempool_outputs.get(txid, ()), scripts, now
-            )
+                self._mempool_txs[txid] = utxo_tx(tx)
+        pending = (self._mempool_txs[txid] for txid in txids if txid in self._mempool_txs)
+        outpoints = dict(spends.outpoints) if spends else None
+        yield from mempool_activity(self.network_code, pending, scripts, outpoints, self.fee_of, now)
+
+    def fee_of(self, tx: UtxoTx, known: Mapping[Outpoint, int]) -> int | None:
+        """A spending transaction's fee: its inputs' values (those the gateway credited are `known`, the
+        others are read from their transactions: the node needs txindex=1 for a mined one) minus its
+        outputs. None if an input's transaction cannot be read."""
+        values = dict(known)
+        wanted = sorted({txid for txid, n in tx.inputs if (txid, n) not in values})
+        if wanted:
+            results = self.rpc_batch([("getrawtransaction", (txid, True)) for txid in wanted])
+            for txid, (prev, error) in zip(wanted, results, strict=True):
+                if error is None and isinstance(prev, dict):
+                    for n, _, amount, _ in utxo_tx(prev).outputs:
+                        values[(txid, n)] = amount
+        return fee_from_values(tx, values)
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         """Which of these transactions are still in the mempool or in a block; the others were dropped or
@@ -257,61 +292,22 @@ class BitcoinCoreBackend:
                 ) from None
             raise
         if not tx.get("blockhash") or int(tx.get("confirmations") or 0) < 1:
-            return list(unconfirmed_transfers(self.network_code, tx["txid"], _outputs(tx), scripts, now))
+            return list(tx_transfers(self.network_code, utxo_tx(tx), scripts, seen_at=now))
         block = self.rpc("getblock", tx["blockhash"], 1)
-        # Only this transaction's outputs, at its position among the block's (as the block scan sees it).
-        txs = ((txid, _outputs(tx) if txid == tx["txid"] else ()) for txid in block["tx"])
+        # This transaction's outputs at its position among the block's (as the block scan sees it).
         ref = BlockRef(int(block["height"]), block["hash"], _block_time(block["time"]))
-        return list(block_transfers(self.network_code, ref, txs, scripts))
+        position = block["tx"].index(tx["txid"])
+        return list(tx_transfers(self.network_code, utxo_tx(tx), scripts, block=ref, position=position))
 
 
-def block_transfers(
-    network_code: str,
-    block: BlockRef,
-    txs: Iterable[tuple[str, Iterable[tuple[int, str, int]]]],
-    scripts: Mapping[str, str],
-) -> Iterator[Transfer]:
-    """The outputs of a block's transactions, (txid, [(vout n, script hex, satoshi)]) in block order,
-    that pay a watched script."""
-    for position, (txid, outputs) in enumerate(txs):
-        for n, script, amount in outputs:
-            address = scripts.get(script)
-            if address is not None:
-                yield Transfer(
-                    network_code=network_code,
-                    tx_hash=txid,
-                    output_index=n,
-                    address=address,
-                    amount_base_units=amount,
-                    block_height=block.height,
-                    block_hash=block.hash,
-                    block_time=block.time,
-                    position_in_block=position,
-                )
-
-
-def unconfirmed_transfers(
-    network_code: str,
-    txid: str,
-    outputs: Iterable[tuple[int, str, int]],
-    scripts: Mapping[str, str],
-    now: datetime,
-) -> Iterator[Transfer]:
-    """The outputs (vout n, script hex, satoshi) of a mempool transaction that pay a watched script."""
-    for n, script, amount in outputs:
-        address = scripts.get(script)
-        if address is not None:
-            yield Transfer(
-                network_code=network_code,
-                tx_hash=txid,
-                output_index=n,
-                address=address,
-                amount_base_units=amount,
-                seen_unconfirmed_at=now,
-            )
-
-
-def _outputs(tx: dict) -> Iterator[tuple[int, str, int]]:
-    """(vout n, scriptPubKey hex, satoshi) of each output of a decoded transaction."""
+def utxo_tx(tx: dict) -> UtxoTx:
+    """A transaction as Bitcoin Core decodes it (`getblock 2`, `getrawtransaction` verbose)."""
+    outputs = []
     for vout in tx.get("vout", ()):
-        yield int(vout["n"]), vout["scriptPubKey"]["hex"], to_satoshi(vout["value"])
+        script = vout["scriptPubKey"]
+        # `address` in Bitcoin Core 22+, an `addresses` list before (Litecoin Core 0.21)
+        address = script.get("address") or next(iter(script.get("addresses") or ()), "")
+        outputs.append((int(vout["n"]), script["hex"], to_satoshi(vout["value"]), address))
+    inputs = tuple((vin["txid"], int(vin["vout"])) for vin in tx.get("vin", ()) if "coinbase" not in vin)
+    fee = tx.get("fee")  # Bitcoin Core 22+ in getblock 2; never in Litecoin Core 0.21
+    return UtxoTx(tx["txid"], tuple(outputs), inputs, to_satoshi(fee) if fee is not None else None)

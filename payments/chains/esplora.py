@@ -24,9 +24,17 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
-from .bitcoin_rpc import block_transfers, unconfirmed_transfers, witness_script_hex
+from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
+from .bitcoin_rpc import witness_script_hex
 from .redaction import redact_url
+from .utxo import (
+    UtxoTx,
+    block_activity,
+    fee_from_values,
+    mempool_activity,
+    transfers_only,
+    tx_transfers,
+)
 
 PAGE_SIZE = 25  # Esplora's /block/:hash/txs/:start_index page; start_index must be a multiple of it
 
@@ -63,8 +71,8 @@ class EsploraBackend:
         self.base_url = base_url.rstrip("/")
         # errors name the request by its path under the API root, never the root's credentials or key
         self._where = redact_url(self.base_url)
-        # txid -> its outputs as (vout index, scriptpubkey hex, satoshi): a mempool transaction is read once
-        self._mempool_outputs: dict[str, tuple[tuple[int, str, int], ...]] = {}
+        # txid -> the transaction as the matching needs it: a mempool transaction is read once
+        self._mempool_txs: dict[str, UtxoTx] = {}
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
@@ -154,9 +162,18 @@ class EsploraBackend:
             )
 
     def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
+        return transfers_only(self.activity(watched, NO_SPENDS, start, end))
+
+    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        return transfers_only(self.pending_activity(watched, NO_SPENDS, now))
+
+    def activity(
+        self, watched: Collection[str], spends: SpendWatch, start: int, end: int
+    ) -> Iterator[Transfer | Spend]:
         scripts = self.watched_scripts(watched)
-        if not scripts or end < start:
+        if (not scripts and not spends) or end < start:
             return
+        outpoints = dict(spends.outpoints) if spends else None
         for height in range(start, end + 1):
             block_hash = self._hash_at(height)
             block = self._block(block_hash)
@@ -165,23 +182,27 @@ class EsploraBackend:
                     f"{self.network_code}: block {block_hash} is at {block['height']}, not {height}"
                 )
             txs = self.block_transactions(block_hash, int(block["tx_count"]))
-            yield from block_transfers(
+            yield from block_activity(
                 self.network_code,
                 BlockRef(height, block_hash, _block_time(block["timestamp"])),
-                ((tx["txid"], self._outputs(tx)) for tx in txs),
+                (self._utxo_tx(tx) for tx in txs),
                 scripts,
+                outpoints,
+                fee_from_values,
             )
 
-    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+    def pending_activity(
+        self, watched: Collection[str], spends: SpendWatch, now: datetime
+    ) -> Iterator[Transfer | Spend]:
         scripts = self.watched_scripts(watched)
-        if not scripts:
+        if not scripts and not spends:
             return
         txids = self._mempool_txids()
         current = set(txids)
-        for txid in [t for t in self._mempool_outputs if t not in current]:
-            del self._mempool_outputs[txid]  # mined or dropped: forget it
+        for txid in [t for t in self._mempool_txs if t not in current]:
+            del self._mempool_txs[txid]  # mined or dropped: forget it
         for txid in txids:
-            if txid not in self._mempool_outputs:
+            if txid not in self._mempool_txs:
                 try:
                     tx = self._json(f"/tx/{quote(txid)}")
                 except EsploraError as exc:
@@ -192,10 +213,10 @@ class EsploraBackend:
                     raise EsploraError(f"{self.network_code}: /tx/{txid}: unexpected reply {tx!r:.300}")
                 if (tx.get("status") or {}).get("confirmed"):
                     continue  # mined since /mempool/txids: the block scan records it
-                self._mempool_outputs[txid] = tuple(self._outputs(tx))
-            yield from unconfirmed_transfers(
-                self.network_code, txid, self._mempool_outputs[txid], scripts, now
-            )
+                self._mempool_txs[txid] = self._utxo_tx(tx)
+        pending = (self._mempool_txs[txid] for txid in txids if txid in self._mempool_txs)
+        outpoints = dict(spends.outpoints) if spends else None
+        yield from mempool_activity(self.network_code, pending, scripts, outpoints, fee_from_values, now)
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         """Which of these transactions are still in the mempool or in a block; the others were dropped or
@@ -230,14 +251,17 @@ class EsploraBackend:
             raise EsploraError(f"{self.network_code}: /tx/{tx_hash}: unexpected reply {tx!r:.300}")
         status = tx.get("status") or {}
         if not status.get("confirmed"):
-            return list(unconfirmed_transfers(self.network_code, tx_hash, self._outputs(tx), scripts, now))
+            return list(tx_transfers(self.network_code, self._utxo_tx(tx), scripts, seen_at=now))
         block_hash = status["block_hash"]
         txids = self._json(f"/block/{quote(block_hash)}/txids")
         if not isinstance(txids, list) or tx_hash not in txids:
             raise EsploraError(f"{self.network_code}: block {block_hash} does not list {tx_hash}")
-        txs = ((txid, self._outputs(tx) if txid == tx_hash else ()) for txid in txids)
         ref = BlockRef(int(status["block_height"]), block_hash, _block_time(status["block_time"]))
-        return list(block_transfers(self.network_code, ref, txs, scripts))
+        return list(
+            tx_transfers(
+                self.network_code, self._utxo_tx(tx), scripts, block=ref, position=txids.index(tx_hash)
+            )
+        )
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -247,8 +271,23 @@ class EsploraBackend:
             raise EsploraError(f"{self.network_code}: /mempool/txids: unexpected reply {txids!r:.300}")
         return txids
 
-    def _outputs(self, tx: dict) -> Iterator[tuple[int, str, int]]:
-        """(vout index, scriptpubkey hex, satoshi) of each output of an Esplora transaction."""
+    def _utxo_tx(self, tx: dict) -> UtxoTx:
+        """An Esplora transaction as the matching needs it: outputs (`value` is already satoshi), the
+        outpoints its inputs spend, and its `fee` (Esplora resolves every input's prevout)."""
+        txid = str(tx.get("txid"))
+        outputs = []
         for n, vout in enumerate(tx.get("vout", ())):
-            where = f"{self.network_code}: tx {tx.get('txid')} output {n}"
-            yield n, str(vout.get("scriptpubkey", "")).lower(), _satoshi(vout.get("value"), where)
+            where = f"{self.network_code}: tx {txid} output {n}"
+            script = str(vout.get("scriptpubkey", "")).lower()
+            address = str(vout.get("scriptpubkey_address") or "")
+            outputs.append((n, script, _satoshi(vout.get("value"), where), address))
+        inputs = tuple(
+            (str(vin["txid"]), int(vin["vout"])) for vin in tx.get("vin", ()) if not vin.get("is_coinbase")
+        )
+        fee = tx.get("fee")
+        return UtxoTx(
+            txid,
+            tuple(outputs),
+            inputs,
+            _satoshi(fee, f"{self.network_code}: tx {txid} fee") if fee is not None else None,
+        )

@@ -1,5 +1,6 @@
 """EVM chains through web3.py against any JSON-RPC node: native coin transfers (block scan) and ERC-20
-`Transfer` logs to watched addresses (any token contract, so a wrong token is seen too).
+`Transfer` logs to watched addresses (any token contract, so a wrong token is seen too); and, as outflows,
+Transfer logs from the addresses that hold funds and every transaction they send, with its gas.
 
 Logs are queried in chunks of blocks and of addresses (the `to` topic takes an OR-list), so the cost
 of a range grows with the blocks and the matches, not with the number of watched addresses beyond the
@@ -15,7 +16,16 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound as Web3TransactionNotFound
 from web3.providers import HTTPProvider
 
-from .base import BlockRef, ChainNodeError, TransactionNotFound, Transfer
+from .base import (
+    NO_SPENDS,
+    BlockRef,
+    ChainNodeError,
+    Destination,
+    Spend,
+    SpendWatch,
+    TransactionNotFound,
+    Transfer,
+)
 from .redaction import redact_text, redact_url
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -27,6 +37,13 @@ def _hex(value) -> str:
     if isinstance(value, str):
         return value.lower() if value.startswith("0x") else "0x" + value.lower()
     return value.to_0x_hex().lower() if hasattr(value, "to_0x_hex") else "0x" + bytes(value).hex()
+
+
+def _gas_paid(receipt) -> int | None:
+    """What a mined transaction cost its sender in wei (paid even when it reverted); None from a node
+    whose receipts lack `effectiveGasPrice` (before London)."""
+    price = receipt.get("effectiveGasPrice")
+    return int(receipt["gasUsed"]) * int(price) if price is not None else None
 
 
 def address_topic(address: str) -> str:
@@ -93,15 +110,32 @@ class EvmBackend:
         )
 
     def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
-        wanted = {a.lower() for a in watched}
-        if not wanted or end < start:
-            return
-        yield from self._token_transfers(sorted(wanted), start, end)
-        if self.scan_native:
-            yield from self._native_transfers(wanted, start, end)
+        return (item for item in self.activity(watched, NO_SPENDS, start, end) if isinstance(item, Transfer))
 
     def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
         return iter(())  # EVM mempools are not relied on: transfers count once they are in a block
+
+    def activity(
+        self, watched: Collection[str], spends: SpendWatch, start: int, end: int
+    ) -> Iterator[Transfer | Spend]:
+        """Token transfers to watched addresses and from `spends.senders` (one log query serves both when
+        the lists are long), then, block by block, native value to watched addresses and every transaction
+        a sender sent (its value, 0 for a token sweep or a reverted call, and the gas it paid)."""
+        wanted = {a.lower() for a in watched}
+        senders = {a.lower() for a in spends.senders} if spends else set()
+        if (not wanted and not senders) or end < start:
+            return
+        gas: dict[
+            str, tuple[int | None, str]
+        ] = {}  # tx hash -> (fee in wei, who paid it), read once per call
+        yield from self._token_activity(wanted, senders, start, end, gas)
+        if self.scan_native:
+            yield from self._native_activity(wanted, senders, start, end, gas)
+
+    def pending_activity(
+        self, watched: Collection[str], spends: SpendWatch, now: datetime
+    ) -> Iterator[Transfer | Spend]:
+        return iter(())  # as pending_transfers: outflows count once they are in a block
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
@@ -132,7 +166,7 @@ class EvmBackend:
                 continue
             to = "0x" + _hex(topics[2])[-40:]
             if to in wanted:
-                found.append(self._log_transfer(log, to))
+                found.append(self._log_transfer(log, to, "0x" + _hex(topics[1])[-40:]))
         tx = self.w3.eth.get_transaction(tx_hash)
         to = (tx.get("to") or "").lower()
         if self.scan_native and to in wanted and int(tx["value"]) > 0:
@@ -141,28 +175,43 @@ class EvmBackend:
             found.append(self._native_transfer(tx, BlockRef(height, block_hash, block_time)))
         return found
 
-    def _token_transfers(self, wanted: list[str], start: int, end: int) -> Iterator[Transfer]:
-        """With at most `address_chunk` watched addresses, ask the node for logs to them (one call per
-        block chunk). With more, fetching by `to` topic would cost one call per address chunk, growing with
-        the watched set: instead fetch every Transfer log of smaller block chunks and match locally, so
-        the cost follows the chain's activity, not the number of watched addresses."""
-        if len(wanted) <= self.address_chunk:
-            queries = [(self.log_block_chunk, [TRANSFER_TOPIC, None, [address_topic(a) for a in wanted]])]
+    def _token_activity(
+        self,
+        wanted: set[str],
+        senders: set[str],
+        start: int,
+        end: int,
+        gas: dict[str, tuple[int | None, str]],
+    ) -> Iterator[Transfer | Spend]:
+        """With at most `address_chunk` addresses in each list, ask the node for the logs to them and the
+        logs from them (one call each per block chunk). With more, fetching by topic would cost one call per
+        address chunk, growing with the watched set: instead fetch every Transfer log of smaller block
+        chunks once and match both ends locally, so the cost follows the chain's activity, not the number
+        of watched addresses."""
+        if len(wanted) <= self.address_chunk and len(senders) <= self.address_chunk:
+            queries = []
+            if wanted:
+                to_topics = [address_topic(a) for a in sorted(wanted)]
+                queries.append((self.log_block_chunk, [TRANSFER_TOPIC, None, to_topics], True, False))
+            if senders:
+                from_topics = [address_topic(a) for a in sorted(senders)]
+                queries.append((self.log_block_chunk, [TRANSFER_TOPIC, from_topics], False, True))
         else:
-            queries = [(self.unfiltered_block_chunk, [TRANSFER_TOPIC])]
-        watched = set(wanted)
-        for block_chunk, topics in queries:
+            queries = [(self.unfiltered_block_chunk, [TRANSFER_TOPIC], True, True)]
+        for block_chunk, topics, credits, debits in queries:
             for lo in range(start, end + 1, block_chunk):
                 hi = min(end, lo + block_chunk - 1)
                 for log in self.w3.eth.get_logs({"fromBlock": lo, "toBlock": hi, "topics": topics}):
                     if len(log["topics"]) != 3:
                         continue  # ERC-721 Transfer has the token id as a third indexed topic
+                    sender = "0x" + _hex(log["topics"][1])[-40:]
                     to = "0x" + _hex(log["topics"][2])[-40:]
-                    if to not in watched:
-                        continue
-                    yield self._log_transfer(log, to)
+                    if credits and to in wanted:
+                        yield self._log_transfer(log, to, sender)
+                    if debits and sender in senders:
+                        yield self._log_spend(log, sender, to, gas)
 
-    def _log_transfer(self, log, to: str) -> Transfer:
+    def _log_transfer(self, log, to: str, sender: str = "") -> Transfer:
         height = int(log["blockNumber"])
         block_hash, block_time = self._block_time(height, _hex(log["blockHash"]))
         data = _hex(log["data"])
@@ -177,20 +226,81 @@ class EvmBackend:
             block_hash=block_hash,
             block_time=block_time,
             position_in_block=int(log["transactionIndex"]),
+            sender=sender,
         )
 
-    def _native_transfers(self, wanted: set[str], start: int, end: int) -> Iterator[Transfer]:
+    def _log_spend(self, log, sender: str, to: str, gas: dict[str, tuple[int | None, str]]) -> Spend:
+        """A token transfer out of a watched address, with the gas of its transaction (paid by the address
+        itself for a plain `transfer`, by whoever sent a `transferFrom`)."""
+        transfer = self._log_transfer(log, to, sender)
+        if transfer.tx_hash not in gas:
+            receipt = self.w3.eth.get_transaction_receipt(transfer.tx_hash)
+            gas[transfer.tx_hash] = (_gas_paid(receipt), str(receipt["from"]).lower())
+        fee, payer = gas[transfer.tx_hash]
+        destination = Destination(
+            index=transfer.output_index,
+            address=to,
+            amount_base_units=transfer.amount_base_units,
+            token_contract=transfer.token_contract,
+        )
+        return Spend(
+            network_code=self.network_code,
+            tx_hash=transfer.tx_hash,
+            index=transfer.output_index,
+            address=sender,
+            amount_base_units=transfer.amount_base_units,
+            token_contract=transfer.token_contract,
+            destinations=(destination,),
+            fee_base_units=fee,
+            fee_payer=payer,
+            block_height=transfer.block_height,
+            block_hash=transfer.block_hash,
+            block_time=transfer.block_time,
+            position_in_block=transfer.position_in_block,
+        )
+
+    def _native_activity(
+        self,
+        wanted: set[str],
+        senders: set[str],
+        start: int,
+        end: int,
+        gas: dict[str, tuple[int | None, str]],
+    ) -> Iterator[Transfer | Spend]:
         for height in range(start, end + 1):
             block = self.w3.eth.get_block(height, full_transactions=True)
             ref = self._ref(block)
             self._remember_block(height, (ref.hash, ref.time))
             for tx in block["transactions"]:
-                to = tx.get("to")
-                if not to or int(tx["value"]) == 0 or to.lower() not in wanted:
+                to = (tx.get("to") or "").lower()
+                sender = str(tx["from"]).lower()
+                credit = bool(to) and int(tx["value"]) > 0 and to in wanted
+                if not credit and sender not in senders:
                     continue
-                if int(self.w3.eth.get_transaction_receipt(tx["hash"])["status"]) != 1:
-                    continue  # a reverted transaction moved no value
-                yield self._native_transfer(tx, ref)
+                receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
+                succeeded = int(receipt["status"]) == 1
+                if credit and succeeded:  # a reverted transaction moved no value
+                    yield self._native_transfer(tx, ref)
+                if sender in senders:
+                    gas[_hex(tx["hash"])] = (_gas_paid(receipt), sender)
+                    yield self._native_spend(tx, ref, sender, to, succeeded, _gas_paid(receipt))
+
+    def _native_spend(self, tx, block: BlockRef, sender: str, to: str, succeeded: bool, fee: int) -> Spend:
+        value = int(tx["value"]) if succeeded else 0
+        return Spend(
+            network_code=self.network_code,
+            tx_hash=_hex(tx["hash"]),
+            index=EVM_NATIVE_OUTPUT_INDEX,
+            address=sender,
+            amount_base_units=value,
+            destinations=(Destination(index=EVM_NATIVE_OUTPUT_INDEX, address=to, amount_base_units=value),),
+            fee_base_units=fee,
+            fee_payer=sender,
+            block_height=block.height,
+            block_hash=block.hash,
+            block_time=block.time,
+            position_in_block=int(tx["transactionIndex"]),
+        )
 
     def _native_transfer(self, tx, block: BlockRef) -> Transfer:
         return Transfer(
@@ -203,6 +313,7 @@ class EvmBackend:
             block_hash=block.hash,
             block_time=block.time,
             position_in_block=int(tx["transactionIndex"]),
+            sender=str(tx["from"]).lower(),
         )
 
     def _block_time(self, height: int, block_hash: str) -> tuple[str, datetime]:

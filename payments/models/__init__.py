@@ -10,6 +10,7 @@ from .evidence import (
 )
 from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
 from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, TreasuryAddress, Wallet
+from .outflows import Outflow, OutflowTransaction
 from .reference import Asset, Chain, Network, NetworkAsset
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
@@ -25,6 +26,8 @@ __all__ = [
     "Merchant",
     "Network",
     "NetworkAsset",
+    "Outflow",
+    "OutflowTransaction",
     "PaymentAddress",
     "PaymentIntent",
     "PaymentState",

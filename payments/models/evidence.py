@@ -77,6 +77,9 @@ class ChainObservation(models.Model):
     position_in_block = models.PositiveIntegerField(null=True, blank=True)
     seen_unconfirmed_at = models.DateTimeField(null=True, blank=True)
     canonical = models.BooleanField(default=True)
+    sender = models.CharField(
+        max_length=100, blank=True, help_text="EVM: who sent it (lower case); empty for Bitcoin-family"
+    )
     intent = models.ForeignKey(
         PaymentIntent, null=True, blank=True, on_delete=models.PROTECT, related_name="observations"
     )

@@ -1,5 +1,5 @@
 """The only code that writes intents, observations, transitions and events, split by noun: reference data,
-intents, addresses, evidence and settling, events. Callers import from here (`from payments import
+intents, addresses, evidence and settling, outflows, events. Callers import from here (`from payments import
 services`); the modules import each other only for what they share."""
 
 from .addresses import address_pool_refill, address_pools_top_up
@@ -19,6 +19,7 @@ from .intents import (
     payment_intent_select_asset,
     price_validate,
 )
+from .outflows import outflow_record, outflow_transactions_set_canonical
 from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
 from .resolutions import reason_check, resolution_check, resolution_record
 
@@ -33,6 +34,8 @@ __all__ = [
     "network_asset_resolve",
     "observation_record",
     "observations_set_canonical",
+    "outflow_record",
+    "outflow_transactions_set_canonical",
     "payment_intent_cancel",
     "payment_intent_create",
     "payment_intent_fulfil",

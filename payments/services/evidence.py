@@ -31,6 +31,23 @@ from .events import events_write
 
 # --- evidence ---------------------------------------------------------------------------------------
 
+# The block fields of a row seen again (alias `o`, the new values in EXCLUDED): a sighting in a block sets
+# them; an unconfirmed sighting keeps them while the row is canonical and clears them if its block was
+# reorged out (it is unconfirmed again); the first mempool sighting is kept; seen again means canonical.
+BLOCK_FIELDS_UPSERT = """
+    block_height = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_height
+                        WHEN o.canonical THEN o.block_height END,
+    block_hash = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_hash
+                      WHEN o.canonical THEN o.block_hash ELSE '' END,
+    block_time = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_time
+                      WHEN o.canonical THEN o.block_time END,
+    position_in_block = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.position_in_block
+                             WHEN o.canonical THEN o.position_in_block END,
+    seen_unconfirmed_at = LEAST(o.seen_unconfirmed_at, EXCLUDED.seen_unconfirmed_at),
+    canonical = TRUE,
+    updated_at = EXCLUDED.updated_at
+"""
+
 
 def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation | None:
     """Record what a chain showed and settle the intent it pays. Recording the same transfer again
@@ -57,21 +74,13 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
                 INSERT INTO payments_chainobservation AS o
                     (network_id, tx_hash, output_index, address, network_asset_id, token_contract,
                      amount_base_units, block_height, block_hash, block_time, position_in_block,
-                     seen_unconfirmed_at, canonical, intent_id, recorded_at, updated_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TRUE, %s, %s, %s)
+                     seen_unconfirmed_at, canonical, sender, intent_id, recorded_at, updated_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, TRUE, %s, %s, %s, %s)
                 ON CONFLICT (network_id, tx_hash, output_index) DO UPDATE SET
-                    block_height = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_height
-                                        WHEN o.canonical THEN o.block_height END,
-                    block_hash = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_hash
-                                      WHEN o.canonical THEN o.block_hash ELSE '' END,
-                    block_time = CASE WHEN EXCLUDED.block_height IS NOT NULL THEN EXCLUDED.block_time
-                                      WHEN o.canonical THEN o.block_time END,
-                    position_in_block = CASE WHEN EXCLUDED.block_height IS NOT NULL
-                                             THEN EXCLUDED.position_in_block
-                                             WHEN o.canonical THEN o.position_in_block END,
-                    seen_unconfirmed_at = LEAST(o.seen_unconfirmed_at, EXCLUDED.seen_unconfirmed_at),
-                    canonical = TRUE,
-                    updated_at = EXCLUDED.updated_at
+                    sender = COALESCE(NULLIF(o.sender, ''), EXCLUDED.sender),
+                    """
+                + BLOCK_FIELDS_UPSERT
+                + """
                 RETURNING id
                 """,
                 [
@@ -87,6 +96,7 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
                     transfer.block_time,
                     transfer.position_in_block,
                     transfer.seen_unconfirmed_at,
+                    transfer.sender.lower(),
                     paid_to,
                     now,
                     now,
