@@ -85,12 +85,14 @@ class SpendWatch:
 
     outpoints: Mapping[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     senders: frozenset[str] = frozenset()
+    tracking: bool = True  # False: look for no outflows at all (NO_SPENDS)
 
     def __bool__(self) -> bool:
-        return bool(self.outpoints) or bool(self.senders)
+        """Whether spends are looked for: an empty watch still finds those of outputs credited in the pass."""
+        return self.tracking
 
 
-NO_SPENDS = SpendWatch()
+NO_SPENDS = SpendWatch(tracking=False)
 
 
 class ChainNodeError(RuntimeError):

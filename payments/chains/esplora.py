@@ -171,7 +171,7 @@ class EsploraBackend:
         self, watched: Collection[str], spends: SpendWatch, start: int, end: int
     ) -> Iterator[Transfer | Spend]:
         scripts = self.watched_scripts(watched)
-        if (not scripts and not spends) or end < start:
+        if (not scripts and not (spends and spends.outpoints)) or end < start:
             return
         outpoints = dict(spends.outpoints) if spends else None
         for height in range(start, end + 1):
@@ -195,7 +195,7 @@ class EsploraBackend:
         self, watched: Collection[str], spends: SpendWatch, now: datetime
     ) -> Iterator[Transfer | Spend]:
         scripts = self.watched_scripts(watched)
-        if not scripts and not spends:
+        if not scripts and not (spends and spends.outpoints):
             return
         txids = self._mempool_txids()
         current = set(txids)
