@@ -33,6 +33,9 @@ AFTER_MONITORING_WINDOW = "after_monitoring_window"
 WRONG_ASSET = "wrong_asset"
 WRONG_NETWORK = "wrong_network"
 NOT_CANONICAL = "not_canonical"
+# The native coin sent to a token payment's address by the merchant's own treasury, so that the address
+# can pay the gas of its sweep: neither a payment nor a wrong asset.
+GAS_FUNDING = "gas_funding"
 
 # Exceptions that open a review case; each is reported once per observation.
 EXCEPTION_KINDS = {
@@ -67,6 +70,9 @@ class IntentFacts:
     underpayment_tolerance_bps: int = 0
     overpayment_tolerance_bps: int = 0
     late_payment_window: timedelta = timedelta(hours=24)
+    # The merchant's treasury addresses on the intent's network (retired ones too: retiring one does not
+    # rewrite history); the native coin from one of them to a token payment is gas funding.
+    gas_funders: frozenset[str] = frozenset()
 
     @property
     def deadline(self) -> datetime:
@@ -90,6 +96,7 @@ class ObservationFacts:
     block_time: datetime | None = None
     seen_unconfirmed_at: datetime | None = None
     canonical: bool = True
+    sender: str = ""  # EVM: who sent it, lower case; "" where a chain has no single sender
 
     @property
     def key(self) -> ObservationKey:
@@ -208,7 +215,8 @@ def evaluate(
         elif o.network != intent.network:
             classifications[key] = WRONG_NETWORK
         elif o.token_contract != intent.token_contract:
-            classifications[key] = WRONG_ASSET
+            funding = o.token_contract == "" and o.sender != "" and o.sender in intent.gas_funders
+            classifications[key] = GAS_FUNDING if funding else WRONG_ASSET
         elif o.first_seen_at < deadline or key in accepted_late:
             candidates.append(o)
         elif o.first_seen_at < deadline + intent.late_payment_window:

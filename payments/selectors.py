@@ -23,6 +23,7 @@ from .models import (
     PaymentIntent,
     PaymentState,
     Resolution,
+    TreasuryAddress,
     Wallet,
 )
 from .models.evidence import EVM_NATIVE_OUTPUT_INDEX
@@ -57,7 +58,18 @@ def intent_facts(intent: PaymentIntent) -> policy.IntentFacts:
         underpayment_tolerance_bps=intent.underpayment_tolerance_bps,
         overpayment_tolerance_bps=intent.overpayment_tolerance_bps,
         late_payment_window=timedelta(minutes=intent.late_payment_window_minutes),
+        gas_funders=gas_funders(intent),
     )
+
+
+def gas_funders(intent: PaymentIntent) -> frozenset[str]:
+    """The merchant's treasury addresses (retired too) on a token payment's EVM network: the native coin
+    they send to its address is gas funding for the sweep (`policy.GAS_FUNDING`)."""
+    na = intent.network_asset
+    if na is None or na.is_native or na.network.chain != "evm":
+        return frozenset()
+    addresses = TreasuryAddress.objects.filter(merchant_id=intent.merchant_id, network_id=na.network_id)
+    return frozenset(a.lower() for a in addresses.values_list("address", flat=True))
 
 
 def observation_facts(o: ChainObservation, network_code: str) -> policy.ObservationFacts:
@@ -73,6 +85,7 @@ def observation_facts(o: ChainObservation, network_code: str) -> policy.Observat
         block_time=o.block_time,
         seen_unconfirmed_at=o.seen_unconfirmed_at,
         canonical=o.canonical,
+        sender=o.sender.lower(),
     )
 
 

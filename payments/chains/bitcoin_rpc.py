@@ -272,8 +272,11 @@ class BitcoinCoreBackend:
         unknown = [t for t in tx_hashes if t not in live]
         results = self.rpc_batch([("getrawtransaction", (txid, True)) for txid in unknown])
         for txid, (tx, error) in zip(unknown, results, strict=True):
-            if error is None and tx.get("blockhash"):
-                live.add(txid)  # mined since we looked; the next block scan records it
+            # Mined since we looked (the next block scan records it). A block that is not on the best
+            # chain any more (reorged, invalidated) still names its transactions in the index: they have 0
+            # confirmations there.
+            if error is None and tx.get("blockhash") and int(tx.get("confirmations") or 0) > 0:
+                live.add(txid)
             elif error is not None and error.get("code") != RPC_INVALID_ADDRESS_OR_KEY:
                 self._raise("getrawtransaction", (txid, True), error, self.network_code)
         return live

@@ -39,7 +39,7 @@ def outflow_record(*, spend: Spend, now: datetime) -> Outflow | None:
     network = Network.objects.get(code=spend.network_code)
     evm = network.chain == "evm"
     address = spend.address.lower() if evm else spend.address
-    owner = PaymentAddress.objects.filter(address=address).values_list("pk", "intent_id").first()
+    owner = PaymentAddress.objects.filter(address=address).values_list("pk", "intent__pk").first()
     if owner is None:
         return None
     token = spend.token_contract.lower()

@@ -153,6 +153,34 @@ def test_wrong_asset_and_wrong_network_are_never_counted():
     assert run([wrong_token, wrong_net], now=EXPIRES).state == policy.FAILED
 
 
+TREASURY = "0x000000000000000000000000000000000000beef"
+
+
+def test_native_coin_from_the_treasury_to_a_token_payment_is_gas_funding():
+    funding = obs("g", 10**16, token_contract="", sender=TREASURY)
+    verdict = run([funding], gas_funders=frozenset({TREASURY}))
+    assert verdict.classifications[funding.key] == policy.GAS_FUNDING
+    assert (verdict.state, verdict.flags, verdict.amount_seen) == (policy.AWAITING_PAYMENT, (), 0)
+    # Not a payment, not a wrong asset: the window closes on an unpaid intent, never a failed one.
+    assert run([funding], now=EXPIRES, gas_funders=frozenset({TREASURY})).state == policy.EXPIRED
+    paid = run([funding, obs("p")], gas_funders=frozenset({TREASURY}))
+    assert (paid.state, paid.flags, paid.amount_seen) == (policy.PAID, (), 1_000_000)
+
+
+def test_gas_funding_needs_the_treasury_the_native_coin_and_a_token_payment():
+    other_sender = obs("g", 10**16, token_contract="", sender="0x" + "12" * 20)
+    assert run([other_sender], gas_funders=frozenset({TREASURY})).flags == ("wrong_asset",)
+    # A token other than the intent's, even from the treasury, is a wrong asset.
+    other_token = obs("t", token_contract="0xdac17f958d2ee523a2206206994597c13d831ec7", sender=TREASURY)
+    assert run([other_token], gas_funders=frozenset({TREASURY})).flags == ("wrong_asset",)
+    # The native coin to a native-coin payment from the treasury is a payment like any other.
+    native = obs("n", 1_000_000, token_contract="", sender=TREASURY)
+    verdict = run([native], token_contract="", gas_funders=frozenset({TREASURY}))
+    assert (verdict.state, verdict.classifications[native.key]) == (policy.PAID, policy.COUNTED)
+    # Without a declared treasury, nothing is gas funding.
+    assert run([obs("g", 10**16, token_contract="", sender=TREASURY)]).flags == ("wrong_asset",)
+
+
 def test_reorg_non_canonical_goes_back():
     paid = obs("a")
     assert run([paid]).state == policy.PAID

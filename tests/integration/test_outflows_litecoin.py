@@ -1,0 +1,159 @@
+"""Outflows on a real Bitcoin-family node (Litecoin Core in regtest, Core-RPC backend): the merchant's
+wallet (the test holds the keys of the published test mnemonic, imported into litecoind's wallet; the
+gateway never sees them) sweeps two paid payments in one transaction; the scanner records the spends of
+the outputs it had credited, with the transaction's outputs and fee, in the mempool and then in a block;
+a reorg takes the block away and a conflicting transaction replaces the sweep."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from payments import services
+from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
+from payments.models import (
+    ChainObservation,
+    Network,
+    NetworkAsset,
+    Outflow,
+    OutflowTransaction,
+    PaymentIntent,
+)
+from payments.scanning import network_scan
+from tests.factories import make_merchant
+from tests.nodes.litecoind import REGTEST_HRP, LitecoindNode
+from tests.nodes.merchant_keys import litecoin_regtest_wif
+
+pytestmark = pytest.mark.django_db
+
+NETWORK = "litecoin-regtest"
+FEE = 20_000  # satoshi the sweep leaves to the miner
+
+
+@pytest.fixture
+def regtest(litecoind: LitecoindNode):
+    network = Network.objects.get(code=NETWORK)
+    network.rpc_url = litecoind.url
+    network.scan_start_height = litecoind.height()
+    network.save()
+    NetworkAsset.objects.filter(network=network, asset__code="LTC").update(default_confirmations=2)
+    return litecoind, BitcoinCoreBackend(NETWORK, litecoind.url, hrp=REGTEST_HRP)
+
+
+def scan(backend):
+    return network_scan(backend=backend, now=timezone.now())
+
+
+def paid_intents(node: LitecoindNode, backend, amounts: list[str]) -> list[PaymentIntent]:
+    merchant = make_merchant()
+    na = NetworkAsset.objects.select_related("asset", "network").get(asset__code="LTC", network__code=NETWORK)
+    intents = []
+    for amount in amounts:
+        data = services.IntentInput(price_amount=Decimal(amount), price_currency="LTC", network_asset=na)
+        intent = services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
+        node.send(intent.address.address, amount)
+        intents.append(intent)
+    node.mine(2)
+    scan(backend)
+    intents = [PaymentIntent.objects.select_related("address").get(pk=i.pk) for i in intents]
+    assert [i.state for i in intents] == ["paid"] * len(amounts)
+    return intents
+
+
+def import_keys(node: LitecoindNode, intents: list[PaymentIntent]) -> None:
+    """The merchant's wallet: the node's wallet learns the payment addresses' private keys, and confirms
+    (independently of the gateway's derivation) that they are the keys of those addresses."""
+    for intent in intents:
+        node.rpc("importprivkey", litecoin_regtest_wif(intent.address.derivation_index), "", False)
+        assert node.rpc("getaddressinfo", intent.address.address)["ismine"] is True
+
+
+def spend(node: LitecoindNode, outpoints: list[ChainObservation], to: str, amount: int) -> str:
+    """A signed raw transaction spending exactly these outputs to `to` (hex)."""
+    inputs = [{"txid": o.tx_hash, "vout": o.output_index} for o in outpoints]
+    raw = node.rpc("createrawtransaction", inputs, {to: str(Decimal(amount) / 10**8)})
+    signed = node.rpc("signrawtransactionwithwallet", raw)
+    assert signed["complete"], signed
+    return signed["hex"]
+
+
+def test_a_sweep_of_two_payments_is_recorded_then_reorged_and_replaced(regtest):
+    node, backend = regtest
+    intents = paid_intents(node, backend, ["0.5", "0.25"])
+    import_keys(node, intents)
+    credited = [ChainObservation.objects.get(intent=i) for i in intents]
+    treasury = node.new_address()
+    total = sum(int(o.amount_base_units) for o in credited)
+    assert total == 75_000_000
+
+    sweep = node.rpc("sendrawtransaction", spend(node, credited, treasury, total - FEE))
+    report = scan(backend)
+    assert (report.transfers, report.outflows) == (0, 2)
+    tx = OutflowTransaction.objects.get()
+    assert (tx.tx_hash, tx.canonical, tx.block_height) == (sweep, True, None)
+    assert tx.seen_unconfirmed_at is not None
+    # The fee as the node itself reports it, not as the gateway computed it.
+    assert int(tx.fee_base_units) == to_satoshi(node.rpc("getmempoolentry", sweep)["fees"]["base"]) == FEE
+    assert tx.fee_payer == ""
+    [destination] = tx.destinations
+    assert (destination["address"], destination["amount"]) == (treasury, str(total - FEE))
+    assert destination["script"] == node.rpc("getaddressinfo", treasury)["scriptPubKey"]
+    outflows = {o.intent_id: o for o in Outflow.objects.filter(transaction=tx)}
+    assert set(outflows) == {i.pk for i in intents}
+    for intent, observation in zip(intents, credited, strict=True):
+        outflow = outflows[intent.pk]
+        assert outflow.spent_observation_id == observation.pk
+        assert (outflow.address, int(outflow.amount_base_units)) == (
+            intent.address.address,
+            int(observation.amount_base_units),
+        )
+        assert outflow.network_asset.asset.code == "LTC" and outflow.token_contract == ""
+    assert sorted(o.index for o in outflows.values()) == [0, 1]  # the sweep's input indexes
+
+    # Scanning again changes nothing; mined, the transaction gets its block.
+    scan(backend)
+    assert Outflow.objects.count() == 2 and OutflowTransaction.objects.count() == 1
+    [block_hash] = node.mine(1)
+    report = scan(backend)
+    assert report.outflows == 2  # the block's spends, the same rows
+    tx.refresh_from_db()
+    assert (tx.block_hash, tx.block_height, tx.position_in_block, tx.canonical) == (
+        block_hash,
+        node.height(),
+        1,
+        True,
+    )
+    assert Outflow.objects.count() == 2
+    # The payments are untouched by their funds leaving: still paid.
+    assert {PaymentIntent.objects.get(pk=i.pk).state for i in intents} == {"paid"}
+
+    # The block is invalidated: the sweep is back in the mempool, canonical and unconfirmed again.
+    node.rpc("invalidateblock", block_hash)
+    assert sweep in node.rpc("getrawmempool")
+    scan(backend)
+    tx.refresh_from_db()
+    assert (tx.canonical, tx.block_height, tx.block_hash) == (True, None, "")
+
+    # A conflicting transaction spending the same outputs elsewhere is mined instead: the sweep leaves
+    # the mempool and stops being evidence; the conflict is recorded with its own outflows.
+    elsewhere = node.new_address()
+    conflict_hex = spend(node, credited, elsewhere, total - 2 * FEE)
+    result = node.rpc("generateblock", node.new_address(), [conflict_hex])
+    conflict = node.rpc("decoderawtransaction", conflict_hex)["txid"]
+    assert sweep not in node.rpc("getrawmempool")
+    scan(backend)
+    tx.refresh_from_db()
+    assert tx.canonical is False
+    replaced = OutflowTransaction.objects.get(tx_hash=conflict)
+    assert (replaced.canonical, replaced.block_hash, int(replaced.fee_base_units)) == (
+        True,
+        result["hash"],
+        2 * FEE,
+    )
+    assert [d["address"] for d in replaced.destinations] == [elsewhere]
+    assert sorted(replaced.outflows.values_list("spent_observation_id", flat=True)) == sorted(
+        o.pk for o in credited
+    )
+    assert Outflow.objects.count() == 4
