@@ -293,7 +293,12 @@ class EvmBackend:
             index=EVM_NATIVE_OUTPUT_INDEX,
             address=sender,
             amount_base_units=value,
-            destinations=(Destination(index=EVM_NATIVE_OUTPUT_INDEX, address=to, amount_base_units=value),),
+            # A call that moves no coin (a token sweep, a reverted transaction) sends nothing anywhere.
+            destinations=(
+                (Destination(index=EVM_NATIVE_OUTPUT_INDEX, address=to, amount_base_units=value),)
+                if value
+                else ()
+            ),
             fee_base_units=fee,
             fee_payer=sender,
             block_height=block.height,
