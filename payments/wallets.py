@@ -136,15 +136,16 @@ def parse_account_key(text: str) -> AccountKey:
     return AccountKey(text=text, version=version, node=node)
 
 
-def _receive_child(key: AccountKey, index: int) -> Bip32Secp256k1:
+def _receive_child(key: AccountKey, index: int, *, change: int = 0) -> Bip32Secp256k1:
     if not 0 <= index < 2**31:
         raise ValueError("derivation index out of range")
-    return key.node.ChildKey(0).ChildKey(index)
+    return key.node.ChildKey(change).ChildKey(index)
 
 
-def derive_bech32_address(key: AccountKey, index: int, hrp: str) -> str:
-    """BIP84 receive address `index` (P2WPKH, bech32 with the network's HRP)."""
-    child = _receive_child(key, index)
+def derive_bech32_address(key: AccountKey, index: int, hrp: str, *, change: int = 0) -> str:
+    """BIP84 receive address `index` (P2WPKH, bech32 with the network's HRP); `change=1`: the wallet's
+    internal (change) chain, where the merchant's wallet software sends the change of a sweep."""
+    child = _receive_child(key, index, change=change)
     return P2WPKHAddrEncoder.EncodeKey(child.PublicKey().RawCompressed().ToBytes(), hrp=hrp, wit_ver=0)
 
 
