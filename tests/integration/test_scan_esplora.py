@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from payments.chains.base import Destination, Spend, SpendWatch, Transfer
+from payments.chains.base import NO_SPENDS, Destination, Spend, SpendWatch, Transfer
 from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
 from payments.chains.esplora import PAGE_SIZE, EsploraBackend, EsploraError
 from payments.models import Network, NetworkAsset
@@ -160,11 +160,14 @@ def spend_outpoint(node, outpoints: list[tuple[str, int]]) -> tuple[str, int]:
 
 
 def credit(node, amount: str = "1.0") -> tuple[str, str, int]:
-    """A confirmed output of `amount` LTC to a fresh wallet address: (address, txid, vout)."""
+    """A confirmed output of `amount` LTC to a fresh wallet address: (address, txid, vout). The wallet locks
+    it, so its own later sends cannot spend it before the test does."""
     address = node.new_address()
     txid = node.send(address, amount)
     node.mine(1)
-    return address, txid, output_paying(node, txid, address)
+    n = output_paying(node, txid, address)
+    assert node.rpc("lockunspent", False, [{"txid": txid, "vout": n}])
+    return address, txid, n
 
 
 def expected_destinations(node, txid: str) -> tuple[Destination, ...]:
@@ -344,21 +347,24 @@ def test_payment_and_its_spend_in_one_range(litecoind, esplora):
     assert spends.outpoints == {("ab" * 32, 0): spends.outpoints[("ab" * 32, 0)]}  # the caller's is untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: an empty SpendWatch is falsy (payments/chains/base.py SpendWatch.__bool__), so activity "
-    "turns spend tracking off (esplora.py / bitcoin_rpc.py: `dict(spends.outpoints) if spends else None`): "
-    "a payment and its sweep in one range are missed when the gateway has no credited output yet",
-)
 def test_payment_and_its_spend_in_one_range_from_an_empty_spend_watch(litecoind, esplora):
-    """What `scanning.spend_watch` gives a network with nothing credited yet: SpendWatch(outpoints={})."""
+    """What `scanning.spend_watch` gives a network with nothing credited yet: SpendWatch(outpoints={}). It
+    still tracks spends (unlike NO_SPENDS): the payment's output joins the watch as the scan credits it."""
     node = litecoind
     backend = EsploraBackend(NETWORK, esplora.url, hrp=REGTEST_HRP)
     core = BitcoinCoreBackend(NETWORK, node.url, hrp=REGTEST_HRP)
     address, payment, n, spend_txid, start, end = payment_then_spend(node)
     spends = SpendWatch(outpoints={})
 
+    assert spends and not NO_SPENDS
     found = list(backend.activity([address], spends, start, end))
     assert found == list(core.activity([address], spends, start, end))
     assert [type(item) for item in found] == [Transfer, Spend]
-    assert (found[1].tx_hash, found[1].spent_tx_hash, found[1].spent_output_index) == (spend_txid, payment, n)
+    transfer, spend = found
+    assert (transfer.tx_hash, transfer.output_index, transfer.block_height) == (payment, n, start)
+    assert (spend.tx_hash, spend.spent_tx_hash, spend.spent_output_index) == (spend_txid, payment, n)
+    assert (spend.address, spend.amount_base_units, spend.block_height) == (address, 100_000_000, end)
+    assert spends.outpoints == {}  # the caller's watch is not changed by the pass
+    # NO_SPENDS, by contrast, looks for no outflows at all: only the payment.
+    assert list(backend.activity([address], NO_SPENDS, start, end)) == [transfer]
+    assert list(core.activity([address], NO_SPENDS, start, end)) == [transfer]
