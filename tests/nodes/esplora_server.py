@@ -9,6 +9,11 @@ satoshi). Nothing here needs Django. Typical use::
 Endpoints: /blocks/tip/height, /blocks/tip/hash, /block-height/:height, /block/:hash,
 /block/:hash/status, /block/:hash/txids, /block/:hash/txs[/:start_index] (25 per page),
 /mempool/txids, /tx/:txid, /tx/:txid/status. `requests` records the paths asked, in order.
+
+Transactions are complete as Esplora gives them: each non-coinbase input's `prevout` (the output it spends,
+in the `vout` shape) is resolved from the node (`getrawtransaction`, txindex=1) and the transaction carries
+its `fee` in satoshi (inputs minus outputs; 0 for a coinbase). A transaction's outputs are read once per
+txid, a block once per hash: neither ever changes.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class EsploraServer:
         self.requests: list[str] = []
         self._lock = threading.Lock()  # one RPC at a time: the node helper is not thread-safe
         self._blocks: dict[str, dict] = {}  # hash -> getblock <hash> 2 (a block's content never changes)
+        self._tx_outputs: dict[str, list[dict]] = {}  # txid -> its outputs in Esplora's shape (prevouts)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -145,10 +151,51 @@ class EsploraServer:
         }
 
     @staticmethod
-    def tx_json(tx: dict, status: dict) -> dict:
+    def output_json(entry: dict) -> dict:
+        """One output (a `vout` entry of the node's decoded transaction) in Esplora's shape, as Esplora gives
+        it both in `vout` and as an input's `prevout`: `scriptpubkey_address` only when the script has one."""
+        script = entry["scriptPubKey"]
+        out = {
+            "scriptpubkey": script["hex"],
+            "scriptpubkey_asm": script.get("asm", ""),
+            "scriptpubkey_type": _SCRIPT_TYPES.get(script.get("type", ""), "unknown"),
+            "value": to_satoshi(entry["value"]),
+        }
+        # `address` in Bitcoin Core 22+, an `addresses` list in Litecoin Core 0.21
+        address = script.get("address") or (script.get("addresses") or [None])[0]
+        if address:
+            out["scriptpubkey_address"] = address
+        return out
+
+    def _outputs(self, txid: str) -> list[dict]:
+        """The outputs of transaction `txid` in Esplora's shape, read once (`getrawtransaction`: the node runs
+        with txindex=1, and a parent still in the mempool is found there). A transaction's outputs never
+        change (its id commits to them), so they are cached per txid, mined or not; the RPC runs outside
+        the cache (two threads asking at once at worst read it twice, with the same answer)."""
+        outputs = self._tx_outputs.get(txid)
+        if outputs is None:
+            # an input whose transaction the node cannot find: a server error (502), as the node failed
+            tx = self.rpc("getrawtransaction", txid, True)
+            ordered = sorted(tx.get("vout", ()), key=lambda entry: int(entry["n"]))
+            outputs = [self.output_json(entry) for entry in ordered]
+            self._tx_outputs[txid] = outputs
+        return outputs
+
+    def prevout_json(self, txid: str, n: int) -> dict:
+        """The output an input spends, as Esplora resolves it into `vin[].prevout`."""
+        outputs = self._outputs(txid)
+        if not 0 <= n < len(outputs):
+            raise RuntimeError(f"transaction {txid} has no output {n}")
+        return outputs[n]
+
+    def tx_json(self, tx: dict, status: dict) -> dict:
+        """A transaction in Esplora's shape: every non-coinbase input's `prevout` resolved from the node, and
+        `fee` in satoshi (inputs minus outputs; 0 for a coinbase, as Esplora reports it)."""
         vin = []
+        coinbase = False
         for entry in tx.get("vin", ()):
             if "coinbase" in entry:
+                coinbase = True
                 vin.append(
                     {
                         "txid": "0" * 64,
@@ -166,7 +213,7 @@ class EsploraServer:
                     {
                         "txid": entry["txid"],
                         "vout": int(entry["vout"]),
-                        "prevout": None,  # not resolved here; the backend does not use it
+                        "prevout": self.prevout_json(entry["txid"], int(entry["vout"])),
                         "scriptsig": entry.get("scriptSig", {}).get("hex", ""),
                         "scriptsig_asm": entry.get("scriptSig", {}).get("asm", ""),
                         "witness": entry.get("txinwitness", []),
@@ -174,19 +221,11 @@ class EsploraServer:
                         "sequence": int(entry["sequence"]),
                     }
                 )
-        vout = []
-        for entry in tx.get("vout", ()):
-            script = entry["scriptPubKey"]
-            out = {
-                "scriptpubkey": script["hex"],
-                "scriptpubkey_asm": script.get("asm", ""),
-                "scriptpubkey_type": _SCRIPT_TYPES.get(script.get("type", ""), "unknown"),
-                "value": to_satoshi(entry["value"]),
-            }
-            address = script.get("address") or (script.get("addresses") or [None])[0]
-            if address:
-                out["scriptpubkey_address"] = address
-            vout.append(out)
+        vout = [self.output_json(entry) for entry in tx.get("vout", ())]
+        if coinbase:
+            fee = 0
+        else:
+            fee = sum(entry["prevout"]["value"] for entry in vin) - sum(out["value"] for out in vout)
         return {
             "txid": tx["txid"],
             "version": int(tx["version"]),
@@ -195,6 +234,7 @@ class EsploraServer:
             "vout": vout,
             "size": int(tx["size"]),
             "weight": int(tx.get("weight", 4 * int(tx["vsize"]))),
+            "fee": fee,
             "status": status,
         }
 
