@@ -97,10 +97,13 @@ def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
     return SpendWatch(outpoints={(tx, n): (address, int(amount)) for tx, n, address, amount in unspent})
 
 
-def _record(item: Transfer | Spend, *, now: datetime) -> bool:
-    """Record what a scan found; True for a transfer in, False for an outflow."""
+def _record(item: Transfer | Spend, *, now: datetime, outflow_txs: set[int]) -> bool:
+    """Record what a scan found; True for a transfer in, False for an outflow (whose transaction joins
+    `outflow_txs`, to derive its settlement once the batch has all of its outflows)."""
     if isinstance(item, Spend):
-        services.outflow_record(spend=item, now=now)
+        outflow = services.outflow_record(spend=item, now=now)
+        if outflow is not None:
+            outflow_txs.add(outflow.transaction_id)
         return False
     services.observation_record(transfer=item, now=now)
     return True
@@ -207,10 +210,11 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         start = scan_cursor.height + 1
         end = min(tip.height, scan_cursor.height + max_blocks)
         count = outflows = 0
+        outflow_txs: set[int] = set()
         watched = watched_addresses(network=network, now=now)
         if end >= start:
             for item in backend.activity(watched, spend_watch(network=network, watched=watched), start, end):
-                if _record(item, now=now):
+                if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
                     outflows += 1
@@ -224,10 +228,11 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
             ).delete()
         scan_cursor.save()
         for item in backend.pending_activity(watched, spend_watch(network=network, watched=watched), now):
-            if _record(item, now=now):
+            if _record(item, now=now, outflow_txs=outflow_txs):
                 count += 1
             else:
                 outflows += 1
+        services.settlements_derive(transaction_ids=outflow_txs, now=now)
         if scan_cursor.height >= tip.height:
             _forget_dropped(network=network, backend=backend, now=now)
         services.chain_tip_record(network_code=network.code, height=tip.height, block_hash=tip.hash, now=now)

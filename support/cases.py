@@ -68,6 +68,11 @@ def _case_for(event: Event, now: datetime) -> SupportCase | None:
     kind = EXCEPTION_EVENTS.get(event.type)
     if kind is not None:
         key, hashes = f"{kind}:{event.intent_id}:{event.dedupe_key}", _exception_tx(event.dedupe_key)
+    elif event.type == "settlement.unexpected_outflow":
+        # One case per settlement, however many payments' funds it moved (each gets the event).
+        settlement = event.payload.get("settlement") or {}
+        kind, key = Kind.UNKNOWN_OUTFLOW, f"{Kind.UNKNOWN_OUTFLOW}:{settlement.get('id')}"
+        hashes = [settlement["tx_hash"]] if settlement.get("tx_hash") else []
     elif event.type == "payment.overpaid":
         kind, key = Kind.OVERPAID, f"{Kind.OVERPAID}:{event.intent_id}"
         hashes = sorted({t["tx_hash"] for t in event.payload.get("transactions", []) if t.get("canonical")})

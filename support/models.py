@@ -68,6 +68,7 @@ class SupportCase(models.Model):
         UNDERPAID_EXPIRED = "underpaid_expired", "underpaid, window closed"
         OVERPAID = "overpaid", "overpaid"
         WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled", "webhook endpoint disabled"
+        UNKNOWN_OUTFLOW = "unknown_outflow", "unknown outflow"
 
     class Status(models.TextChoices):
         OPEN = "open", "open"

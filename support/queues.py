@@ -273,6 +273,15 @@ QUEUES: list[Queue | CaseQueue] = [
         "created_at",
         "no attempts left (or 410): send again once the endpoint works",
     ),
+    Queue(
+        "unknown_outflows",
+        "Unknown outflows",
+        SupportCase,
+        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(kind=SupportCase.Kind.UNKNOWN_OUTFLOW),
+        {"kind__exact": SupportCase.Kind.UNKNOWN_OUTFLOW, "status": "unresolved"},
+        "opened_at",
+        "money left a payment address for an address the merchant never declared",
+    ),
     CaseQueue(
         "cases_status",
         "Open cases",

@@ -12,6 +12,7 @@ from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
 from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, TreasuryAddress, Wallet
 from .outflows import Outflow, OutflowTransaction
 from .reference import Asset, Chain, Network, NetworkAsset
+from .settlements import Settlement, SettlementLeg
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "ScanCursor",
     "ScanStatus",
     "ScannedBlock",
+    "Settlement",
+    "SettlementLeg",
     "StateTransition",
     "TreasuryAddress",
     "Wallet",

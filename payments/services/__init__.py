@@ -22,6 +22,7 @@ from .intents import (
 from .outflows import outflow_record, outflow_transactions_set_canonical
 from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
 from .resolutions import reason_check, resolution_check, resolution_record
+from .settlements import settlements_derive
 
 __all__ = [
     "IntentInput",
@@ -46,4 +47,5 @@ __all__ = [
     "reference_cache_clear",
     "resolution_check",
     "resolution_record",
+    "settlements_derive",
 ]

@@ -19,6 +19,7 @@ from ..models import (
     PaymentAddress,
 )
 from .evidence import BLOCK_FIELDS_UPSERT
+from .settlements import settlements_derive
 
 
 def destination_json(destination: Destination) -> dict:
@@ -117,9 +118,14 @@ def outflow_record(*, spend: Spend, now: datetime) -> Outflow | None:
 
 def outflow_transactions_set_canonical(*, transaction_ids: list[int], canonical: bool, now: datetime) -> int:
     """Mark outflow transactions (non-)canonical: a reorg dropped their block, or the unconfirmed
-    transaction left the mempool unmined. Returns how many changed."""
-    return (
-        OutflowTransaction.objects.filter(pk__in=transaction_ids)
-        .exclude(canonical=canonical)
-        .update(canonical=canonical, updated_at=now)
-    )
+    transaction left the mempool unmined; their settlements follow, with events. Returns how many
+    changed."""
+    with transaction.atomic():
+        changed = list(
+            OutflowTransaction.objects.filter(pk__in=transaction_ids)
+            .exclude(canonical=canonical)
+            .values_list("pk", flat=True)
+        )
+        OutflowTransaction.objects.filter(pk__in=changed).update(canonical=canonical, updated_at=now)
+        settlements_derive(transaction_ids=changed, now=now)
+    return len(changed)

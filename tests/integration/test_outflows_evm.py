@@ -15,7 +15,14 @@ from web3 import Web3
 from devchain.anvil import send_eth, token_transfer, token_units
 from payments import services
 from payments.chains.evm import EvmBackend
-from payments.models import ChainObservation, NetworkAsset, Outflow, OutflowTransaction, PaymentIntent
+from payments.models import (
+    ChainObservation,
+    NetworkAsset,
+    Outflow,
+    OutflowTransaction,
+    PaymentIntent,
+    Settlement,
+)
 from payments.scanning import network_scan
 from payments.treasury import treasury_address_add
 from tests.factories import make_merchant
@@ -143,7 +150,21 @@ def test_gas_funding_then_a_token_sweep_of_two_payments(chain):
         )
         assert (sent.index, int(sent.amount_base_units), sent.token_contract) == (-1, 0, "")
         assert token.functions.balanceOf(Web3.to_checksum_address(intent.address.address)).call() == 0
-    # The payments are untouched by their funds leaving, and a rescan changes nothing.
+        # Its settlement: a sweep to the treasury, one leg bearing the whole gas.
+        settlement = Settlement.objects.get(transaction=tx)
+        assert (settlement.kind, settlement.merchant_id, int(settlement.fee_base_units)) == (
+            "sweep",
+            merchant.pk,
+            int(tx.fee_base_units),
+        )
+        [leg] = settlement.legs.all()
+        assert (leg.intent_id, int(leg.amount_base_units), int(leg.fee_base_units)) == (
+            intent.pk,
+            token_units(amount),
+            int(tx.fee_base_units),
+        )
+        assert (leg.fiat_currency, leg.fiat_value, leg.rate_source) == ("USD", Decimal(amount), "peg:USDC=USD")
+        # The payments are untouched by their funds leaving, and a rescan changes nothing.
     scan(backend)
     assert Outflow.objects.count() == 4
     assert {PaymentIntent.objects.get(pk=i.pk).state for i in paid} == {"paid"}

@@ -1,8 +1,10 @@
-"""Outflows on a real Bitcoin-family node (Litecoin Core in regtest, Core-RPC backend): the merchant's
-wallet (the test holds the keys of the published test mnemonic, imported into litecoind's wallet; the
-gateway never sees them) sweeps two paid payments in one transaction; the scanner records the spends of
-the outputs it had credited, with the transaction's outputs and fee, in the mempool and then in a block;
-a reorg takes the block away and a conflicting transaction replaces the sweep."""
+"""Outflows and settlements on a real Bitcoin-family node (Litecoin Core in regtest, Core-RPC backend):
+the merchant's wallet (the test holds the keys of the published test mnemonic, imported into litecoind's
+wallet; the gateway never sees them) sweeps two paid payments in one transaction to its declared
+treasury; the scanner records the spends of the outputs it had credited, with the transaction's outputs
+and fee, and derives one settlement with two legs and the fee split; a reorg takes the block away and
+back, then a conflicting transaction to an undeclared address replaces the sweep: an unknown outflow, its
+case and its events. The merchant's receiver gets every settlement event, signed."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from standardwebhooks import Webhook
 
 from payments import services
 from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
@@ -20,11 +23,18 @@ from payments.models import (
     Outflow,
     OutflowTransaction,
     PaymentIntent,
+    Settlement,
 )
 from payments.scanning import network_scan
+from payments.treasury import treasury_address_add
+from payments.webhooks.delivery import deliver_due, events_dispatch
+from payments.webhooks.endpoints import endpoint_create
+from support.cases import cases_open
+from support.models import SupportCase
 from tests.factories import make_merchant
 from tests.nodes.litecoind import REGTEST_HRP, LitecoindNode
 from tests.nodes.merchant_keys import litecoin_regtest_wif
+from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +43,16 @@ FEE = 20_000  # satoshi the sweep leaves to the miner
 
 
 @pytest.fixture
-def regtest(litecoind: LitecoindNode):
+def receiver(loopback_webhooks):
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def regtest(litecoind: LitecoindNode, settings):
+    settings.GATEWAY_RATE_SOURCE = "fixed"  # the fiat value of a settlement, without the network
+    settings.GATEWAY_FIXED_RATES = "LTC-USD=80.25"
     network = Network.objects.get(code=NETWORK)
     network.rpc_url = litecoind.url
     network.scan_start_height = litecoind.height()
@@ -46,8 +65,7 @@ def scan(backend):
     return network_scan(backend=backend, now=timezone.now())
 
 
-def paid_intents(node: LitecoindNode, backend, amounts: list[str]) -> list[PaymentIntent]:
-    merchant = make_merchant()
+def paid_intents(node: LitecoindNode, backend, merchant, amounts: list[str]) -> list[PaymentIntent]:
     na = NetworkAsset.objects.select_related("asset", "network").get(asset__code="LTC", network__code=NETWORK)
     intents = []
     for amount in amounts:
@@ -79,12 +97,26 @@ def spend(node: LitecoindNode, outpoints: list[ChainObservation], to: str, amoun
     return signed["hex"]
 
 
-def test_a_sweep_of_two_payments_is_recorded_then_reorged_and_replaced(regtest):
+def delivered(receiver: Receiver, secret: str, kind: str) -> list[dict]:
+    """The events of type `kind` the merchant's receiver got, each signature checked (standardwebhooks)."""
+    now = timezone.now()
+    events_dispatch(now=now)
+    deliver_due(now=now)
+    found = [Webhook(secret).verify(r.body, r.headers) for r in receiver.received]
+    return [e for e in found if e["type"] == kind]
+
+
+def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, receiver):
     node, backend = regtest
-    intents = paid_intents(node, backend, ["0.5", "0.25"])
+    merchant = make_merchant()
+    _, secret = endpoint_create(merchant=merchant, url=receiver.url, now=timezone.now())
+    treasury = node.new_address()
+    treasury_address_add(
+        merchant=merchant, network_code=NETWORK, address=treasury, label="cold", now=timezone.now()
+    )
+    intents = paid_intents(node, backend, merchant, ["0.5", "0.25"])
     import_keys(node, intents)
     credited = [ChainObservation.objects.get(intent=i) for i in intents]
-    treasury = node.new_address()
     total = sum(int(o.amount_base_units) for o in credited)
     assert total == 75_000_000
 
@@ -112,6 +144,32 @@ def test_a_sweep_of_two_payments_is_recorded_then_reorged_and_replaced(regtest):
         assert outflow.network_asset.asset.code == "LTC" and outflow.token_contract == ""
     assert sorted(o.index for o in outflows.values()) == [0, 1]  # the sweep's input indexes
 
+    # One settlement, a sweep, two legs in input order; the fee split pro rata, the remainder (1 sat) to
+    # the first: 20,000 x 50/75 = 13,333.3 -> 13,334 and 20,000 x 25/75 = 6,666.6 -> 6,666.
+    settlement = Settlement.objects.get()
+    assert (settlement.kind, settlement.canonical, settlement.merchant_id) == ("sweep", True, merchant.pk)
+    assert int(settlement.fee_base_units) == FEE
+    legs = list(settlement.legs.order_by("position"))
+    assert [(leg.intent_id, int(leg.amount_base_units), int(leg.fee_base_units)) for leg in legs] == [
+        (intents[0].pk, 50_000_000, 13_334),
+        (intents[1].pk, 25_000_000, 6_666),
+    ]
+    assert [(leg.fiat_currency, leg.fiat_value, leg.rate_source) for leg in legs] == [
+        ("USD", Decimal("40.13"), "fixed"),  # 0.5 LTC x 80.25 = 40.125, to the cent, half up
+        ("USD", Decimal("20.06"), "fixed"),  # 0.25 LTC x 80.25 = 20.0625
+    ]
+    [destination] = settlement.destinations
+    assert (destination["address"], destination["kind"]) == (treasury, "sweep")
+    created = delivered(receiver, secret, "settlement.created")
+    assert sorted(e["data"]["id"] for e in created) == sorted(i.pk for i in intents)
+    for event in created:
+        assert event["data"]["settlement"]["id"] == settlement.pk
+        assert event["data"]["settlement"]["kind"] == "sweep"
+        assert [leg["network_fee"]["base_units"] for leg in event["data"]["settlement"]["legs"]] == [
+            "13334",
+            "6666",
+        ]
+
     # Scanning again changes nothing; mined, the transaction gets its block.
     scan(backend)
     assert Outflow.objects.count() == 2 and OutflowTransaction.objects.count() == 1
@@ -129,12 +187,17 @@ def test_a_sweep_of_two_payments_is_recorded_then_reorged_and_replaced(regtest):
     # The payments are untouched by their funds leaving: still paid.
     assert {PaymentIntent.objects.get(pk=i.pk).state for i in intents} == {"paid"}
 
-    # The block is invalidated: the sweep is back in the mempool, canonical and unconfirmed again.
+    # The block is invalidated: the sweep leaves the chain (the settlement is reorged) and is back in the
+    # mempool (restored), canonical and unconfirmed again.
     node.rpc("invalidateblock", block_hash)
     assert sweep in node.rpc("getrawmempool")
     scan(backend)
     tx.refresh_from_db()
     assert (tx.canonical, tx.block_height, tx.block_hash) == (True, None, "")
+    assert len(delivered(receiver, secret, "settlement.reorged")) == 2
+    assert len(delivered(receiver, secret, "settlement.restored")) == 2
+    settlement.refresh_from_db()
+    assert (settlement.canonical, settlement.revision) == (True, 2)
 
     # A conflicting transaction spending the same outputs elsewhere is mined instead: the sweep leaves
     # the mempool and stops being evidence; the conflict is recorded with its own outflows.
@@ -157,3 +220,23 @@ def test_a_sweep_of_two_payments_is_recorded_then_reorged_and_replaced(regtest):
         o.pk for o in credited
     )
     assert Outflow.objects.count() == 4
+    # The sweep's settlement is reorged away; the conflict's is an unknown outflow, with the same legs.
+    settlement.refresh_from_db()
+    assert settlement.canonical is False
+    unknown = Settlement.objects.get(transaction=replaced)
+    assert (unknown.kind, unknown.canonical) == ("unknown_outflow", True)
+    assert [d["kind"] for d in unknown.destinations] == ["unknown"]
+    assert [(leg.intent_id, int(leg.fee_base_units)) for leg in unknown.legs.order_by("position")] == [
+        (intents[0].pk, 26_667),  # 40,000 x 50/75 = 26,666.6 -> 26,666 + the remainder
+        (intents[1].pk, 13_333),
+    ]
+    assert len(delivered(receiver, secret, "settlement.reorged")) == 4
+    unexpected = delivered(receiver, secret, "settlement.unexpected_outflow")
+    assert sorted(e["data"]["id"] for e in unexpected) == sorted(i.pk for i in intents)
+    assert {e["data"]["settlement"]["tx_hash"] for e in unexpected} == {conflict}
+    # Support sees one case for it, in the unknown-outflows queue.
+    cases_open(now=timezone.now())
+    [case] = SupportCase.objects.filter(kind="unknown_outflow")
+    assert (case.merchant_id, case.transaction_hashes) == (merchant.pk, [conflict])
+    # The payments themselves stay paid: where their money went afterwards does not change that.
+    assert {PaymentIntent.objects.get(pk=i.pk).state for i in intents} == {"paid"}
