@@ -10,7 +10,8 @@ from django.db import IntegrityError, transaction
 
 from .chains.address import address_normalize
 from .errors import Conflict, InvalidRequest, NotFound
-from .models import Merchant, Network, PaymentAddress, TreasuryAddress
+from .models import Merchant, Network, PaymentAddress, Settlement, TreasuryAddress
+from .services.settlements import settlements_derive
 
 
 def treasury_address_check(*, merchant: Merchant, network_code: str, address: str) -> tuple[Network, str]:
@@ -48,13 +49,22 @@ def treasury_address_add(
     )
     try:
         with transaction.atomic():
-            return TreasuryAddress.objects.create(
+            treasury = TreasuryAddress.objects.create(
                 merchant=merchant,
                 network=network,
                 address=normalized,
                 label=label.strip()[:100],
                 created_at=now,
             )
+            # Outflows already seen to it were unknown; now they are sweeps (their cases stay for support).
+            earlier = Settlement.objects.filter(
+                merchant=merchant,
+                network=network,
+                kind=Settlement.Kind.UNKNOWN_OUTFLOW,
+                transaction__destinations__contains=[{"address": normalized}],
+            ).values_list("transaction_id", flat=True)
+            settlements_derive(transaction_ids=list(earlier), now=now)
+            return treasury
     except IntegrityError as exc:  # declared by someone else at the same moment
         raise Conflict(
             f"that address is a treasury on {network.code} already", code="treasury_exists"

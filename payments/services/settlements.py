@@ -348,3 +348,36 @@ def _events_write(settlement: Settlement, types: list[str]) -> None:
             transactions=intents_transactions([intent])[intent.pk],
             details=details,
         )
+
+
+def settlement_differences(tx: OutflowTransaction) -> list[str]:
+    """How the stored settlements of one outflow transaction differ from what its evidence derives
+    (read-only; empty when they agree): `verify_payments` reports these."""
+    derived = derive(tx)
+    stored = {s.merchant_id: s for s in Settlement.objects.filter(transaction=tx).prefetch_related("legs")}
+    found = []
+    for merchant_id in sorted(set(derived) | set(stored)):
+        result, settlement = derived.get(merchant_id), stored.get(merchant_id)
+        where = f"settlement of {tx.network_id}:{tx.tx_hash} for {merchant_id}"
+        if settlement is None or result is None:
+            found.append(f"{where}: {'missing' if settlement is None else 'not derived from the evidence'}")
+            continue
+        expected = (
+            result.kind,
+            tx.canonical,
+            result.fee,
+            [{k: d[k] for k in ("index", "address", "amount", "kind")} for d in result.destinations],
+            [_leg_key(leg) for leg in result.legs],
+        )
+        actual = (
+            settlement.kind,
+            settlement.canonical,
+            int(settlement.fee_base_units) if settlement.fee_base_units is not None else None,
+            [{k: d.get(k) for k in ("index", "address", "amount", "kind")} for d in settlement.destinations],
+            _legs_key(settlement),
+        )
+        names = ("kind", "canonical", "fee", "destinations", "legs")
+        for name, want, have in zip(names, expected, actual, strict=True):
+            if want != have:
+                found.append(f"{where} ({settlement.pk}): {name} stored {have!r}, evidence says {want!r}")
+    return found

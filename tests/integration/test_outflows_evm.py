@@ -163,7 +163,11 @@ def test_gas_funding_then_a_token_sweep_of_two_payments(chain):
             token_units(amount),
             int(tx.fee_base_units),
         )
-        assert (leg.fiat_currency, leg.fiat_value, leg.rate_source) == ("USD", Decimal(amount), "peg:USDC=USD")
+        assert (leg.fiat_currency, leg.fiat_value, leg.rate_source) == (
+            "USD",
+            Decimal(amount),
+            "peg:USDC=USD",
+        )
         # The payments are untouched by their funds leaving, and a rescan changes nothing.
     scan(backend)
     assert Outflow.objects.count() == 4

@@ -9,8 +9,10 @@ case and its events. The merchant's receiver gets every settlement event, signed
 from __future__ import annotations
 
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -24,6 +26,7 @@ from payments.models import (
     OutflowTransaction,
     PaymentIntent,
     Settlement,
+    SettlementLeg,
 )
 from payments.scanning import network_scan
 from payments.treasury import treasury_address_add
@@ -240,3 +243,13 @@ def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, r
     assert (case.merchant_id, case.transaction_hashes) == (merchant.pk, [conflict])
     # The payments themselves stay paid: where their money went afterwards does not change that.
     assert {PaymentIntent.objects.get(pk=i.pk).state for i in intents} == {"paid"}
+
+    # Re-derived from the evidence, everything agrees; a leg altered in the database does not.
+    out = StringIO()
+    call_command("verify_payments", stdout=out)
+    assert "checked the settlements of 2 outflow transactions, 0 differ" in out.getvalue()
+    SettlementLeg.objects.filter(settlement=unknown, position=1).update(fee_base_units=13_000)
+    with pytest.raises(CommandError, match="the settlements of 1 outflow transactions"):
+        call_command("verify_payments", stdout=(out := StringIO()))
+    assert f"MISMATCH settlement of {replaced.network_id}:{conflict}" in out.getvalue()
+    assert "legs stored" in out.getvalue()

@@ -1,12 +1,15 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from payments.models import OutflowTransaction
 from payments.selectors import intent_evaluate, intent_queryset
+from payments.services.settlements import settlement_differences
 
 
 class Command(BaseCommand):
     help = (
-        "Re-evaluate stored payments from their evidence and report every one whose stored state differs. "
+        "Re-evaluate stored payments from their evidence and re-derive the settlements of every outflow "
+        "transaction; report every payment whose stored state differs and every settlement that differs. "
         "Exits 1 if any does. Read-only."
     )
 
@@ -33,8 +36,24 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"MISMATCH {intent.pk}: stored {intent.state}, evidence says {verdict.state} ({verdict.reason})"
                 )
+        settlements = settlements_differing = 0
+        txs = OutflowTransaction.objects.select_related("network").order_by("pk")
+        if options["merchant"]:
+            txs = txs.filter(settlements__merchant_id=options["merchant"]).distinct()
+        if options["intent"]:
+            txs = txs.filter(outflows__intent_id__in=options["intent"]).distinct()
+        for tx in txs.iterator(chunk_size=500):
+            settlements += 1
+            differences = settlement_differences(tx)
+            settlements_differing += bool(differences)
+            for line in differences:
+                self.stdout.write(f"MISMATCH {line}")
         self.stdout.write(
-            f"checked {checked} payments, {mismatched} differ from their evidence, {due} due to expire"
+            f"checked {checked} payments, {mismatched} differ from their evidence, {due} due to expire; "
+            f"checked the settlements of {settlements} outflow transactions, {settlements_differing} differ"
         )
-        if mismatched:
-            raise CommandError(f"{mismatched} payments differ from their evidence")
+        if mismatched or settlements_differing:
+            raise CommandError(
+                f"{mismatched} payments and the settlements of {settlements_differing} outflow transactions "
+                "differ from their evidence"
+            )

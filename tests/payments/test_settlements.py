@@ -1,0 +1,128 @@
+"""Settlement rules without a node: the fee split, and how a destination is classified (a treasury
+declared after the outflow was seen, the wallet's change chain), from outflows recorded as a scan
+records them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from bip_utils import P2WPKHAddrEncoder
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
+
+from payments import services
+from payments.chains.base import Destination, Spend, Transfer
+from payments.models import NetworkAsset, PaymentIntent, Settlement
+from payments.services.settlements import _attribute_fee, _Leg
+from payments.treasury import treasury_address_add
+from tests.factories import TEST_MNEMONIC, make_merchant
+
+NETWORK = "litecoin-regtest"
+
+
+@given(
+    amounts=st.lists(st.integers(min_value=1, max_value=10**20), min_size=1, max_size=8),
+    fee=st.integers(min_value=0, max_value=10**12),
+)
+def test_the_fee_is_split_pro_rata_and_adds_up(amounts, fee):
+    legs = [_Leg("m", f"pi_{i}", 1, "", amount) for i, amount in enumerate(amounts)]
+    _attribute_fee(legs, fee)
+    assert sum(leg.fee for leg in legs) == fee
+    total = sum(amounts)
+    for i, leg in enumerate(legs):
+        floor = fee * leg.amount // total
+        # Every leg gets its share rounded down; only the first also gets what rounding left over.
+        assert leg.fee == floor if i else floor <= leg.fee < floor + len(legs)
+
+
+def test_legs_of_different_assets_share_the_fee_equally():
+    legs = [_Leg("m", "pi_a", 1, "", 10**18), _Leg("m", "pi_b", 2, "0xtoken", 5)]
+    _attribute_fee(legs, 1001)
+    assert [leg.fee for leg in legs] == [501, 500]
+
+
+def ltc_intent(merchant, amount: str = "0.5") -> PaymentIntent:
+    na = NetworkAsset.objects.select_related("asset", "network").get(asset__code="LTC", network__code=NETWORK)
+    data = services.IntentInput(price_amount=Decimal(amount), price_currency="LTC", network_asset=na)
+    return services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
+
+
+def paid_and_spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
+    """The intent paid by one output, then that output spent to `destinations` (as a scan records it)."""
+    now = timezone.now()
+    amount = int(intent.amount_due_base_units)
+    services.observation_record(
+        transfer=Transfer(NETWORK, "aa" * 32, 0, intent.address.address, amount, seen_unconfirmed_at=now),
+        now=now,
+    )
+    outflow = services.outflow_record(
+        spend=Spend(
+            NETWORK,
+            "bb" * 32,
+            0,
+            intent.address.address,
+            amount,
+            spent_tx_hash="aa" * 32,
+            spent_output_index=0,
+            destinations=tuple(destinations),
+            fee_base_units=fee,
+            seen_unconfirmed_at=now,
+        ),
+        now=now,
+    )
+    services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
+    return Settlement.objects.get(transaction_id=outflow.transaction_id)
+
+
+def change_address(index: int) -> str:
+    """The wallet's change address m/84'/1'/0'/1/index, from the private key (not the gateway's path)."""
+    from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
+
+    seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
+    key = Bip32Secp256k1.FromSeed(seed).DerivePath(f"m/84'/1'/0'/1/{index}")
+    return P2WPKHAddrEncoder.EncodeKey(key.PublicKey().RawCompressed().ToBytes(), hrp="rltc", wit_ver=0)
+
+
+# An address nobody declared: BIP-173's P2WPKH test vector program, with the regtest HRP.
+STRANGER = P2WPKHAddrEncoder.EncodeKey(
+    bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"), hrp="rltc", wit_ver=0
+)
+
+
+@pytest.mark.django_db
+def test_an_unknown_outflow_becomes_a_sweep_once_its_address_is_declared():
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    amount = int(intent.amount_due_base_units)
+    settlement = paid_and_spent(intent, [Destination(0, STRANGER, amount - 1000)])
+    assert settlement.kind == "unknown_outflow"
+    assert list(intent.events.filter(type__startswith="settlement.").values_list("type", flat=True)) == [
+        "settlement.created",
+        "settlement.unexpected_outflow",
+    ]
+    treasury_address_add(
+        merchant=merchant, network_code=NETWORK, address=STRANGER, label="", now=timezone.now()
+    )
+    settlement.refresh_from_db()
+    assert settlement.kind == "sweep" and settlement.destinations[0]["kind"] == "sweep"
+
+
+@pytest.mark.django_db
+def test_change_to_the_wallets_own_change_chain_is_a_consolidation():
+    merchant = make_merchant()
+    treasury = change_address(5000)  # far past the gap: an address the gateway cannot tell is the wallet's
+    treasury_address_add(
+        merchant=merchant, network_code=NETWORK, address=treasury, label="", now=timezone.now()
+    )
+    intent = ltc_intent(merchant)
+    amount = int(intent.amount_due_base_units)
+    settlement = paid_and_spent(
+        intent, [Destination(0, treasury, amount // 2), Destination(1, change_address(3), amount // 2 - 1000)]
+    )
+    assert settlement.kind == "sweep"
+    assert [d["kind"] for d in settlement.destinations] == ["sweep", "consolidation"]
+    assert [(int(leg.amount_base_units), int(leg.fee_base_units)) for leg in settlement.legs.all()] == [
+        (amount, 1000)
+    ]
