@@ -3,7 +3,7 @@ from django.http import JsonResponse
 from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from payments import checkout
+from payments import checkout, refund_page
 from payments.api.edge import PublicIdConverter
 
 register_converter(PublicIdConverter, "public_id")
@@ -21,6 +21,7 @@ urlpatterns = [
     path("pay/<public_id:token>/select", checkout.select, name="checkout-select"),
     path("pay/<public_id:token>/status", checkout.status_json, name="checkout-status"),
     path("pay/<public_id:token>/qr.svg", checkout.qr_svg, name="checkout-qr"),
+    path("refund/<str:token>", refund_page.page, name="refund-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

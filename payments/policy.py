@@ -73,6 +73,9 @@ class IntentFacts:
     # The merchant's treasury addresses on the intent's network (retired ones too: retiring one does not
     # rewrite history); the native coin from one of them to a token payment is gas funding.
     gas_funders: frozenset[str] = frozenset()
+    # What confirmed refunds have paid back (base units of the intent's asset): `refunded` once they
+    # cover everything received; a partial refund keeps the state.
+    refunded: int = 0
 
     @property
     def deadline(self) -> datetime:
@@ -258,7 +261,14 @@ def evaluate(
     complete = amount_seen >= threshold
     pending = amount_confirmed < amount_seen
 
-    if REFUND_RECORDED in resolution_kinds:
+    received = sum(
+        o.amount
+        for o in unique.values()
+        if o.canonical and o.network == intent.network and o.token_contract == intent.token_contract
+    )
+    if intent.refunded > 0 and intent.refunded >= received:
+        state, reason = REFUNDED, "confirmed refunds paid back everything received"
+    elif REFUND_RECORDED in resolution_kinds:
         state, reason = REFUNDED, "a refund was recorded"
     elif MARK_PAID in resolution_kinds:
         state, reason = PAID, "marked paid by an authorised person"
@@ -337,6 +347,7 @@ def _verdict(
         "counted": [list(map(str, c)) for c in counted],
         "blocks": [list(b) for b in block_hashes],
         "resolutions": sorted(r.id for r in resolutions),
+        "refunded": intent.refunded,
         "classifications": sorted("/".join(map(str, k)) + "=" + v for k, v in classifications.items()),
     }
     fingerprint = hashlib.sha256(json.dumps(evidence, sort_keys=True).encode()).hexdigest()

@@ -28,6 +28,7 @@ from .models import (
     OutflowTransaction,
     PaymentAddress,
     PaymentState,
+    Refund,
     ScanCursor,
     ScannedBlock,
     ScanStatus,
@@ -71,17 +72,26 @@ def watched_addresses(*, network: Network, now: datetime) -> list[str]:
     )
     waiting = Q(intent__state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING])
     addresses = addresses.annotate(monitored_until=monitored_until)
-    return list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
+    found = list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
+    # Refunds' destinations on this network: a payment to one is expected, or (confirmed within the last
+    # day) may still be reorged away.
+    refunds = Refund.objects.filter(network_asset__network=network).filter(
+        Q(state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED])
+        | Q(state=Refund.State.CONFIRMED, updated_at__gt=now - timedelta(days=1))
+    )
+    return found + sorted(set(refunds.values_list("destination", flat=True)) - set(found))
 
 
 def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
     """The outflows a scan of `network` looks for. Bitcoin-family: every output the gateway credited that
     no canonical outflow in a block spends yet (a spend seen in the mempool is found again in its block;
     an output spent by a transaction a reorg dropped is watched again).
-    EVM: every address that received anything on this network, and the addresses being watched for
-    payments (funds may arrive and leave within one batch)."""
+    EVM: every payment address that received anything on this network, and the addresses being watched
+    (funds may arrive and leave within one batch). A refund's destination is the customer's: not watched."""
     if network.chain == "evm":
-        funded = ChainObservation.objects.filter(network=network).values_list("address", flat=True)
+        funded = ChainObservation.objects.filter(network=network, intent__isnull=False).values_list(
+            "address", flat=True
+        )
         return SpendWatch(senders=frozenset(funded.distinct()) | frozenset(a.lower() for a in watched))
     spent = Outflow.objects.filter(
         network=network,
@@ -90,7 +100,7 @@ def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
         spent_observation__isnull=False,
     ).values("spent_observation_id")
     unspent = (
-        ChainObservation.objects.filter(network=network, canonical=True)
+        ChainObservation.objects.filter(network=network, canonical=True, intent__isnull=False)
         .exclude(pk__in=spent)
         .values_list("tx_hash", "output_index", "address", "amount_base_units")
     )

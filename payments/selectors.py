@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Max, Min, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest, Least
 from eth_utils import to_checksum_address as _to_checksum_address
 
@@ -22,6 +22,7 @@ from .models import (
     NetworkAsset,
     PaymentIntent,
     PaymentState,
+    Refund,
     Resolution,
     TreasuryAddress,
     Wallet,
@@ -59,7 +60,16 @@ def intent_facts(intent: PaymentIntent) -> policy.IntentFacts:
         overpayment_tolerance_bps=intent.overpayment_tolerance_bps,
         late_payment_window=timedelta(minutes=intent.late_payment_window_minutes),
         gas_funders=gas_funders(intent),
+        refunded=refunded_amount(intent),
     )
+
+
+def refunded_amount(intent: PaymentIntent) -> int:
+    """What the intent's confirmed refunds have paid back."""
+    if intent.pk is None or intent.network_asset_id is None:
+        return 0
+    rows = Refund.objects.filter(intent_id=intent.pk, state=Refund.State.CONFIRMED)
+    return int(rows.aggregate(total=Sum("amount_base_units"))["total"] or 0)
 
 
 def gas_funders(intent: PaymentIntent) -> frozenset[str]:
@@ -145,10 +155,15 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
     na = intent.network_asset
     if na is None or intent.address is None or intent.amount_due_base_units is None:
         return None
-    network = na.network
     amount = int(intent.amount_due_base_units) if amount is None else amount
-    address = display_address(intent)
+    return asset_payment_uri(na, display_address(intent), amount)
+
+
+def asset_payment_uri(na: NetworkAsset, address: str, amount: int) -> str:
+    """BIP21 or EIP-681 for `amount` base units of an asset to `address` (EVM: EIP-55 checksummed)."""
+    network = na.network
     if network.chain == "evm":
+        address = to_checksum_address(address)
         if na.is_native:
             return f"ethereum:{address}@{network.chain_id}?value={amount}"
         return (
@@ -351,6 +366,7 @@ def intent_representation(
         "amount_due": _money(intent.amount_due_base_units, decimals),
         "amount_seen": _money(intent.amount_seen_base_units, decimals) if na else None,
         "amount_confirmed": _money(intent.amount_confirmed_base_units, decimals) if na else None,
+        "amount_refunded": _money(intent.amount_refunded_base_units, decimals) if na else None,
         "required_confirmations": intent.required_confirmations,
         "quote": (
             {

@@ -210,6 +210,9 @@ class PaymentIntentSerializer(serializers.Serializer):
     amount_due = MoneySerializer(allow_null=True)
     amount_seen = MoneySerializer(allow_null=True)
     amount_confirmed = MoneySerializer(allow_null=True)
+    amount_refunded = MoneySerializer(
+        allow_null=True, help_text="what confirmed refunds paid back (a partial refund keeps the state)"
+    )
     required_confirmations = serializers.IntegerField(allow_null=True)
     quote = serializers.DictField(allow_null=True)
     expires_at = serializers.DateTimeField()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, webhook_views
+from . import refund_views, views, webhook_views
 
 urlpatterns = [
     path("payment-intents", views.PaymentIntentListCreateView.as_view(), name="intent-list"),
@@ -42,6 +42,17 @@ urlpatterns = [
         "webhook-endpoints/<public_id:endpoint_id>/deliveries",
         webhook_views.WebhookEndpointDeliveriesView.as_view(),
         name="endpoint-deliveries",
+    ),
+    path("refunds", refund_views.RefundListCreateView.as_view(), name="refund-list"),
+    path("refunds/<public_id:refund_id>", refund_views.RefundDetailView.as_view(), name="refund-detail"),
+    path(
+        "refunds/<public_id:refund_id>/cancel", refund_views.RefundCancelView.as_view(), name="refund-cancel"
+    ),
+    path("settlements", refund_views.SettlementListView.as_view(), name="settlement-list"),
+    path(
+        "settlements/<public_id:settlement_id>",
+        refund_views.SettlementDetailView.as_view(),
+        name="settlement-detail",
     ),
     path("events", webhook_views.EventListView.as_view(), name="event-list"),
     path("events/<public_id:event_id>", webhook_views.EventDetailView.as_view(), name="event-detail"),

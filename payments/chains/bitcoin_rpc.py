@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from bip_utils import SegwitBech32Decoder
+from bip_utils import Base58Decoder, SegwitBech32Decoder
 
 from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
 from .redaction import redact_url
@@ -58,6 +58,30 @@ def witness_script_hex(address: str, hrp: str) -> str:
         raise ValueError(f"{address!r} is not a segwit address for HRP {hrp!r}: {exc}") from exc
     op_version = 0 if version == 0 else 0x50 + version
     return bytes([op_version, len(program)]).hex() + bytes(program).hex()
+
+
+# Version bytes of P2SH addresses in Bitcoin Core's and Litecoin Core's chainparams (SCRIPT_ADDRESS and
+# Litecoin's SCRIPT_ADDRESS2): mainnet 5 and 50 ("M"), test networks 196 and 58 ("Q"). Other versions
+# accepted for a network (`Network.base58_versions`) are P2PKH.
+P2SH_VERSIONS = frozenset({5, 196, 50, 58})
+
+
+@lru_cache(maxsize=500_000)
+def output_script_hex(address: str, hrp: str) -> str:
+    """The scriptPubKey (hex) an address is paid with: segwit (bech32 with `hrp`), or a legacy base58check
+    P2PKH (`OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG`) or P2SH (`OP_HASH160 <20> OP_EQUAL`), as a
+    refund's destination may be."""
+    if address.lower().startswith(hrp + "1"):
+        return witness_script_hex(address.lower(), hrp)
+    try:
+        payload = Base58Decoder.CheckDecode(address)
+    except Exception as exc:  # bip_utils raises several types for bad characters or checksum
+        raise ValueError(f"{address!r} is neither a segwit address for HRP {hrp!r} nor base58check") from exc
+    if len(payload) != 21:
+        raise ValueError(f"{address!r}: a base58 address holds a version byte and a 20-byte hash")
+    if payload[0] in P2SH_VERSIONS:
+        return "a914" + payload[1:].hex() + "87"
+    return "76a914" + payload[1:].hex() + "88ac"
 
 
 def to_satoshi(value: Decimal | int | str) -> int:
@@ -199,7 +223,7 @@ class BitcoinCoreBackend:
 
     def watched_scripts(self, watched: Collection[str]) -> dict[str, str]:
         """scriptPubKey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
-        return {witness_script_hex(address, self.hrp): address for address in watched}
+        return {output_script_hex(address, self.hrp): address for address in watched}
 
     def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
         return transfers_only(self.activity(watched, NO_SPENDS, start, end))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
-from .bitcoin_rpc import witness_script_hex
+from .bitcoin_rpc import output_script_hex
 from .redaction import redact_url
 from .utxo import (
     UtxoTx,
@@ -142,7 +142,7 @@ class EsploraBackend:
 
     def watched_scripts(self, watched: Collection[str]) -> dict[str, str]:
         """scriptpubkey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
-        return {witness_script_hex(address, self.hrp): address for address in watched}
+        return {output_script_hex(address, self.hrp): address for address in watched}
 
     def block_transactions(self, block_hash: str, tx_count: int) -> Iterator[dict]:
         """The transactions of one block, in block order, page by page."""

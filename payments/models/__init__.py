@@ -12,6 +12,7 @@ from .intents import IdempotencyRecord, PaymentIntent, PaymentState, Quote
 from .merchants import ApiKey, ConfirmationRule, Merchant, PaymentAddress, TreasuryAddress, Wallet
 from .outflows import Outflow, OutflowTransaction
 from .reference import Asset, Chain, Network, NetworkAsset
+from .refunds import Refund
 from .settlements import Settlement, SettlementLeg
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
@@ -33,6 +34,7 @@ __all__ = [
     "PaymentIntent",
     "PaymentState",
     "Quote",
+    "Refund",
     "Resolution",
     "ScanCursor",
     "ScanStatus",

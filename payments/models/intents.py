@@ -29,15 +29,17 @@ S = PaymentState
 # states are reachable from most others; what the machine forbids is leaving `refunded`, and entering
 # `created` or `awaiting_payment` from anything but an unpaid state.
 _FUNDED = [S.DETECTED, S.CONFIRMING, S.PAID, S.UNDERPAID, S.OVERPAID]
+# `refunded` is left only when the evidence that made it changes: a refund's transaction (or a payment's)
+# reorged away sends the payment back to what the rest of its evidence says.
 ALLOWED_SOURCES: dict[str, list[str]] = {
     S.AWAITING_PAYMENT: [S.CREATED, *_FUNDED],
-    S.DETECTED: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED],
-    S.CONFIRMING: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED],
-    S.PAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED],
-    S.UNDERPAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED],
-    S.OVERPAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED],
-    S.EXPIRED: [S.CREATED, S.AWAITING_PAYMENT, *_FUNDED, S.FAILED],
-    S.FAILED: [S.CREATED, S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED],
+    S.DETECTED: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED, S.REFUNDED],
+    S.CONFIRMING: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED, S.REFUNDED],
+    S.PAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED, S.REFUNDED],
+    S.UNDERPAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED, S.REFUNDED],
+    S.OVERPAID: [S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.FAILED, S.REFUNDED],
+    S.EXPIRED: [S.CREATED, S.AWAITING_PAYMENT, *_FUNDED, S.FAILED, S.REFUNDED],
+    S.FAILED: [S.CREATED, S.AWAITING_PAYMENT, *_FUNDED, S.EXPIRED, S.REFUNDED],
     S.REFUNDED: [*_FUNDED, S.EXPIRED, S.FAILED],
 }
 
@@ -90,6 +92,8 @@ class PaymentIntent(models.Model):
     # Derived from evidence by the last settle (a cache for listing; `verify_payments` checks it).
     amount_seen_base_units = models.DecimalField(default=0, **NUMERIC_UINT256)
     amount_confirmed_base_units = models.DecimalField(default=0, **NUMERIC_UINT256)
+    # What confirmed refunds have paid back: stored with the state by `payment_settle`, from its evidence.
+    amount_refunded_base_units = models.DecimalField(default=0, **NUMERIC_UINT256)
     flags = models.JSONField(default=list, blank=True)
     event_sequence = models.PositiveIntegerField(default=0)
 

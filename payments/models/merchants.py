@@ -88,7 +88,15 @@ class ConfirmationRule(models.Model):
 class ApiKey(models.Model):
     """A merchant API key. Only a SHA-256 digest of the secret is stored; the key is shown once."""
 
-    SCOPES = ("payments:read", "payments:write", "webhooks:read", "webhooks:write")
+    SCOPES = (
+        "payments:read",
+        "payments:write",
+        "webhooks:read",
+        "webhooks:write",
+        "refunds:read",
+        "refunds:write",
+        "settlements:read",
+    )
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=80, blank=True)

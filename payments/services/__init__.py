@@ -21,6 +21,14 @@ from .intents import (
 )
 from .outflows import outflow_record, outflow_transactions_set_canonical
 from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
+from .refunds import (
+    refund_approve,
+    refund_cancel,
+    refund_create,
+    refund_destination_set,
+    refund_settle,
+    refunds_settle_due,
+)
 from .resolutions import reason_check, resolution_check, resolution_record
 from .settlements import settlements_derive
 
@@ -45,6 +53,12 @@ __all__ = [
     "price_validate",
     "reason_check",
     "reference_cache_clear",
+    "refund_approve",
+    "refund_cancel",
+    "refund_create",
+    "refund_destination_set",
+    "refund_settle",
+    "refunds_settle_due",
     "resolution_check",
     "resolution_record",
     "settlements_derive",

@@ -20,6 +20,7 @@ from ..models import (
     PaymentAddress,
     PaymentIntent,
     PaymentState,
+    Refund,
     StateTransition,
 )
 from ..selectors import (
@@ -30,6 +31,9 @@ from ..selectors import (
 from .events import events_write
 
 # --- evidence ---------------------------------------------------------------------------------------
+
+# Refunds whose destination the scanners watch: a payment to it is expected, or may be reorged away.
+REFUND_WATCHED_STATES = (Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED)
 
 # The block fields of a row seen again (alias `o`, the new values in EXCLUDED): a sighting in a block sets
 # them; an unconfirmed sighting keeps them while the row is canonical and clears them if its block was
@@ -58,7 +62,11 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
     address = transfer.address.lower() if network.chain == "evm" else transfer.address
     paid_to = PaymentAddress.objects.filter(address=address).values_list("intent__pk", flat=True).first()
     if paid_to is None:
-        return None
+        refunded_to = Refund.objects.filter(
+            network_asset__network=network, destination=address, state__in=REFUND_WATCHED_STATES
+        )
+        if not refunded_to.exists():
+            return None  # an address the gateway never derived, and no refund's destination
     token = transfer.token_contract.lower()
     network_asset = (
         NetworkAsset.objects.filter(network=network, contract_address__iexact=token).first()
@@ -103,7 +111,12 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
                 ],
             )
             (observation_id,) = cursor.fetchone()
-        payment_settle(intent_id=paid_to, now=now)
+        if paid_to is not None:
+            payment_settle(intent_id=paid_to, now=now)
+        else:
+            from .refunds import refunds_settle_at
+
+            refunds_settle_at(network_id=network.pk, addresses={address}, now=now)
     return ChainObservation.objects.get(pk=observation_id)
 
 
@@ -121,9 +134,19 @@ def observations_set_canonical(*, observation_ids: list[int], canonical: bool, n
                 "intent_id", flat=True
             )
         )
+        refunded_to = set(
+            ChainObservation.objects.filter(pk__in=observation_ids, intent__isnull=True).values_list(
+                "network_id", "address"
+            )
+        )
         ChainObservation.objects.filter(pk__in=observation_ids).update(canonical=canonical, updated_at=now)
         for intent_id in sorted(intent_ids):  # a fixed lock order: no deadlock between two callers
             payment_settle(intent_id=intent_id, now=now)
+        if refunded_to:
+            from .refunds import refunds_settle_at
+
+            for network_id, address in sorted(refunded_to):
+                refunds_settle_at(network_id=network_id, addresses={address}, now=now)
 
 
 def chain_tip_record(*, network_code: str, height: int, block_hash: str, now: datetime) -> int:
@@ -142,6 +165,9 @@ def chain_tip_record(*, network_code: str, height: int, block_hash: str, now: da
         )
     for intent_id in waiting:
         payment_settle(intent_id=intent_id, now=now)
+    from .refunds import refunds_settle_due
+
+    refunds_settle_due(now=now, network_id=network.pk, confirming_only=True)
     return len(waiting)
 
 
@@ -175,9 +201,15 @@ def payment_settle(
         )
         facts, observations, resolutions, tips = intent_evidence(intent)
         verdict = policy.evaluate(facts, observations, resolutions, tips, now)
-        cached = (intent.amount_seen_base_units, intent.amount_confirmed_base_units, intent.flags)
+        cached = (
+            intent.amount_seen_base_units,
+            intent.amount_confirmed_base_units,
+            intent.amount_refunded_base_units,
+            intent.flags,
+        )
         intent.amount_seen_base_units = verdict.amount_seen
         intent.amount_confirmed_base_units = verdict.amount_confirmed
+        intent.amount_refunded_base_units = facts.refunded
         intent.flags = list(verdict.flags)
         events: list[tuple[str, str, StateTransition | None]] = []  # (type, dedupe key, transition)
         transitions: list[StateTransition] = []
@@ -196,7 +228,12 @@ def payment_settle(
             transitions.append(transition)
             events.append((f"payment.{verdict.state}", f"transition:{transition.pk}", transition))
         events += _exception_events_due(intent=intent, verdict=verdict)
-        changed = (intent.amount_seen_base_units, intent.amount_confirmed_base_units, intent.flags) != cached
+        changed = (
+            intent.amount_seen_base_units,
+            intent.amount_confirmed_base_units,
+            intent.amount_refunded_base_units,
+            intent.flags,
+        ) != cached
         if events or transitions or changed:
             transactions = transactions_representation(intent, observations, tips)
             events_write(intent=intent, events=events, transactions=transactions)

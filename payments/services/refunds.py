@@ -1,0 +1,391 @@
+"""Refunds: requested by the merchant (API) or by support (a dangerous action), paid by the merchant from
+its own wallet, verified on chain. The state is derived from evidence by `refund_policy.evaluate_refund`
+and stored by `refund_settle`, under the payment's row lock (payment first, then refund, everywhere), so
+the total refunded is checked against what was received without a race, and a refund that becomes (or
+stops being) confirmed re-settles its payment (`refunded` once confirmed refunds cover what was received).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, Sum
+
+from .. import pricing, refund_policy
+from ..chains.address import address_normalize
+from ..errors import Conflict, InvalidRequest
+from ..models import ChainObservation, ChainTip, PaymentIntent, Refund
+from ..selectors import INTENT_RELATED, intents_transactions, observation_facts
+from ..selectors_refunds import amount_received, refund_representation
+from .events import events_write
+from .reference import default_rate_source
+
+State = Refund.State
+AmountKind = Refund.AmountKind
+REASON_MAX_CHARACTERS = 4000
+
+
+def refund_days() -> int:
+    return int(getattr(settings, "GATEWAY_REFUND_DAYS", 14))
+
+
+def _locked_intent(intent_id: str) -> PaymentIntent:
+    return (
+        PaymentIntent.objects.select_for_update(of=("self",))
+        .select_related(*INTENT_RELATED)
+        .get(pk=intent_id)
+    )
+
+
+def amount_held(intent: PaymentIntent, *, exclude: str | None = None) -> int:
+    """What the intent's refunds already claim of the amount received: every refund not canceled and
+    not failed (a failed one claims what paid it, if anything did)."""
+    refunds = Refund.objects.filter(intent=intent).filter(
+        Q(state__in=Refund.HOLDING_STATES) | Q(state=State.FAILED, observation__isnull=False)
+    )
+    if exclude:
+        refunds = refunds.exclude(pk=exclude)
+    return int(refunds.aggregate(total=Sum("amount_base_units"))["total"] or 0)
+
+
+def refund_amount(
+    *,
+    intent: PaymentIntent,
+    kind: str,
+    value: str | None,
+    currency: str | None,
+    received: int,
+    held: int,
+    now,
+) -> tuple[int, dict]:
+    """The amount in base units for each way of asking, and the rate evidence of a fiat amount."""
+    na = intent.network_asset
+    if kind == AmountKind.RECEIVED:
+        return received - held, {}
+    if kind == AmountKind.EXCESS:
+        excess = received - int(intent.amount_due_base_units or 0)
+        if excess <= 0:
+            raise Conflict("this payment received no more than was due: there is no excess", code="no_excess")
+        return excess, {}
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError, TypeError):
+        raise InvalidRequest(
+            "amount.value is a decimal number", code="invalid_amount", param="amount.value"
+        ) from None
+    if not number.is_finite() or number <= 0:
+        raise InvalidRequest("amount.value is a positive number", code="invalid_amount", param="amount.value")
+    if kind == AmountKind.CUSTOM:
+        if -number.as_tuple().exponent > na.decimals:
+            raise InvalidRequest(
+                f"{na.asset.code} has {na.decimals} decimals", code="invalid_amount", param="amount.value"
+            )
+        return int(number.scaleb(na.decimals)), {}
+    if kind == AmountKind.FIAT:
+        places = pricing.FIAT_CURRENCIES.get((currency or "").upper())
+        if places is None:
+            raise InvalidRequest(
+                f"amount.currency is one of {', '.join(pricing.FIAT_CURRENCIES)}",
+                code="invalid_currency",
+                param="amount.currency",
+            )
+        if -number.as_tuple().exponent > places:
+            raise InvalidRequest(
+                f"{currency} has {places} decimals", code="invalid_amount", param="amount.value"
+            )
+        currency = currency.upper()
+        rate = default_rate_source().rate(asset=na.asset.code, currency=currency, now=now)
+        # Rounded down to the base unit: never more than the fiat amount asked for.
+        units = int((number / rate.rate).scaleb(na.decimals).to_integral_value(rounding=ROUND_DOWN))
+        evidence = {
+            "fiat_amount": number,
+            "fiat_currency": currency,
+            "rate": rate.rate,
+            "rate_source": rate.source,
+            "rate_time": rate.time,
+        }
+        return units, evidence
+    raise InvalidRequest(
+        f"amount.kind is one of {', '.join(AmountKind.values)}",
+        code="invalid_amount_kind",
+        param="amount.kind",
+    )
+
+
+def destination_normalize(intent: PaymentIntent, text: str, *, param: str = "destination") -> str:
+    network = intent.network_asset.network
+    return address_normalize(
+        chain=network.chain,
+        bech32_hrp=network.bech32_hrp,
+        base58_versions=network.base58_versions,
+        text=text,
+        param=param,
+    )
+
+
+def reason_clean(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise InvalidRequest("a refund needs a reason", code="parameter_missing", param="reason")
+    if len(text) > REASON_MAX_CHARACTERS:
+        raise InvalidRequest(
+            f"a reason has at most {REASON_MAX_CHARACTERS} characters", code="reason_too_long", param="reason"
+        )
+    return text
+
+
+def refund_create(
+    *,
+    intent_id: str,
+    amount_kind: str,
+    value: str | None = None,
+    currency: str | None = None,
+    reason: str,
+    requested_by: str,
+    approved: bool,
+    destination: str = "",
+    now: datetime,
+) -> Refund:
+    """A refund of a payment, checked under the payment's lock: the payment received funds, and this
+    refund with every other one not canceled or failed stays within what was received. `approved`: the
+    merchant's own request (API) or support's after its approval; otherwise it waits in `requested`."""
+    reason = reason_clean(reason)
+    with transaction.atomic():
+        intent = _locked_intent(intent_id)
+        if intent.network_asset is None:
+            raise Conflict("this payment has no asset yet: nothing was received", code="nothing_received")
+        received = amount_received(intent)
+        if received <= 0:
+            raise Conflict("this payment received nothing to refund", code="nothing_received")
+        held = amount_held(intent)
+        amount, evidence = refund_amount(
+            intent=intent,
+            kind=amount_kind,
+            value=value,
+            currency=currency,
+            received=received,
+            held=held,
+            now=now,
+        )
+        if amount <= 0 or held + amount > received:
+            raise Conflict(
+                f"refunds may total at most what was received ({received} base units); {held} are already "
+                f"refunded or being refunded, so at most {max(received - held, 0)} remain",
+                code="refund_exceeds_received",
+            )
+        address = destination_normalize(intent, destination) if destination else ""
+        refund = Refund.objects.create(
+            merchant_id=intent.merchant_id,
+            intent=intent,
+            network_asset=intent.network_asset,
+            state=State.REQUESTED,
+            reason=reason,
+            amount_kind=amount_kind,
+            amount_base_units=amount,
+            requested_by=requested_by[:200],
+            approved_by=requested_by[:200] if approved else "",
+            approved_at=now if approved else None,
+            destination=address,
+            destination_set_by=requested_by[:200] if address else "",
+            destination_set_at=now if address else None,
+            expires_at=now + timedelta(days=refund_days()),
+            created_at=now,
+            updated_at=now,
+            **evidence,
+        )
+        _events(intent, refund, ["refund.created"])
+        refund_settle(refund_id=refund.pk, now=now, locked=intent)
+    return Refund.objects.get(pk=refund.pk)
+
+
+def refund_approve(*, refund_id: str, approved_by: str, now: datetime) -> Refund:
+    with transaction.atomic():
+        refund = Refund.objects.get(pk=refund_id)
+        intent = _locked_intent(refund.intent_id)
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.state != State.REQUESTED:
+            raise Conflict(
+                f"the refund is {refund.state}, not waiting for approval", code="refund_not_requested"
+            )
+        Refund.objects.filter(pk=refund.pk).update(
+            approved_by=approved_by[:200], approved_at=now, updated_at=now
+        )
+        refund_settle(refund_id=refund.pk, now=now, locked=intent)
+    return Refund.objects.get(pk=refund_id)
+
+
+def refund_destination_set(
+    *, refund_id: str, address: str, set_by: str, now: datetime, replace_ok: bool = False
+) -> Refund:
+    """The address the refund is paid to, checked for the payment's network. The customer (the refund
+    page) sets it once; support may replace it (`replace_ok`) until a payment to it is seen."""
+    with transaction.atomic():
+        refund = Refund.objects.get(pk=refund_id)
+        intent = _locked_intent(refund.intent_id)
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.state not in (State.REQUESTED, State.APPROVED, State.AWAITING_PAYMENT):
+            raise Conflict(
+                f"the refund is {refund.state}: its destination cannot change", code="refund_closed"
+            )
+        if refund.destination and not replace_ok:
+            raise Conflict("the refund's destination is set already", code="destination_set")
+        normalized = destination_normalize(intent, address)
+        Refund.objects.filter(pk=refund.pk).update(
+            destination=normalized, destination_set_by=set_by[:200], destination_set_at=now, updated_at=now
+        )
+        refund_settle(refund_id=refund.pk, now=now, locked=intent)
+    return Refund.objects.get(pk=refund_id)
+
+
+def refund_cancel(*, refund_id: str, canceled_by: str, now: datetime) -> Refund:
+    """Cancel a refund no payment has been seen for (once one is seen, it is the chain's to decide)."""
+    with transaction.atomic():
+        refund = Refund.objects.get(pk=refund_id)
+        intent = _locked_intent(refund.intent_id)
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.state not in (State.REQUESTED, State.APPROVED, State.AWAITING_PAYMENT):
+            raise Conflict(
+                f"the refund is {refund.state}: only a refund not yet paid can be canceled",
+                code="refund_not_cancelable",
+            )
+        Refund.objects.filter(pk=refund.pk).update(
+            canceled_by=canceled_by[:200], canceled_at=now, updated_at=now
+        )
+        refund_settle(refund_id=refund.pk, now=now, locked=intent)
+    return Refund.objects.get(pk=refund_id)
+
+
+def refund_evidence(refund: Refund) -> tuple[refund_policy.RefundFacts, list, int | None]:
+    na = refund.network_asset
+    network = na.network
+    intent = refund.intent
+    facts = refund_policy.RefundFacts(
+        amount=int(refund.amount_base_units),
+        network=network.code,
+        token_contract=na.contract_address.lower(),
+        required_confirmations=intent.required_confirmations or na.default_confirmations or 1,
+        expires_at=refund.expires_at,
+        approved=refund.approved_at is not None,
+        destination=refund.destination,
+        canceled_at=refund.canceled_at,
+    )
+    transfers = []
+    if refund.destination:
+        claimed = (
+            Refund.objects.exclude(pk=refund.pk).filter(observation__isnull=False).values("observation_id")
+        )
+        rows = (
+            ChainObservation.objects.filter(network=network, address=refund.destination, intent__isnull=True)
+            .exclude(pk__in=claimed)
+            .order_by("pk")
+        )
+        for o in rows:
+            f = observation_facts(o, network.code)
+            if f.first_seen_at >= refund.created_at - timedelta(minutes=5):  # clocks differ a little
+                transfers.append(f)
+    tip = ChainTip.objects.filter(network=network).values_list("height", flat=True).first()
+    return facts, transfers, tip
+
+
+def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None = None) -> Refund:
+    """Bring the refund's state in line with its evidence; events for a change; the payment re-settled
+    when its confirmed refunds change. Idempotent."""
+    from .evidence import payment_settle
+
+    with transaction.atomic():
+        intent = locked or _locked_intent(
+            Refund.objects.values_list("intent_id", flat=True).get(pk=refund_id)
+        )
+        refund = (
+            Refund.objects.select_for_update()
+            .select_related("network_asset__network", "intent")
+            .get(pk=refund_id)
+        )
+        facts, transfers, tip = refund_evidence(refund)
+        verdict = refund_policy.evaluate_refund(facts, transfers, tip, now)
+        observation_id = None
+        if verdict.observation is not None:
+            observation_id = (
+                ChainObservation.objects.filter(
+                    network__code=verdict.observation.network,
+                    tx_hash=verdict.observation.tx_hash,
+                    output_index=verdict.observation.output_index,
+                )
+                .values_list("pk", flat=True)
+                .first()
+            )
+        failure = verdict.reason[:200] if verdict.state == State.FAILED else ""
+        before = refund.state
+        was_confirmed = before == State.CONFIRMED
+        if (refund.state, refund.observation_id, refund.failure_reason) != (
+            verdict.state,
+            observation_id,
+            failure,
+        ):
+            refund.state, refund.observation_id, refund.failure_reason = (
+                verdict.state,
+                observation_id,
+                failure,
+            )
+            refund.updated_at = now
+            event = refund_policy.STATE_EVENTS.get(verdict.state) if verdict.state != before else None
+            if event:
+                refund.event_revision += 1
+            refund.save()
+            if event:
+                _events(intent, refund, [event])
+        if was_confirmed != (refund.state == State.CONFIRMED):
+            payment_settle(intent_id=intent.pk, now=now, locked=intent)
+    return refund
+
+
+def _events(intent: PaymentIntent, refund: Refund, types: list[str]) -> None:
+    details = {"refund": refund_representation(refund)}
+    events_write(
+        intent=intent,
+        events=[(t, f"{t}:{refund.pk}:{refund.event_revision}", None) for t in types],
+        transactions=intents_transactions([intent])[intent.pk],
+        details=details,
+    )
+
+
+def refunds_settle_at(*, network_id: int, addresses: set[str], now: datetime) -> int:
+    """Re-settle the open refunds paid to these addresses (a transfer to one was recorded or changed)."""
+    ids = list(
+        Refund.objects.filter(
+            network_asset__network_id=network_id,
+            destination__in=addresses,
+            state__in=[State.APPROVED, State.AWAITING_PAYMENT, State.DETECTED, State.CONFIRMED, State.FAILED],
+        )
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)
+    )
+    for refund_id in ids:
+        refund_settle(refund_id=refund_id, now=now)
+    return len(ids)
+
+
+def refunds_settle_due(*, now: datetime, network_id: int | None = None, confirming_only: bool = False) -> int:
+    """Refunds confirming (a new tip) and, unless `confirming_only`, refunds whose window closed unpaid
+    (-> failed), re-settled."""
+    due = Q(state=State.DETECTED)
+    if not confirming_only:
+        due |= Q(state__in=[State.APPROVED, State.AWAITING_PAYMENT], expires_at__lte=now)
+    due = Refund.objects.filter(due)
+    if network_id is not None:
+        due = due.filter(network_asset__network_id=network_id)
+    ids = list(due.order_by("created_at", "pk").values_list("pk", flat=True)[:1000])
+    for refund_id in ids:
+        refund_settle(refund_id=refund_id, now=now)
+    return len(ids)
+
+
+def refunded_amount(intent: PaymentIntent) -> int:
+    """What confirmed refunds have paid back."""
+    total = Refund.objects.filter(intent=intent, state=State.CONFIRMED).aggregate(
+        total=Sum("amount_base_units")
+    )
+    return int(total["total"] or 0)
