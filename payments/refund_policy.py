@@ -24,15 +24,25 @@ CONFIRMED = "confirmed"
 CANCELED = "canceled"
 FAILED = "failed"
 
-# The event each state announces (awaiting_payment has none: the destination is in refund.approved's
-# snapshot or the next event's).
-STATE_EVENTS = {
-    APPROVED: "refund.approved",
-    DETECTED: "refund.detected",
-    CONFIRMED: "refund.succeeded",
-    CANCELED: "refund.canceled",
-    FAILED: "refund.failed",
-}
+def events_for(before: str, after: str) -> list[str]:
+    """The events a change of state announces, in order. The approval is announced once, whatever state
+    it leads to (approved, or awaiting_payment when the destination was known); a refund confirmed in the
+    first block it was seen in is announced detected, then succeeded; awaiting_payment itself has no event
+    (the destination is in the snapshot of the next one)."""
+    if before == after:
+        return []
+    events = []
+    if before == REQUESTED and after != CANCELED:
+        events.append("refund.approved")
+    if after == CONFIRMED and before != DETECTED:
+        events.append("refund.detected")
+    events += {
+        DETECTED: ["refund.detected"],
+        CONFIRMED: ["refund.succeeded"],
+        CANCELED: ["refund.canceled"],
+        FAILED: ["refund.failed"],
+    }.get(after, [])
+    return events
 
 
 @dataclass(frozen=True)

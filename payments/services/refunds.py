@@ -331,12 +331,12 @@ def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None
                 failure,
             )
             refund.updated_at = now
-            event = refund_policy.STATE_EVENTS.get(verdict.state) if verdict.state != before else None
-            if event:
+            events = refund_policy.events_for(before, verdict.state)
+            if events:
                 refund.event_revision += 1
             refund.save()
-            if event:
-                _events(intent, refund, [event])
+            if events:
+                _events(intent, refund, events)
         if was_confirmed != (refund.state == State.CONFIRMED):
             payment_settle(intent_id=intent.pk, now=now, locked=intent)
     return refund
