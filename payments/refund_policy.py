@@ -24,6 +24,7 @@ CONFIRMED = "confirmed"
 CANCELED = "canceled"
 FAILED = "failed"
 
+
 def events_for(before: str, after: str) -> list[str]:
     """The events a change of state announces, in order. The approval is announced once, whatever state
     it leads to (approved, or awaiting_payment when the destination was known); a refund confirmed in the

@@ -18,7 +18,7 @@ from .. import pricing, refund_policy
 from ..chains.address import address_normalize
 from ..errors import Conflict, InvalidRequest
 from ..models import ChainObservation, ChainTip, PaymentIntent, Refund
-from ..selectors import INTENT_RELATED, intents_transactions, observation_facts
+from ..selectors import INTENT_RELATED, intents_transactions, observation_facts, refunded_amount
 from ..selectors_refunds import amount_received, refund_representation
 from .events import events_write
 from .reference import default_rate_source
@@ -335,6 +335,8 @@ def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None
             if events:
                 refund.event_revision += 1
             refund.save()
+            # The payment's snapshot in the refund's events already shows what has been paid back.
+            intent.amount_refunded_base_units = refunded_amount(intent)
             if events:
                 _events(intent, refund, events)
         if was_confirmed != (refund.state == State.CONFIRMED):
@@ -381,11 +383,3 @@ def refunds_settle_due(*, now: datetime, network_id: int | None = None, confirmi
     for refund_id in ids:
         refund_settle(refund_id=refund_id, now=now)
     return len(ids)
-
-
-def refunded_amount(intent: PaymentIntent) -> int:
-    """What confirmed refunds have paid back."""
-    total = Refund.objects.filter(intent=intent, state=State.CONFIRMED).aggregate(
-        total=Sum("amount_base_units")
-    )
-    return int(total["total"] or 0)
