@@ -232,6 +232,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": GATEWAY_SCAN_INTERVAL_S},
     },
     "expire-payment-intents": {"task": "payments.tasks.expire_due_intents", "schedule": 15.0},
+    "settle-due-refunds": {"task": "payments.tasks.settle_due_refunds", "schedule": 60.0},
     "top-up-address-pools": {"task": "payments.tasks.top_up_address_pools", "schedule": 5.0},
     "purge-idempotency-records": {"task": "payments.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
@@ -359,6 +360,9 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
 }
 # Support cases (support/cases.py): opened from the event stream every GATEWAY_CASES_POLL_S seconds, due
 # GATEWAY_CASE_DUE_HOURS after they open.
+# Refunds (payments/services/refunds.py): the merchant pays a refund within GATEWAY_REFUND_DAYS of its
+# request, or it fails; the customer's destination link works as long.
+GATEWAY_REFUND_DAYS = int(os.environ.get("GATEWAY_REFUND_DAYS", "14"))
 GATEWAY_CASES_POLL_S = float(os.environ.get("GATEWAY_CASES_POLL_S", "5"))
 GATEWAY_CASE_DUE_HOURS = float(os.environ.get("GATEWAY_CASE_DUE_HOURS", "24"))
 CELERY_BEAT_SCHEDULE["open-support-cases"] = {

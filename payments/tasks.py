@@ -17,6 +17,12 @@ def expire_due_intents() -> int:
     return services.expire_due_intents(now=timezone.now())
 
 
+@shared_task(name="payments.tasks.settle_due_refunds")
+def settle_due_refunds() -> int:
+    """Refunds whose window closed unpaid fail; refunds confirming are re-settled."""
+    return services.refunds_settle_due(now=timezone.now())
+
+
 @shared_task(name="payments.tasks.top_up_address_pools")
 def top_up_address_pools() -> int:
     return services.address_pools_top_up(now=timezone.now())

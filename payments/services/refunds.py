@@ -29,7 +29,7 @@ REASON_MAX_CHARACTERS = 4000
 
 
 def refund_days() -> int:
-    return int(getattr(settings, "GATEWAY_REFUND_DAYS", 14))
+    return settings.GATEWAY_REFUND_DAYS
 
 
 def _locked_intent(intent_id: str) -> PaymentIntent:
@@ -288,6 +288,17 @@ def refund_evidence(refund: Refund) -> tuple[refund_policy.RefundFacts, list, in
                 transfers.append(f)
     tip = ChainTip.objects.filter(network=network).values_list("height", flat=True).first()
     return facts, transfers, tip
+
+
+def refund_difference(refund: Refund, now: datetime) -> str | None:
+    """How the stored refund differs from what its evidence says (read-only), for `verify_payments`."""
+    facts, transfers, tip = refund_evidence(refund)
+    verdict = refund_policy.evaluate_refund(facts, transfers, tip, now)
+    if verdict.state == refund.state:
+        return None
+    if verdict.state == State.FAILED and refund.state in (State.APPROVED, State.AWAITING_PAYMENT):
+        return None  # its window closed since the last run of the beat; the next one fails it
+    return f"refund {refund.pk}: stored {refund.state}, evidence says {verdict.state} ({verdict.reason})"
 
 
 def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None = None) -> Refund:

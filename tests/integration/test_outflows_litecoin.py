@@ -249,7 +249,7 @@ def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, r
     call_command("verify_payments", stdout=out)
     assert "checked the settlements of 2 outflow transactions, 0 differ" in out.getvalue()
     SettlementLeg.objects.filter(settlement=unknown, position=1).update(fee_base_units=13_000)
-    with pytest.raises(CommandError, match="the settlements of 1 outflow transactions"):
+    with pytest.raises(CommandError, match="the settlements of 1 outflow transactions and 0 refunds"):
         call_command("verify_payments", stdout=(out := StringIO()))
     assert f"MISMATCH settlement of {replaced.network_id}:{conflict}" in out.getvalue()
     assert "legs stored" in out.getvalue()

@@ -1,15 +1,16 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from payments.models import OutflowTransaction
+from payments.models import OutflowTransaction, Refund
 from payments.selectors import intent_evaluate, intent_queryset
+from payments.services.refunds import refund_difference
 from payments.services.settlements import settlement_differences
 
 
 class Command(BaseCommand):
     help = (
-        "Re-evaluate stored payments from their evidence and re-derive the settlements of every outflow "
-        "transaction; report every payment whose stored state differs and every settlement that differs. "
+        "Re-evaluate stored payments and refunds from their evidence and re-derive the settlements of every "
+        "outflow transaction; report every payment, refund or settlement that differs. "
         "Exits 1 if any does. Read-only."
     )
 
@@ -48,12 +49,25 @@ class Command(BaseCommand):
             settlements_differing += bool(differences)
             for line in differences:
                 self.stdout.write(f"MISMATCH {line}")
+        refunds = refunds_differing = 0
+        rows = Refund.objects.select_related("network_asset__network", "intent").order_by("created_at")
+        if options["merchant"]:
+            rows = rows.filter(merchant_id=options["merchant"])
+        if options["intent"]:
+            rows = rows.filter(intent_id__in=options["intent"])
+        for refund in rows.iterator(chunk_size=500):
+            refunds += 1
+            difference = refund_difference(refund, now)
+            if difference:
+                refunds_differing += 1
+                self.stdout.write(f"MISMATCH {difference}")
         self.stdout.write(
             f"checked {checked} payments, {mismatched} differ from their evidence, {due} due to expire; "
-            f"checked the settlements of {settlements} outflow transactions, {settlements_differing} differ"
+            f"checked the settlements of {settlements} outflow transactions, {settlements_differing} differ; "
+            f"checked {refunds} refunds, {refunds_differing} differ"
         )
-        if mismatched or settlements_differing:
+        if mismatched or settlements_differing or refunds_differing:
             raise CommandError(
-                f"{mismatched} payments and the settlements of {settlements_differing} outflow transactions "
-                "differ from their evidence"
+                f"{mismatched} payments, the settlements of {settlements_differing} outflow transactions and "
+                f"{refunds_differing} refunds differ from their evidence"
             )
