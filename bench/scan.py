@@ -445,8 +445,8 @@ def inputs_tx(inputs: list[tuple[str, int]], value_sat: int, script_hex: str) ->
 def multi_output_tx(script_hex: str, value_sat: int, n: int) -> str:
     """No inputs (fundrawtransaction adds them), n identical outputs (sendmany refuses duplicates)."""
     out = value_sat.to_bytes(8, "little").hex() + bytes([len(script_hex) // 2]).hex() + script_hex
-    count = n.to_bytes(3, "little").hex()  # varint 0xfd + 2 bytes
-    return "02000000" + "00" + "fd" + count[:4] + out * n + "00000000"
+    count = f"{n:02x}" if n < 0xFD else "fd" + n.to_bytes(2, "little").hex()  # a canonical varint
+    return "02000000" + "00" + count + out * n + "00000000"
 
 
 def ltc_block(args, results: dict) -> None:
@@ -816,7 +816,7 @@ def main() -> int:
     parser.add_argument("--evm-token-outs", type=int, default=100, help="token transfers they send")
     parser.add_argument("--evm-native-outs", type=int, default=50, help="native sends they make")
     parser.add_argument(
-        "--native-repeat", type=int, default=1, help="repetitions of the EVM native-scan outflow timings"
+        "--native-repeat", type=int, default=3, help="repetitions of the EVM native-scan outflow timings"
     )
     parser.add_argument(
         "--ltc-spends", type=int, default=300, help="transactions in the LTC block spending watched outpoints"
