@@ -277,15 +277,23 @@ class EvmBackend:
                 credit = bool(to) and int(tx["value"]) > 0 and to in wanted
                 if not credit and sender not in senders:
                     continue
-                receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
-                succeeded = int(receipt["status"]) == 1
+                tx_hash = _hex(tx["hash"])
+                if tx_hash in gas and gas[tx_hash][1] == sender:
+                    # Its token transfer out was read already: a transaction that emitted a log succeeded,
+                    # and its receipt's gas is known.
+                    succeeded, fee = True, gas[tx_hash][0]
+                else:
+                    receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
+                    succeeded, fee = int(receipt["status"]) == 1, _gas_paid(receipt)
                 if credit and succeeded:  # a reverted transaction moved no value
                     yield self._native_transfer(tx, ref)
                 if sender in senders:
-                    gas[_hex(tx["hash"])] = (_gas_paid(receipt), sender)
-                    yield self._native_spend(tx, ref, sender, to, succeeded, _gas_paid(receipt))
+                    gas[tx_hash] = (fee, sender)
+                    yield self._native_spend(tx, ref, sender, to, succeeded, fee)
 
-    def _native_spend(self, tx, block: BlockRef, sender: str, to: str, succeeded: bool, fee: int) -> Spend:
+    def _native_spend(
+        self, tx, block: BlockRef, sender: str, to: str, succeeded: bool, fee: int | None
+    ) -> Spend:
         value = int(tx["value"]) if succeeded else 0
         return Spend(
             network_code=self.network_code,
