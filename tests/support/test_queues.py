@@ -74,9 +74,11 @@ def delivery(merchant: Merchant, hook: WebhookEndpoint, n: int, now, *, state: s
     return row.pk
 
 
-def case(merchant: Merchant, now, key: str, *, status: str, age: timedelta, assignee=None) -> int:
+def case(
+    merchant: Merchant, now, key: str, *, status: str, age: timedelta, assignee=None, kind="late_payment"
+) -> int:
     row = SupportCase.objects.create(
-        kind="late_payment",
+        kind=kind,
         status=status,
         merchant=merchant,
         assignee=assignee,
@@ -158,6 +160,8 @@ def data() -> Data:
     k2 = case(own, now, "k2", status="in_progress", age=2 * H, assignee=agent)
     k3 = case(own, now, "k3", status="waiting_on_customer", age=H, assignee=agent)
     case(own, now, "k4", status="resolved", age=10 * H, assignee=agent)
+    k5 = case(own, now, "k5", status="in_progress", age=4 * H, assignee=agent, kind="unknown_outflow")
+    case(own, now, "k6", status="resolved", age=11 * H, kind="unknown_outflow")
     checker = make_staff(username="checker")
     ap1 = approval(own, agent, now, age=2 * H)
     approval(own, agent, now, age=3 * H, status="approved", checker=checker, decided_at=now)
@@ -185,11 +189,12 @@ def data() -> Data:
         "endpoints_failing": {e1.pk},
         "endpoints_disabled": {e2.pk},
         "deliveries_failed": {f1, f2},
+        "unknown_outflows": {k5},
         "cases_status:open": {k1},
-        "cases_status:in_progress": {k2},
+        "cases_status:in_progress": {k2, k5},
         "cases_status:waiting_on_customer": {k3},
         "cases_assignee:none": {k1},
-        f"cases_assignee:{agent.pk}": {k2, k3},
+        f"cases_assignee:{agent.pk}": {k2, k3, k5},
     }
     return Data(now=now, own=own, other=other, agent=agent, rows=rows)
 
@@ -220,11 +225,12 @@ def test_each_queue_counts_the_granted_merchants_items_with_the_oldest_age(data)
         "endpoints_failing": (1, "2 h 0 min"),
         "endpoints_disabled": (1, "1 h 0 min"),
         "deliveries_failed": (2, "3 h 0 min"),
+        "unknown_outflows": (1, "4 h 0 min"),
         "cases_status:open": (1, "5 h 0 min"),
-        "cases_status:in_progress": (1, "2 h 0 min"),
+        "cases_status:in_progress": (2, "4 h 0 min"),
         "cases_status:waiting_on_customer": (1, "1 h 0 min"),
         "cases_assignee:none": (1, "5 h 0 min"),
-        f"cases_assignee:{data.agent.pk}": (2, "2 h 0 min"),
+        f"cases_assignee:{data.agent.pk}": (3, "4 h 0 min"),
         "approvals_waiting": (1, "2 h 0 min"),
     }
 
@@ -251,6 +257,7 @@ def test_a_merchant_not_granted_counts_nothing(data):
 def test_queues_of_a_model_the_user_cannot_view_are_not_shown(data):
     cases_only = make_staff("view_supportcase", merchants=[data.own])
     assert {row.name.split(":")[0] for row in queues_count(cases_only, data.now)} == {
+        "unknown_outflows",
         "cases_status",
         "cases_assignee",
     }
