@@ -26,6 +26,7 @@ from ..models import (
     OutflowTransaction,
     PaymentAddress,
     PaymentIntent,
+    Refund,
     Settlement,
     SettlementLeg,
     TreasuryAddress,
@@ -171,6 +172,15 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict]) -> l
             "address", flat=True
         )
     )
+    refunds = set(
+        Refund.objects.filter(
+            merchant_id=merchant_id,
+            network_asset__network=network,
+            destination__in=[a.lower() if network.chain == "evm" else a for a in addresses],
+            state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED],
+        ).values_list("destination", "amount_base_units")
+    )
+    refunds = {(address, int(amount)) for address, amount in refunds}
     classified = []
     for d in destinations:
         address = d.get("address") or ""
@@ -182,6 +192,8 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict]) -> l
             kind = SWEEP
         elif address in own or _is_change(network, merchant_id, address):
             kind = CONSOLIDATION
+        elif (address, int(d.get("amount") or 0)) in refunds:
+            kind = REFUND  # exactly an open refund's amount to its destination
         else:
             kind = UNKNOWN
         classified.append({**d, "kind": kind})

@@ -126,3 +126,47 @@ def test_change_to_the_wallets_own_change_chain_is_a_consolidation():
     assert [(int(leg.amount_base_units), int(leg.fee_base_units)) for leg in settlement.legs.all()] == [
         (amount, 1000)
     ]
+
+
+@pytest.mark.django_db
+def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    amount = int(intent.amount_due_base_units)
+    now = timezone.now()
+    services.observation_record(
+        transfer=Transfer(NETWORK, "aa" * 32, 0, intent.address.address, amount, seen_unconfirmed_at=now),
+        now=now,
+    )
+    services.refund_create(
+        intent_id=intent.pk,
+        amount_kind="custom",
+        value="0.2",
+        reason="a part of the order came back",
+        requested_by="test",
+        approved=True,
+        destination=STRANGER,
+        now=now,
+    )
+    outflow = services.outflow_record(
+        spend=Spend(
+            NETWORK,
+            "bb" * 32,
+            0,
+            intent.address.address,
+            amount,
+            spent_tx_hash="aa" * 32,
+            spent_output_index=0,
+            destinations=(
+                Destination(0, STRANGER, 20_000_000),
+                Destination(1, change_address(0), amount - 20_000_000 - 1000),
+            ),
+            fee_base_units=1000,
+            seen_unconfirmed_at=now,
+        ),
+        now=now,
+    )
+    services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
+    settlement = Settlement.objects.get(transaction_id=outflow.transaction_id)
+    assert settlement.kind == "refund"
+    assert [d["kind"] for d in settlement.destinations] == ["refund", "consolidation"]
