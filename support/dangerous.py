@@ -162,4 +162,4 @@ POLICY_SET = dangerous_action(
 )
 
 
-from . import dangerous_treasury, dangerous_wallets  # noqa: E402, F401 (register their actions)
+from . import dangerous_refunds, dangerous_treasury, dangerous_wallets  # noqa: E402, F401 (register their actions)

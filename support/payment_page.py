@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -18,12 +19,15 @@ from payments.models import (
     ChainObservation,
     Event,
     PaymentIntent,
+    Refund,
     Resolution,
+    SettlementLeg,
     StateTransition,
     WebhookDelivery,
 )
 from payments.pricing import format_amount
 from payments.selectors import amount_remaining, display_address, intent_evidence, intent_facts, price_text
+from payments.selectors_refunds import refund_payment_uri
 
 from .models import AuditEntry, SupportCase
 
@@ -126,6 +130,7 @@ def _amounts(intent: PaymentIntent) -> list[tuple[str, str]]:
         ("seen (counted)", amount_text(intent.amount_seen_base_units, decimals, code)),
         ("confirmed", amount_text(intent.amount_confirmed_base_units, decimals, code)),
         ("remaining", amount_text(remaining, decimals, code) if remaining is not None else "-"),
+        ("refunded (confirmed)", amount_text(intent.amount_refunded_base_units, decimals, code)),
     ]
 
 
@@ -188,6 +193,47 @@ def _resolutions(intent: PaymentIntent) -> list[Resolution]:
     return found
 
 
+def _refunds(intent: PaymentIntent) -> list[dict]:
+    rows = Refund.objects.filter(intent=intent).select_related(
+        "network_asset__asset", "network_asset__network", "observation"
+    )
+    return [
+        {
+            "refund": r,
+            "amount": amount_text(r.amount_base_units, r.network_asset.decimals, r.network_asset.asset.code),
+            "payment_uri": refund_payment_uri(r),
+        }
+        for r in rows.order_by("created_at")
+    ]
+
+
+def _settlements(intent: PaymentIntent) -> list[dict]:
+    """The legs of settlements that moved this payment's funds, with their transaction."""
+    legs = SettlementLeg.objects.filter(intent=intent).select_related(
+        "settlement__transaction",
+        "settlement__network",
+        "settlement__fee_asset__asset",
+        "network_asset__asset",
+    )
+    found = []
+    for leg in legs.order_by("settlement__seen_at", "position"):
+        settlement, na, fee_na = leg.settlement, leg.network_asset, leg.settlement.fee_asset
+        found.append(
+            {
+                "leg": leg,
+                "amount": amount_text(leg.amount_base_units, na.decimals, na.asset.code) if na else "-",
+                "fee": (
+                    amount_text(leg.fee_base_units, fee_na.decimals, fee_na.asset.code)
+                    if fee_na and leg.fee_base_units is not None
+                    else "-"
+                ),
+                "fiat": f"{leg.fiat_value.quantize(Decimal('0.01')):f}" if leg.fiat_value is not None else "",
+                "explorer_url": settlement.network.explorer_url(settlement.transaction.tx_hash),
+            }
+        )
+    return found
+
+
 def payment_page(intent: PaymentIntent, *, now: datetime, show_cases: bool, show_audit: bool) -> dict:
     """The page's content for one payment (`intent` with its network asset, address, quote and merchant
     loaded). Cases and audit entries are read only for those who may see them."""
@@ -212,6 +258,8 @@ def payment_page(intent: PaymentIntent, *, now: datetime, show_cases: bool, show
         "transitions": list(StateTransition.objects.filter(intent=intent).order_by("id")),
         "events": _events(intent),
         "resolutions": _resolutions(intent),
+        "refunds": _refunds(intent),
+        "settlements": _settlements(intent),
         "cases": (
             list(
                 SupportCase.objects.filter(intent=intent).select_related("assignee").prefetch_related("notes")

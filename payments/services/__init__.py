@@ -24,6 +24,7 @@ from .reference import default_rate_source, network_asset_resolve, reference_cac
 from .refunds import (
     refund_approve,
     refund_cancel,
+    refund_check,
     refund_create,
     refund_destination_set,
     refund_settle,
@@ -55,6 +56,7 @@ __all__ = [
     "reference_cache_clear",
     "refund_approve",
     "refund_cancel",
+    "refund_check",
     "refund_create",
     "refund_destination_set",
     "refund_settle",

@@ -137,6 +137,41 @@ def reason_clean(reason: str | None) -> str:
     return text
 
 
+def refund_check(
+    *,
+    intent: PaymentIntent,
+    amount_kind: str,
+    value: str | None = None,
+    currency: str | None = None,
+    destination: str = "",
+    now: datetime,
+) -> int:
+    """What `refund_create` would refund, or the reason it would refuse (read-only: support checks a
+    refund before asking a second person to approve it). The amount in base units."""
+    if intent.network_asset is None:
+        raise Conflict("this payment has no asset yet: nothing was received", code="nothing_received")
+    received = amount_received(intent)
+    if received <= 0:
+        raise Conflict("this payment received nothing to refund", code="nothing_received")
+    held = amount_held(intent)
+    amount, _ = refund_amount(
+        intent=intent, kind=amount_kind, value=value, currency=currency, received=received, held=held, now=now
+    )
+    _within(amount, received, held)
+    if destination:
+        destination_normalize(intent, destination)
+    return amount
+
+
+def _within(amount: int, received: int, held: int) -> None:
+    if amount <= 0 or held + amount > received:
+        raise Conflict(
+            f"refunds may total at most what was received ({received} base units); {held} are already "
+            f"refunded or being refunded, so at most {max(received - held, 0)} remain",
+            code="refund_exceeds_received",
+        )
+
+
 def refund_create(
     *,
     intent_id: str,
@@ -170,12 +205,7 @@ def refund_create(
             held=held,
             now=now,
         )
-        if amount <= 0 or held + amount > received:
-            raise Conflict(
-                f"refunds may total at most what was received ({received} base units); {held} are already "
-                f"refunded or being refunded, so at most {max(received - held, 0)} remain",
-                code="refund_exceeds_received",
-            )
+        _within(amount, received, held)
         address = destination_normalize(intent, destination) if destination else ""
         refund = Refund.objects.create(
             merchant_id=intent.merchant_id,

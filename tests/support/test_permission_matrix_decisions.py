@@ -112,6 +112,43 @@ def test_role_approves_another_persons_request_on_its_own_merchant_only(shops, r
         assert db_state() == before, "a refused approval changes nothing"
 
 
+def paid(shop) -> None:
+    """The shop's intent paid in full (10 USDC on ethereum, in a block, tip far ahead)."""
+    from payments import services
+    from tests.payments.test_services_settle import block, transfer
+
+    now = timezone.now()
+    services.observation_record(
+        transfer=transfer(shop.intent, tx=f"0x{shop.intent.pk}", **block(100, now)), now=now
+    )
+    services.chain_tip_record(network_code="ethereum", height=200, block_hash="0xtip", now=now)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("role", ROLES)
+def test_role_refunds_on_its_own_merchant_only(shops, role, side, monkeypatch):  # noqa: F811
+    from payments.models import Refund
+
+    for shop in shops.values():
+        paid(shop)
+    client = staff(role, shops["own"].merchant, monkeypatch)
+    before = [*db_state(), list(Refund.objects.values())]
+
+    response = client.post(
+        payment_action("refund")(shops[side]),
+        {"amount_kind": "received", "reason": REASON, "destination": ""},
+    )
+
+    if role in LEADS and side == "own":
+        assert response.status_code == 302, response.content.decode()[-2000:]
+        # Four-eyes by default: an approval request, no refund until another lead approves.
+        assert ApprovalRequest.objects.filter(status="pending", action="payment.refund").count() == 1
+        assert not Refund.objects.exists()
+    else:
+        assert response.status_code in (403, 404), response.status_code
+        assert [*db_state(), list(Refund.objects.values())] == before, "a refused refund changes nothing"
+
+
 # --- Safe actions: support agents and leads, on their own merchant's payments. ---------------------------
 
 CASE_WORKERS = {"support_agent", "support_lead"}
@@ -131,7 +168,7 @@ def test_the_matrix_names_every_registered_action():
     safe = {name for name, action in PAYMENT_ACTIONS.items() if not action.dangerous}
     dangerous = {name for name, action in PAYMENT_ACTIONS.items() if action.dangerous}
     assert safe == set(SAFE_ACTIONS)
-    assert dangerous == {"accept_late_payment", "accept_underpayment", "mark_paid", "cancel"}
+    assert dangerous == {"accept_late_payment", "accept_underpayment", "mark_paid", "cancel", "refund"}
 
 
 def everything() -> list:

@@ -1,0 +1,148 @@
+"""The payment page's refund action (support leads): how much (everything received, the excess, a fiat
+amount at today's rate, or a custom amount), to where (optional: without it the refund waits for the
+customer's address from the refund page), and why. It goes through `support.approvals` (permission,
+merchant, four-eyes per the merchant's policy, audit) as the action `payment.refund`; the page says whether
+a second lead must approve it. The merchant's wallet pays the refund; the chain confirms it."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin.utils import quote
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from payments.errors import GatewayError
+from payments.models import PaymentIntent, Refund
+from payments.pricing import FIAT_CURRENCIES
+from payments.selectors_refunds import amount_received
+from payments.services.refunds import amount_held
+from payments.services.resolutions import REASON_MIN_CHARACTERS
+
+from .approvals import dangerous_action_submit, four_eyes_required
+from .audit import request_audit_context
+from .console import payment_action
+from .dangerous import DECIDE_PAYMENT
+from .dangerous_refunds import REFUND
+from .payment_page import intent_amount_text
+
+EXPLANATION = (
+    "The merchant pays the refund from its own wallet; the gateway watches the customer's address and "
+    "accepts a transfer of exactly this amount from any address. Leave the address empty to let the "
+    "customer enter it on the refund page (a signed link the merchant receives). Never use the address the "
+    "payment came from: exchanges pay from shared wallets."
+)
+
+
+class RefundForm(forms.Form):
+    amount_kind = forms.ChoiceField(
+        label="amount", choices=Refund.AmountKind.choices, widget=forms.RadioSelect, initial="received"
+    )
+    value = forms.DecimalField(
+        required=False, min_value=0, max_digits=40, decimal_places=18, help_text="fiat or custom amount"
+    )
+    currency = forms.ChoiceField(
+        required=False, choices=[("", "-")] + [(c, c) for c in FIAT_CURRENCIES], help_text="for a fiat amount"
+    )
+    destination = forms.CharField(
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(attrs={"size": 70, "autocomplete": "off"}),
+        help_text="the customer's address on the payment's network, if known",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        min_length=REASON_MIN_CHARACTERS,
+        help_text="At least a sentence: kept with the refund and in the audit log.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("amount_kind")
+        if kind in ("fiat", "custom") and data.get("value") in (None, ""):
+            self.add_error("value", "a fiat or custom refund needs its amount")
+        if kind == "fiat" and not data.get("currency"):
+            self.add_error("currency", "a fiat refund needs its currency")
+        return data
+
+
+REFUNDABLE_STATES = ("paid", "overpaid", "underpaid")
+EXTRA_FUNDS = ("late_payment", "duplicate_payment")
+
+
+def _refundable(intent: PaymentIntent) -> bool:
+    """Funds arrived in the payment's asset: counted, late or duplicate (the page checks the exact sum)."""
+    if intent.network_asset_id is None:
+        return False
+    return intent.state in REFUNDABLE_STATES or any(flag in EXTRA_FUNDS for flag in intent.flags or [])
+
+
+@payment_action(
+    "refund",
+    label="Refund…",
+    permission=DECIDE_PAYMENT,
+    applies=_refundable,
+    dangerous=True,
+    description=EXPLANATION,
+)
+def refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
+    form = RefundForm(request.POST if request.method == "POST" else None)
+    four_eyes = four_eyes_required(REFUND, intent.merchant, intent)
+    payment_url = reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        kind = data["amount_kind"]
+        payload = {
+            "amount_kind": kind,
+            "value": f"{data['value']:f}" if kind in ("fiat", "custom") else None,
+            "currency": data["currency"] if kind == "fiat" else None,
+            "destination": data["destination"].strip(),
+        }
+        try:
+            submitted = dangerous_action_submit(
+                actor=request.user,
+                action=REFUND.name,
+                merchant=intent.merchant,
+                intent=intent,
+                payload=payload,
+                reason=data["reason"],
+                now=timezone.now(),
+                **request_audit_context(request),
+            )
+        except GatewayError as exc:
+            form.add_error(None, f"{exc.message} ({exc.code})")
+        else:
+            if submitted.applied:
+                messages.success(
+                    request, f"Refund {submitted.result['refund']} made: the merchant pays it now."
+                )
+            else:
+                messages.warning(
+                    request,
+                    f"Approval request {submitted.approval.pk} sent: another support lead must approve the "
+                    f"refund before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
+                )
+            return HttpResponseRedirect(payment_url)
+    received = amount_received(intent)
+    return TemplateResponse(
+        request,
+        "admin/support/dangerous_action.html",
+        {
+            **context,
+            "title": f"Refund: {intent.pk}",
+            "intent": intent,
+            "verb": "Refund",
+            "explanation": EXPLANATION,
+            "four_eyes": four_eyes,
+            "form": form,
+            "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
+            "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
+            "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
+            "received": intent_amount_text(intent, received),
+            "refundable": intent_amount_text(intent, received - amount_held(intent)),
+            "payment_url": payment_url,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
