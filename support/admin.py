@@ -14,6 +14,7 @@ from . import (  # noqa: F401 (register the console's pages and actions)
     admin_audit,
     admin_config,
     admin_payments,
+    admin_refunds,
     admin_treasury,
     admin_wallets,
 )

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from payments import admin_filters as pf
 from payments.admin_access import staff_merchants
-from payments.models import PaymentIntent, PaymentState, WebhookDelivery, WebhookEndpoint
+from payments.models import PaymentIntent, PaymentState, Refund, WebhookDelivery, WebhookEndpoint
 
 from .admin_filters import UNASSIGNED, cases_unresolved
 from .models import ApprovalRequest, SupportCase
@@ -272,6 +272,26 @@ QUEUES: list[Queue | CaseQueue] = [
         {"state__exact": WebhookDelivery.State.FAILED},
         "created_at",
         "no attempts left (or 410): send again once the endpoint works",
+    ),
+    Queue(
+        "refunds_open",
+        "Refunds to be paid",
+        Refund,
+        lambda scope: scope.rows(Refund).filter(
+            state__in=[Refund.State.APPROVED, Refund.State.AWAITING_PAYMENT]
+        ),
+        {"state__in": "approved,awaiting_payment"},
+        "created_at",
+        "waiting for the customer's address or the merchant's payment; they fail unpaid at their deadline",
+    ),
+    Queue(
+        "refunds_failed",
+        "Refunds failed",
+        Refund,
+        lambda scope: scope.rows(Refund).filter(state=Refund.State.FAILED),
+        {"state__exact": Refund.State.FAILED},
+        "updated_at",
+        "not paid in time (or only with a wrong amount): ask again or settle with the merchant",
     ),
     Queue(
         "unknown_outflows",

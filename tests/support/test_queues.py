@@ -37,7 +37,28 @@ VIEW_ALL = (
     "view_webhookdelivery",
     "view_supportcase",
     "view_approvalrequest",
+    "view_refund",
 )
+
+
+def refund(merchant: Merchant, intent_id: str, now, *, state: str, age: timedelta) -> str:
+    from payments.models import PaymentIntent, Refund
+
+    paid = PaymentIntent.objects.get(pk=intent_id)
+    row = Refund.objects.create(
+        merchant=merchant,
+        intent=paid,
+        network_asset=paid.network_asset,
+        state=state,
+        reason="returned",
+        amount_kind="received",
+        amount_base_units=1,
+        requested_by="test",
+        expires_at=now + D,
+        created_at=now - age,
+        updated_at=now - age,
+    )
+    return row.pk
 
 
 def intent(merchant: Merchant, now, *, state: str, age: timedelta, **fields) -> str:
@@ -162,13 +183,18 @@ def data() -> Data:
     case(own, now, "k4", status="resolved", age=10 * H, assignee=agent)
     k5 = case(own, now, "k5", status="in_progress", age=4 * H, assignee=agent, kind="unknown_outflow")
     case(own, now, "k6", status="resolved", age=11 * H, kind="unknown_outflow")
+    r1 = refund(own, p1, now, state="approved", age=6 * H)
+    r2 = refund(own, p1, now, state="awaiting_payment", age=2 * H)
+    r3 = refund(own, p3, now, state="failed", age=8 * H)
+    refund(own, p3, now, state="confirmed", age=9 * H)
     checker = make_staff(username="checker")
     ap1 = approval(own, agent, now, age=2 * H)
     approval(own, agent, now, age=3 * H, status="approved", checker=checker, decided_at=now)
     # The other merchant: one older item in most queues, never counted for staff of the own merchant.
     intent(other, now, state="awaiting_payment", age=30 * H)
     intent(other, now, state="expired", age=40 * H, flags=["late_payment"])
-    intent(other, now, state="paid", age=50 * H)
+    other_paid = intent(other, now, state="paid", age=50 * H)
+    refund(other, other_paid, now, state="awaiting_payment", age=30 * H)
     x1 = endpoint(other, now, failing_since=now - 20 * H)
     delivery(other, x1, 0, now, state="failed", age=20 * H)
     case(other, now, "x1", status="open", age=20 * H)
@@ -189,6 +215,8 @@ def data() -> Data:
         "endpoints_failing": {e1.pk},
         "endpoints_disabled": {e2.pk},
         "deliveries_failed": {f1, f2},
+        "refunds_open": {r1, r2},
+        "refunds_failed": {r3},
         "unknown_outflows": {k5},
         "cases_status:open": {k1},
         "cases_status:in_progress": {k2, k5},
@@ -225,6 +253,8 @@ def test_each_queue_counts_the_granted_merchants_items_with_the_oldest_age(data)
         "endpoints_failing": (1, "2 h 0 min"),
         "endpoints_disabled": (1, "1 h 0 min"),
         "deliveries_failed": (2, "3 h 0 min"),
+        "refunds_open": (2, "6 h 0 min"),
+        "refunds_failed": (1, "8 h 0 min"),
         "unknown_outflows": (1, "4 h 0 min"),
         "cases_status:open": (1, "5 h 0 min"),
         "cases_status:in_progress": (2, "4 h 0 min"),
