@@ -199,6 +199,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several objects have a `kind` or a `state`: name each choice set after its object.
+    "ENUM_NAME_OVERRIDES": {
+        "RefundStateEnum": "payments.models.refunds.RefundState",
+        "RefundAmountKindEnum": "payments.models.refunds.RefundAmountKind",
+        "SettlementKindEnum": "payments.models.settlements.SettlementKind",
+    },
 }
 
 # Celery: production uses Redis or RabbitMQ; the demo uses a broker that needs no server.

@@ -11,7 +11,7 @@ from .serializers import AmountField, MoneySerializer, StrictSerializer
 
 class RefundAmountSerializer(StrictSerializer):
     kind = serializers.ChoiceField(
-        choices=Refund.AmountKind.values,
+        choices=Refund.AmountKind.choices,
         help_text="received: everything received not yet refunded; excess: what was paid beyond the amount "
         "due; fiat: `value` in `currency` at today's rate; custom: `value` in the asset's units",
     )
@@ -60,7 +60,7 @@ class RefundCreateSerializer(StrictSerializer):
 
 class RefundListQuery(serializers.Serializer):
     payment_intent = serializers.CharField(max_length=40, required=False)
-    state = serializers.ChoiceField(choices=Refund.State.values, required=False)
+    state = serializers.ChoiceField(choices=Refund.State.choices, required=False)
 
 
 class RefundSerializer(serializers.Serializer):
@@ -69,11 +69,11 @@ class RefundSerializer(serializers.Serializer):
     id = serializers.CharField()
     object = serializers.CharField()
     payment_intent = serializers.CharField()
-    state = serializers.ChoiceField(choices=Refund.State.values)
+    state = serializers.ChoiceField(choices=Refund.State.choices)
     asset = serializers.CharField()
     network = serializers.CharField()
     amount = MoneySerializer()
-    amount_kind = serializers.ChoiceField(choices=Refund.AmountKind.values)
+    amount_kind = serializers.ChoiceField(choices=Refund.AmountKind.choices)
     fiat = serializers.DictField(
         allow_null=True, help_text="fiat refunds: amount, currency, rate, rate_source"
     )
@@ -99,7 +99,7 @@ class SettlementSerializer(serializers.Serializer):
 
     id = serializers.CharField()
     object = serializers.CharField()
-    kind = serializers.ChoiceField(choices=Settlement.Kind.values)
+    kind = serializers.ChoiceField(choices=Settlement.Kind.choices)
     canonical = serializers.BooleanField()
     network = serializers.CharField()
     tx_hash = serializers.CharField()
@@ -119,4 +119,4 @@ class SettlementSerializer(serializers.Serializer):
 
 class SettlementListQuery(serializers.Serializer):
     payment_intent = serializers.CharField(max_length=40, required=False)
-    kind = serializers.ChoiceField(choices=Settlement.Kind.values, required=False)
+    kind = serializers.ChoiceField(choices=Settlement.Kind.choices, required=False)

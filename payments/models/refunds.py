@@ -97,3 +97,8 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+# Module-level names of the choice sets, for the OpenAPI schema's enum names (SPECTACULAR_SETTINGS).
+RefundState = Refund.State
+RefundAmountKind = Refund.AmountKind

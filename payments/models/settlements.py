@@ -97,3 +97,7 @@ class SettlementLeg(models.Model):
                 condition=models.Q(amount_base_units__gte=0), name="settlement_leg_amount_gte0"
             ),
         ]
+
+
+# The choice set's module-level name, for the OpenAPI schema's enum names (SPECTACULAR_SETTINGS).
+SettlementKind = Settlement.Kind
