@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import services
-from payments.errors import NotFound
+from payments.errors import InvalidRequest, NotFound
 from payments.models import Refund
 from payments.selectors_refunds import refund_representation
 from payments.selectors_settlements import settlement_representation, settlements_for_merchant
@@ -41,6 +41,12 @@ def _refund(merchant, refund_id: str) -> Refund:
 
 
 def _query(serializer_class, request):
+    """The list's filters; an unknown query parameter (a typo) is a 400, not silently ignored."""
+    unknown = sorted(set(request.query_params) - set(serializer_class().fields) - {"limit", "cursor"})
+    if unknown:
+        raise InvalidRequest(
+            f"unknown parameter {unknown[0]!r}", code="unknown_parameter", param=unknown[0][:100]
+        )
     query = serializer_class(data={name: request.query_params[name] for name in request.query_params})
     query.is_valid(raise_exception=True)
     return query.validated_data

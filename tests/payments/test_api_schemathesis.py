@@ -46,7 +46,16 @@ def all_scopes(merchant):
     from tests.factories import make_api_key
 
     return make_api_key(
-        merchant, scopes=("payments:read", "payments:write", "webhooks:read", "webhooks:write")
+        merchant,
+        scopes=(
+            "payments:read",
+            "payments:write",
+            "webhooks:read",
+            "webhooks:write",
+            "refunds:read",
+            "refunds:write",
+            "settlements:read",
+        ),
     )[1]
 
 
@@ -129,3 +138,49 @@ def test_real_objects_answer_as_the_schema_says(all_scopes, merchant, settings):
         body={"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"},
     )
     call("/api/v1/webhook-endpoints/{endpoint_id}", "DELETE", path_parameters=ids)
+
+    # A paid intent, refunded; its funds swept to an address nobody declared: a refund and a settlement.
+    from payments import services
+    from payments.chains.base import Destination, Spend
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    now = timezone.now()
+    paid = new_intent(merchant)
+    services.observation_record(transfer=transfer(paid, tx="0xschema", **block(100, now)), now=now)
+    contract = paid.network_asset.contract_address
+    outflow = services.outflow_record(
+        spend=Spend(
+            "ethereum",
+            "0xsweep",
+            1,
+            paid.address.address,
+            10_000_000,
+            token_contract=contract,
+            destinations=(Destination(1, "0x" + "cd" * 20, 10_000_000, contract),),
+            fee_base_units=10**15,
+            fee_payer=paid.address.address,
+            block_height=101,
+            block_hash="0xb101",
+            block_time=now,
+            position_in_block=0,
+        ),
+        now=now,
+    )
+    services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
+    refund = call(
+        "/api/v1/refunds",
+        "POST",
+        body={
+            "payment_intent": paid.pk,
+            "amount": {"kind": "custom", "value": "2.5"},
+            "reason": "one item back",
+        },
+    )
+    refund_ids = {"refund_id": refund["id"]}
+    call("/api/v1/refunds", "GET", query={"payment_intent": paid.pk})
+    call("/api/v1/refunds/{refund_id}", "GET", path_parameters=refund_ids)
+    call("/api/v1/refunds/{refund_id}/cancel", "POST", path_parameters=refund_ids)
+    settlements = call("/api/v1/settlements", "GET", query={"payment_intent": paid.pk})
+    [settlement] = settlements["data"]
+    assert settlement["kind"] == "unknown_outflow" and settlement["legs"][0]["payment_intent"] == paid.pk
+    call("/api/v1/settlements/{settlement_id}", "GET", path_parameters={"settlement_id": settlement["id"]})
