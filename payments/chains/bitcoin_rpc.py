@@ -24,15 +24,15 @@ from urllib.parse import unquote, urlsplit
 
 from bip_utils import Base58Decoder, SegwitBech32Decoder
 
-from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
+from .base import BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
 from .redaction import redact_url
 from .utxo import (
     Outpoint,
+    TransfersFromActivity,
     UtxoTx,
     block_activity,
     fee_from_values,
     mempool_activity,
-    transfers_only,
     tx_transfers,
 )
 
@@ -98,7 +98,7 @@ def _block_time(seconds: int) -> datetime:
     return datetime.fromtimestamp(int(seconds), tz=UTC)
 
 
-class BitcoinCoreBackend:
+class BitcoinCoreBackend(TransfersFromActivity):
     def __init__(
         self,
         network_code: str,
@@ -224,12 +224,6 @@ class BitcoinCoreBackend:
     def watched_scripts(self, watched: Collection[str]) -> dict[str, str]:
         """scriptPubKey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
         return {output_script_hex(address, self.hrp): address for address in watched}
-
-    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
-        return transfers_only(self.activity(watched, NO_SPENDS, start, end))
-
-    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
-        return transfers_only(self.pending_activity(watched, NO_SPENDS, now))
 
     def activity(
         self, watched: Collection[str], spends: SpendWatch, start: int, end: int

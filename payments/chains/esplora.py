@@ -24,15 +24,15 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .base import NO_SPENDS, BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
+from .base import BlockRef, ChainNodeError, Spend, SpendWatch, TransactionNotFound, Transfer
 from .bitcoin_rpc import output_script_hex
 from .redaction import redact_url
 from .utxo import (
+    TransfersFromActivity,
     UtxoTx,
     block_activity,
     fee_from_values,
     mempool_activity,
-    transfers_only,
     tx_transfers,
 )
 
@@ -60,7 +60,7 @@ def _satoshi(value: Any, where: str) -> int:
     return value
 
 
-class EsploraBackend:
+class EsploraBackend(TransfersFromActivity):
     def __init__(self, network_code: str, base_url: str, *, hrp: str, timeout_s: float = 10):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -160,12 +160,6 @@ class EsploraBackend:
             raise EsploraError(
                 f"{self.network_code}: block {block_hash} lists {tx_count} transactions, pages gave {seen}"
             )
-
-    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
-        return transfers_only(self.activity(watched, NO_SPENDS, start, end))
-
-    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
-        return transfers_only(self.pending_activity(watched, NO_SPENDS, now))
 
     def activity(
         self, watched: Collection[str], spends: SpendWatch, start: int, end: int

@@ -8,11 +8,11 @@ here once. Outputs are matched on their scriptPubKey hex, inputs on the outpoint
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from .base import BlockRef, Destination, Spend, Transfer
+from .base import NO_SPENDS, BlockRef, Destination, Spend, Transfer
 
 Outpoint = tuple[str, int]
 # (txid, vout) -> (address, satoshi) of the credited outputs not yet spent; None: spends are not tracked
@@ -129,6 +129,17 @@ def mempool_activity(
 
 def transfers_only(items: Iterable[Transfer | Spend]) -> Iterator[Transfer]:
     return (item for item in items if isinstance(item, Transfer))
+
+
+class TransfersFromActivity:
+    """`transfers` and `pending_transfers` of a backend that implements `activity` and
+    `pending_activity`: the same pass, looking for no spends."""
+
+    def transfers(self, watched: Collection[str], start: int, end: int) -> Iterator[Transfer]:
+        return transfers_only(self.activity(watched, NO_SPENDS, start, end))
+
+    def pending_transfers(self, watched: Collection[str], now: datetime) -> Iterator[Transfer]:
+        return transfers_only(self.pending_activity(watched, NO_SPENDS, now))
 
 
 def fee_from_values(tx: UtxoTx, input_values: Mapping[Outpoint, int]) -> int | None:

@@ -40,6 +40,13 @@ def _locked_intent(intent_id: str) -> PaymentIntent:
     )
 
 
+def _locked(refund_id: str) -> tuple[PaymentIntent, Refund]:
+    """The refund's payment, then the refund, locked in that order (as everywhere: no deadlock)."""
+    intent_id = Refund.objects.values_list("intent_id", flat=True).get(pk=refund_id)
+    intent = _locked_intent(intent_id)
+    return intent, Refund.objects.select_for_update().get(pk=refund_id)
+
+
 def amount_held(intent: PaymentIntent, *, exclude: str | None = None) -> int:
     """What the intent's refunds already claim of the amount received: every refund not canceled and
     not failed (a failed one claims what paid it, if anything did)."""
@@ -233,9 +240,7 @@ def refund_create(
 
 def refund_approve(*, refund_id: str, approved_by: str, now: datetime) -> Refund:
     with transaction.atomic():
-        refund = Refund.objects.get(pk=refund_id)
-        intent = _locked_intent(refund.intent_id)
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        intent, refund = _locked(refund_id)
         if refund.state != State.REQUESTED:
             raise Conflict(
                 f"the refund is {refund.state}, not waiting for approval", code="refund_not_requested"
@@ -253,9 +258,7 @@ def refund_destination_set(
     """The address the refund is paid to, checked for the payment's network. The customer (the refund
     page) sets it once; support may replace it (`replace_ok`) until a payment to it is seen."""
     with transaction.atomic():
-        refund = Refund.objects.get(pk=refund_id)
-        intent = _locked_intent(refund.intent_id)
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        intent, refund = _locked(refund_id)
         if refund.state not in (State.REQUESTED, State.APPROVED, State.AWAITING_PAYMENT):
             raise Conflict(
                 f"the refund is {refund.state}: its destination cannot change", code="refund_closed"
@@ -273,9 +276,7 @@ def refund_destination_set(
 def refund_cancel(*, refund_id: str, canceled_by: str, now: datetime) -> Refund:
     """Cancel a refund no payment has been seen for (once one is seen, it is the chain's to decide)."""
     with transaction.atomic():
-        refund = Refund.objects.get(pk=refund_id)
-        intent = _locked_intent(refund.intent_id)
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        intent, refund = _locked(refund_id)
         if refund.state not in (State.REQUESTED, State.APPROVED, State.AWAITING_PAYMENT):
             raise Conflict(
                 f"the refund is {refund.state}: only a refund not yet paid can be canceled",

@@ -49,21 +49,26 @@ def ltc_intent(merchant, amount: str = "0.5") -> PaymentIntent:
     return services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
 
 
-def paid_and_spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
-    """The intent paid by one output, then that output spent to `destinations` (as a scan records it)."""
+def paid(intent: PaymentIntent) -> None:
+    """The intent paid by one output (unconfirmed), as a scan records it."""
     now = timezone.now()
     amount = int(intent.amount_due_base_units)
     services.observation_record(
         transfer=Transfer(NETWORK, "aa" * 32, 0, intent.address.address, amount, seen_unconfirmed_at=now),
         now=now,
     )
+
+
+def spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
+    """The payment's output spent to `destinations` (as a scan records it), and the settlement derived."""
+    now = timezone.now()
     outflow = services.outflow_record(
         spend=Spend(
             NETWORK,
             "bb" * 32,
             0,
             intent.address.address,
-            amount,
+            int(intent.amount_due_base_units),
             spent_tx_hash="aa" * 32,
             spent_output_index=0,
             destinations=tuple(destinations),
@@ -74,6 +79,11 @@ def paid_and_spent(intent: PaymentIntent, destinations: list[Destination], fee: 
     )
     services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
     return Settlement.objects.get(transaction_id=outflow.transaction_id)
+
+
+def paid_and_spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
+    paid(intent)
+    return spent(intent, destinations, fee)
 
 
 def change_address(index: int) -> str:
@@ -133,11 +143,7 @@ def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
     merchant = make_merchant()
     intent = ltc_intent(merchant)
     amount = int(intent.amount_due_base_units)
-    now = timezone.now()
-    services.observation_record(
-        transfer=Transfer(NETWORK, "aa" * 32, 0, intent.address.address, amount, seen_unconfirmed_at=now),
-        now=now,
-    )
+    paid(intent)
     services.refund_create(
         intent_id=intent.pk,
         amount_kind="custom",
@@ -146,27 +152,11 @@ def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
         requested_by="test",
         approved=True,
         destination=STRANGER,
-        now=now,
+        now=timezone.now(),
     )
-    outflow = services.outflow_record(
-        spend=Spend(
-            NETWORK,
-            "bb" * 32,
-            0,
-            intent.address.address,
-            amount,
-            spent_tx_hash="aa" * 32,
-            spent_output_index=0,
-            destinations=(
-                Destination(0, STRANGER, 20_000_000),
-                Destination(1, change_address(0), amount - 20_000_000 - 1000),
-            ),
-            fee_base_units=1000,
-            seen_unconfirmed_at=now,
-        ),
-        now=now,
+    settlement = spent(
+        intent,
+        [Destination(0, STRANGER, 20_000_000), Destination(1, change_address(0), amount - 20_000_000 - 1000)],
     )
-    services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
-    settlement = Settlement.objects.get(transaction_id=outflow.transaction_id)
     assert settlement.kind == "refund"
     assert [d["kind"] for d in settlement.destinations] == ["refund", "consolidation"]
