@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from payments.errors import GatewayError
-from payments.models import PaymentIntent, PaymentState
+from payments.models import PaymentIntent, PaymentState, Refund
 from payments.selectors import amount_remaining, intents_deadlines, payment_uri_remaining
 from payments.services.attach import attachable_networks
 
@@ -272,6 +272,51 @@ def attach_transaction(request, intent, context):
         "submit": "Look it up",
     }
     return _act(request, intent, context, _bound(request, AttachForm, intent=intent), page, act)
+
+
+class RefundAttachForm(NoteForm):
+    refund = forms.ChoiceField()
+    tx_hash = forms.CharField(max_length=80, label="Transaction hash")
+    field_order = ["refund", "tx_hash", "note"]
+
+    def __init__(self, *args, intent: PaymentIntent, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["refund"].choices = [
+            (r.pk, f"{r.pk}: {r.get_state_display()}, to {r.destination}") for r in _refunds_to_attach(intent)
+        ]
+
+
+def _refunds_to_attach(intent: PaymentIntent):
+    return Refund.objects.filter(
+        intent=intent,
+        state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.FAILED],
+        destination__gt="",
+        observation__isnull=True,
+    ).order_by("created_at")
+
+
+@payment_action(
+    "attach_refund_transaction",
+    label="Attach a refund's transaction hash",
+    permission=PERMISSION,
+    applies=lambda intent: _refunds_to_attach(intent).exists(),
+    description="Looks the transaction up on the node and records it if it pays a refund's destination exactly.",
+)
+def attach_refund_transaction(request, intent, context):
+    def act(data):
+        refund = actions.refund_transaction_hash_attach(
+            actor=request.user,
+            intent=intent,
+            refund_id=data["refund"],
+            tx_hash=data["tx_hash"],
+            note=data["note"],
+            now=timezone.now(),
+            **_request_kwargs(data),
+        )
+        return f"Transaction recorded: refund {refund.pk} is {refund.state}."
+
+    page = {"title": "Attach a refund's transaction hash", "submit": "Look it up"}
+    return _act(request, intent, context, _bound(request, RefundAttachForm, intent=intent), page, act)
 
 
 @payment_action(

@@ -14,10 +14,10 @@ from django.db import transaction
 
 from payments import services
 from payments.admin_access import staff_merchants
-from payments.errors import Conflict, InvalidRequest
-from payments.models import ChainObservation, Event, PaymentIntent, PaymentState
+from payments.errors import Conflict, InvalidRequest, NotFound
+from payments.models import ChainObservation, Event, PaymentIntent, PaymentState, Refund
 from payments.selectors import intent_queryset, intents_deadlines, intents_transactions
-from payments.services.attach import transaction_attach
+from payments.services.attach import refund_transaction_attach, transaction_attach
 from payments.webhooks.endpoints import event_redeliver
 
 from .audit import audit_record
@@ -248,3 +248,32 @@ def transaction_hash_attach(
         }
         payment_audit(actor, "payment.transaction_attached", intent, before, after, note, now, **context)
     return observations
+
+
+def refund_transaction_hash_attach(
+    *,
+    actor: User,
+    intent: PaymentIntent,
+    refund_id: str,
+    tx_hash: str,
+    note: str,
+    now: datetime,
+    **context,
+) -> Refund:
+    """Look a refund's payment up on the node and record it if it pays the refund's destination exactly
+    (payments' `refund_transaction_attach` says why not otherwise). Audited when recorded."""
+    payment_require(actor, intent)
+    note = note_check(note)
+    refund = (
+        Refund.objects.select_related("network_asset__network", "network_asset__asset")
+        .filter(pk=refund_id, intent=intent)
+        .first()
+    )
+    if refund is None:
+        raise NotFound("no such refund of this payment", code="refund_not_found")
+    before = {"refund": refund.pk, "state": refund.state}
+    with transaction.atomic():
+        refund = refund_transaction_attach(refund=refund, tx_hash=tx_hash, now=now)
+        after = {"refund": refund.pk, "state": refund.state, "tx_hash": refund.observation.tx_hash}
+        payment_audit(actor, "refund.transaction_attached", intent, before, after, note, now, **context)
+    return refund

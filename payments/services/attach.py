@@ -11,7 +11,7 @@ from datetime import datetime
 
 from ..chains.base import ChainBackend, ChainNodeError, TransactionNotFound
 from ..errors import Conflict, GatewayError, InvalidRequest, NotFound
-from ..models import ChainObservation, ChainTip, Network, PaymentIntent
+from ..models import ChainObservation, ChainTip, Network, PaymentIntent, Refund
 from .evidence import chain_tip_record, observation_record
 
 TX_HASH_PATTERNS = {
@@ -61,6 +61,22 @@ def transaction_attach(
             code="wrong_network",
             param="network",
         )
+    address = intent.address.address
+    transfers = _fetched(network, tx_hash, address, now, backend_for, whose="this payment's address")
+    return [o for o in (observation_record(transfer=t, now=now) for t in transfers) if o is not None]
+
+
+def _fetched(
+    network: Network,
+    tx_hash: str,
+    address: str,
+    now: datetime,
+    backend_for: Callable[[Network], ChainBackend],
+    *,
+    whose: str,
+) -> list:
+    """The transfers of `tx_hash` on `network` to `address`, as a scan would record them; refuses a
+    malformed hash, a node missing or silent, a transaction unknown or paying another address."""
     tx_hash = (tx_hash or "").strip().lower()
     if network.chain == "evm" and not tx_hash.startswith("0x"):
         tx_hash = "0x" + tx_hash
@@ -72,7 +88,6 @@ def transaction_attach(
         )
     if not network.rpc_url:
         raise NodeUnavailable(f"{network.name} has no node configured: the gateway cannot look it up")
-    address = intent.address.address
     try:
         backend = backend_for(network)
         transfers = backend.transaction_transfers(tx_hash, [address], now)
@@ -85,11 +100,43 @@ def transaction_attach(
         raise NodeUnavailable(f"{network.name}'s node did not answer: {exc}") from None
     if not transfers:
         raise Conflict(
-            f"transaction {tx_hash} on {network.name} pays nothing to this payment's address {address}: "
+            f"transaction {tx_hash} on {network.name} pays nothing to {whose} {address}: "
             "it pays another address (or it reverted)",
             code="tx_pays_another_address",
         )
     if tip is not None:
         # No scan has run on this network yet: its tip, so that the confirmations can be counted.
         chain_tip_record(network_code=network.code, height=tip.height, block_hash=tip.hash, now=now)
-    return [o for o in (observation_record(transfer=t, now=now) for t in transfers) if o is not None]
+    return transfers
+
+
+def refund_transaction_attach(
+    *,
+    refund: Refund,
+    tx_hash: str,
+    now: datetime,
+    backend_for: Callable[[Network], ChainBackend] | None = None,
+) -> Refund:
+    """A transaction support names as a refund's payment (one the scanner missed: paid before the
+    destination was watched, or while the scanner was down): fetched from the node and, where it pays the
+    refund's destination, recorded as the scanner would; the refund is settled from it. A transfer of
+    another amount is recorded and refused (the refund is not paid by it), saying so."""
+    if backend_for is None:
+        from ..scanning import backend_for
+    if not refund.destination:
+        raise Conflict("the refund has no destination yet: nothing to pay", code="refund_without_destination")
+    network = refund.network_asset.network
+    transfers = _fetched(
+        network, tx_hash, refund.destination, now, backend_for, whose="the refund's destination"
+    )
+    for transfer in transfers:
+        observation_record(transfer=transfer, now=now)
+    refund = Refund.objects.select_related("network_asset__asset", "observation").get(pk=refund.pk)
+    if refund.observation is None or refund.observation.tx_hash not in {t.tx_hash for t in transfers}:
+        paid = ", ".join(str(t.amount_base_units) for t in transfers)
+        raise Conflict(
+            f"the transaction pays the destination {paid} base units, not the refund's "
+            f"{int(refund.amount_base_units)} in {refund.network_asset.asset.code}: not accepted",
+            code="tx_wrong_amount",
+        )
+    return refund

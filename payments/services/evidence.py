@@ -33,7 +33,13 @@ from .events import events_write
 # --- evidence ---------------------------------------------------------------------------------------
 
 # Refunds whose destination the scanners watch: a payment to it is expected, or may be reorged away.
-REFUND_WATCHED_STATES = (Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED)
+# (A failed one too: a payment support attaches after its deadline still pays it.)
+REFUND_WATCHED_STATES = (
+    Refund.State.AWAITING_PAYMENT,
+    Refund.State.DETECTED,
+    Refund.State.CONFIRMED,
+    Refund.State.FAILED,
+)
 
 # The block fields of a row seen again (alias `o`, the new values in EXCLUDED): a sighting in a block sets
 # them; an unconfirmed sighting keeps them while the row is canonical and clears them if its block was

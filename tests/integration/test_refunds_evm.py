@@ -127,3 +127,39 @@ def test_a_wrong_amount_is_not_accepted_and_the_exact_amount_from_anyone_is(loca
         "refund.detected",
         "refund.succeeded",
     ]
+
+
+def test_support_attaches_a_refund_payment_the_scanner_did_not_see(local_usdc):
+    from payments.errors import Conflict
+    from payments.services.attach import refund_transaction_attach
+
+    node, token = local_usdc
+    backend = EvmBackend("evm-local", node.url)
+    intent = paid_intent(node, token, backend, make_merchant(), "30")
+    customer = node.accounts[4]
+    refund = services.refund_create(
+        intent_id=intent.pk,
+        amount_kind="custom",
+        value="5",
+        reason="a voucher was not applied",
+        requested_by="test",
+        approved=True,
+        destination=customer,
+        now=timezone.now(),
+    )
+    wrong = token_transfer(node.w3, token, node.accounts[1], customer, token_units("4"))
+    right = token_transfer(node.w3, token, node.accounts[1], customer, token_units("5"))
+    elsewhere = token_transfer(node.w3, token, node.accounts[1], node.accounts[7], token_units("5"))
+    node.mine(2)  # no scan: as if the scanner were down
+    with pytest.raises(Conflict) as refused:
+        refund_transaction_attach(refund=refund, tx_hash=elsewhere, now=timezone.now())
+    assert refused.value.code == "tx_pays_another_address"
+    with pytest.raises(Conflict) as refused:
+        refund_transaction_attach(refund=refund, tx_hash=wrong, now=timezone.now())
+    assert refused.value.code == "tx_wrong_amount"
+    refund = refund_transaction_attach(refund=refund, tx_hash=right, now=timezone.now())
+    # Counted against the tip the gateway knows (the last scan's): confirmed once the scanner runs again.
+    assert (refund.state, refund.observation.tx_hash) == ("detected", right)
+    scan(backend)
+    refund.refresh_from_db()
+    assert refund.state == "confirmed"

@@ -158,6 +158,7 @@ SAFE_ACTIONS = (
     "decide_overpayment",
     "replay_webhooks",
     "attach_transaction",
+    "attach_refund_transaction",
     "escalate_wrong_network",
 )
 
