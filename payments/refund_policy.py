@@ -32,6 +32,8 @@ def events_for(before: str, after: str) -> list[str]:
     (the destination is in the snapshot of the next one)."""
     if before == after:
         return []
+    if before in (DETECTED, CONFIRMED) and after in (APPROVED, AWAITING_PAYMENT):
+        return ["refund.reverted"]  # its transaction was reorged away or dropped: not paid after all
     events = []
     if before == REQUESTED and after != CANCELED:
         events.append("refund.approved")
@@ -81,11 +83,15 @@ def evaluate_refund(
 ) -> RefundVerdict:
     """`transfers`: what the chain showed to the destination since the refund was made (any amount;
     those another refund already claims excluded by the caller)."""
+    # Only what was first seen before the refund's window closed (and before a cancel) pays it: a refund
+    # that failed or was canceled stays so, and a later transfer is left for the refund that replaced it.
+    closes = min(t for t in (refund.expires_at, refund.canceled_at) if t is not None)
+    in_time = [o for o in transfers if o.first_seen_at < closes]
     paying = sorted(
-        (o for o in transfers if pays(refund, o)),
+        (o for o in in_time if pays(refund, o)),
         key=lambda o: (o.block_height is None, o.block_height or 0, o.position_in_block or 0, o.key),
     )
-    wrong = any(o.canonical and o.network == refund.network and not pays(refund, o) for o in transfers)
+    wrong = any(o.canonical and o.network == refund.network and not pays(refund, o) for o in in_time)
     if refund.canceled_at is not None and not paying:
         return RefundVerdict(CANCELED, "canceled before it was paid", wrong_amount_seen=wrong)
     if not refund.approved:

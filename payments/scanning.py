@@ -72,14 +72,17 @@ def watched_addresses(*, network: Network, now: datetime) -> list[str]:
     )
     waiting = Q(intent__state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING])
     addresses = addresses.annotate(monitored_until=monitored_until)
-    found = list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
-    # Refunds' destinations on this network: a payment to one is expected, or (confirmed within the last
-    # day) may still be reorged away.
+    return list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
+
+
+def refund_destinations(*, network: Network, now: datetime) -> list[str]:
+    """Refunds' destinations on this network: a payment to one is expected, or (confirmed within the last
+    day) may still be reorged away. Watched for transfers in; never for outflows (they are customers')."""
     refunds = Refund.objects.filter(network_asset__network=network).filter(
         Q(state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED])
         | Q(state=Refund.State.CONFIRMED, updated_at__gt=now - timedelta(days=1))
     )
-    return found + sorted(set(refunds.values_list("destination", flat=True)) - set(found))
+    return sorted(set(refunds.values_list("destination", flat=True)))
 
 
 def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
@@ -221,9 +224,13 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         end = min(tip.height, scan_cursor.height + max_blocks)
         count = outflows = 0
         outflow_txs: set[int] = set()
-        watched = watched_addresses(network=network, now=now)
+        payments_to = watched_addresses(network=network, now=now)
+        watched = payments_to + [
+            a for a in refund_destinations(network=network, now=now) if a not in payments_to
+        ]
         if end >= start:
-            for item in backend.activity(watched, spend_watch(network=network, watched=watched), start, end):
+            spends = spend_watch(network=network, watched=payments_to)
+            for item in backend.activity(watched, spends, start, end):
                 if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
@@ -237,7 +244,7 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
                 network=network, height__lt=end_ref.height - KEEP_SCANNED_BLOCKS
             ).delete()
         scan_cursor.save()
-        for item in backend.pending_activity(watched, spend_watch(network=network, watched=watched), now):
+        for item in backend.pending_activity(watched, spend_watch(network=network, watched=payments_to), now):
             if _record(item, now=now, outflow_txs=outflow_txs):
                 count += 1
             else:

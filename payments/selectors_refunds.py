@@ -20,13 +20,18 @@ REFUND_LINK_SALT = "payments.refund-destination"
 
 
 def amount_received(intent: PaymentIntent) -> int:
-    """Everything the chain shows the intent's address received in its asset on its network (counted,
-    duplicate, late alike; not funds reorged away, and not another asset): the most refunds may total."""
+    """Everything the chain shows the intent's address received in its asset on its network, in a block
+    (counted, duplicate, late alike; not funds reorged away, not another asset, and not a transaction still
+    in the mempool, which its sender may yet replace): the most refunds may total."""
     na = intent.network_asset
     if na is None:
         return 0
     rows = ChainObservation.objects.filter(
-        intent=intent, canonical=True, network_id=na.network_id, token_contract=na.contract_address.lower()
+        intent=intent,
+        canonical=True,
+        block_height__isnull=False,
+        network_id=na.network_id,
+        token_contract=na.contract_address.lower(),
     )
     return int(rows.aggregate(total=Sum("amount_base_units"))["total"] or 0)
 

@@ -25,7 +25,7 @@ from .approvals import dangerous_action_submit, four_eyes_required
 from .audit import request_audit_context
 from .console import payment_action
 from .dangerous import DECIDE_PAYMENT
-from .dangerous_refunds import REFUND
+from .dangerous_refunds import REFUND, refund_payload
 from .payment_page import intent_amount_text
 
 EXPLANATION = (
@@ -94,13 +94,15 @@ def refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> H
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         kind = data["amount_kind"]
-        payload = {
-            "amount_kind": kind,
-            "value": f"{data['value']:f}" if kind in ("fiat", "custom") else None,
-            "currency": data["currency"] if kind == "fiat" else None,
-            "destination": data["destination"].strip(),
-        }
         try:
+            payload = refund_payload(
+                intent=intent,
+                amount_kind=kind,
+                value=f"{data['value']:f}" if kind in ("fiat", "custom") else None,
+                currency=data["currency"] if kind == "fiat" else None,
+                destination=data["destination"].strip(),
+                now=timezone.now(),
+            )
             submitted = dangerous_action_submit(
                 actor=request.user,
                 action=REFUND.name,

@@ -289,7 +289,7 @@ class RefundAttachForm(NoteForm):
 def _refunds_to_attach(intent: PaymentIntent):
     return Refund.objects.filter(
         intent=intent,
-        state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.FAILED],
+        state=Refund.State.AWAITING_PAYMENT,
         destination__gt="",
         observation__isnull=True,
     ).order_by("created_at")

@@ -7,6 +7,7 @@ makes the refund, approved, in the payments app, where the chain decides the res
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 from payments import services
 from payments.errors import InvalidRequest
@@ -14,7 +15,53 @@ from payments.models import Merchant, PaymentIntent
 
 from .approvals import DangerousAction, dangerous_action
 
-FIELDS = {"amount_kind", "value", "currency", "destination"}
+FIELDS = {"amount_kind", "value", "currency", "destination", "amount_base_units", "rate"}
+
+
+def refund_payload(
+    *, intent: PaymentIntent, amount_kind: str, value: str | None, currency: str | None, destination: str, now
+) -> dict:
+    """What a lead asks, with the amount it comes to now in base units (and a fiat amount's rate): the
+    approver approves exactly that amount, which must still fit when applied."""
+    units, evidence = services.refund_check(
+        intent=intent,
+        amount_kind=amount_kind,
+        value=value,
+        currency=currency,
+        destination=destination,
+        now=now,
+    )
+    rate = None
+    if evidence:
+        rate = {
+            "fiat_amount": f"{evidence['fiat_amount']:f}",
+            "fiat_currency": evidence["fiat_currency"],
+            "rate": f"{evidence['rate']:f}",
+            "rate_source": evidence["rate_source"],
+            "rate_time": evidence["rate_time"].isoformat(),
+        }
+    return {
+        "amount_kind": amount_kind,
+        "value": value,
+        "currency": currency,
+        "destination": destination,
+        "amount_base_units": str(units),
+        "rate": rate,
+    }
+
+
+def _fixed(payload: dict):
+    rate = payload["rate"]
+    evidence = {}
+    if rate:
+        evidence = {
+            "fiat_amount": Decimal(rate["fiat_amount"]),
+            "fiat_currency": rate["fiat_currency"],
+            "rate": Decimal(rate["rate"]),
+            "rate_source": rate["rate_source"],
+            "rate_time": datetime.fromisoformat(rate["rate_time"]),
+        }
+    return int(payload["amount_base_units"]), evidence
 
 
 def _check(*, merchant: Merchant, intent: PaymentIntent | None, payload: dict, now: datetime) -> None:
@@ -22,6 +69,12 @@ def _check(*, merchant: Merchant, intent: PaymentIntent | None, payload: dict, n
         raise InvalidRequest("a refund names the payment", code="parameter_missing")
     if set(payload) != FIELDS:
         raise InvalidRequest(f"a refund has exactly {', '.join(sorted(FIELDS))}", code="invalid_refund")
+    try:
+        fixed = _fixed(payload)
+    except (TypeError, ValueError, KeyError, InvalidOperation) as exc:
+        raise InvalidRequest(
+            "the refund's amount is not a number of base units", code="invalid_refund"
+        ) from exc
     services.refund_check(
         intent=intent,
         amount_kind=payload["amount_kind"],
@@ -29,6 +82,7 @@ def _check(*, merchant: Merchant, intent: PaymentIntent | None, payload: dict, n
         currency=payload["currency"],
         destination=payload["destination"],
         now=now,
+        fixed=fixed,
     )
 
 
@@ -43,6 +97,7 @@ def _apply(*, actor, role, merchant, intent, payload, reason, now) -> dict:
         requested_by=f"user:{actor.get_username()}",
         approved=True,
         now=now,
+        fixed=_fixed(payload),
     )
     return {
         "refund": refund.pk,

@@ -19,6 +19,7 @@ REFUND_EVENT_TYPES = (
     "refund.succeeded",
     "refund.failed",
     "refund.canceled",
+    "refund.reverted",
 )
 
 

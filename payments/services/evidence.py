@@ -33,13 +33,7 @@ from .events import events_write
 # --- evidence ---------------------------------------------------------------------------------------
 
 # Refunds whose destination the scanners watch: a payment to it is expected, or may be reorged away.
-# (A failed one too: a payment support attaches after its deadline still pays it.)
-REFUND_WATCHED_STATES = (
-    Refund.State.AWAITING_PAYMENT,
-    Refund.State.DETECTED,
-    Refund.State.CONFIRMED,
-    Refund.State.FAILED,
-)
+REFUND_WATCHED_STATES = (Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED)
 
 # The block fields of a row seen again (alias `o`, the new values in EXCLUDED): a sighting in a block sets
 # them; an unconfirmed sighting keeps them while the row is canonical and clears them if its block was
@@ -68,11 +62,17 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
     address = transfer.address.lower() if network.chain == "evm" else transfer.address
     paid_to = PaymentAddress.objects.filter(address=address).values_list("intent__pk", flat=True).first()
     if paid_to is None:
+        # A refund's destination is the customer's (it may be busy: an exchange's): only a transfer that
+        # could pay one of its open refunds, in its asset and of its exact amount, is recorded.
         refunded_to = Refund.objects.filter(
-            network_asset__network=network, destination=address, state__in=REFUND_WATCHED_STATES
+            network_asset__network=network,
+            network_asset__contract_address__iexact=transfer.token_contract.lower(),
+            destination=address,
+            amount_base_units=transfer.amount_base_units,
+            state__in=REFUND_WATCHED_STATES,
         )
         if not refunded_to.exists():
-            return None  # an address the gateway never derived, and no refund's destination
+            return None  # an address the gateway never derived, and no refund it would pay
     token = transfer.token_contract.lower()
     network_asset = (
         NetworkAsset.objects.filter(network=network, contract_address__iexact=token).first()

@@ -47,6 +47,17 @@ def outflow_record(*, spend: Spend, now: datetime) -> Outflow | None:
     network_asset = NetworkAsset.objects.filter(
         network=network, **({"contract_address__iexact": token} if token else {"contract_address": ""})
     ).first()
+    if token and (network_asset is None or spend.amount_base_units == 0):
+        # Anyone can emit a Transfer log naming any `from` (a contract of their own, or a zero-value
+        # transferFrom on a real token: address poisoning). Only a known token's value leaving counts.
+        return None
+    fee = spend.fee_base_units
+    if (
+        evm
+        and spend.fee_payer
+        and not PaymentAddress.objects.filter(address=spend.fee_payer.lower()).exists()
+    ):
+        fee = 0  # someone else paid the gas (a sweeper's transferFrom, or whoever emitted the log)
     spent_observation = None
     if spend.spent_tx_hash:
         spent_observation = (
@@ -85,7 +96,7 @@ def outflow_record(*, spend: Spend, now: datetime) -> Outflow | None:
                     spend.block_time,
                     spend.position_in_block,
                     seen_at,
-                    spend.fee_base_units,
+                    fee,
                     spend.fee_payer.lower(),
                     json.dumps(destinations),
                     now,

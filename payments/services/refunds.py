@@ -17,7 +17,7 @@ from django.db.models import Q, Sum
 from .. import pricing, refund_policy
 from ..chains.address import address_normalize
 from ..errors import Conflict, InvalidRequest
-from ..models import ChainObservation, ChainTip, PaymentIntent, Refund
+from ..models import ChainObservation, ChainTip, PaymentAddress, PaymentIntent, Refund, TreasuryAddress
 from ..selectors import INTENT_RELATED, intents_transactions, observation_facts, refunded_amount
 from ..selectors_refunds import amount_received, refund_representation
 from .events import events_write
@@ -26,6 +26,9 @@ from .reference import default_rate_source
 State = Refund.State
 AmountKind = Refund.AmountKind
 REASON_MAX_CHARACTERS = 4000
+
+
+Fixed = tuple[int, dict]  # an amount in base units, and the rate evidence of a fiat amount ({} otherwise)
 
 
 def refund_days() -> int:
@@ -73,9 +76,14 @@ def refund_amount(
     if kind == AmountKind.RECEIVED:
         return received - held, {}
     if kind == AmountKind.EXCESS:
-        excess = received - int(intent.amount_due_base_units or 0)
+        # What was received beyond the amount due and not refunded yet (a second "excess" refund finds
+        # the first one's amount held: no excess is refunded twice).
+        excess = received - int(intent.amount_due_base_units or 0) - held
         if excess <= 0:
-            raise Conflict("this payment received no more than was due: there is no excess", code="no_excess")
+            raise Conflict(
+                "this payment received no more than was due, or its excess is refunded already",
+                code="no_excess",
+            )
         return excess, {}
     try:
         number = Decimal(str(value))
@@ -123,14 +131,28 @@ def refund_amount(
 
 
 def destination_normalize(intent: PaymentIntent, text: str, *, param: str = "destination") -> str:
+    """The customer's address for the payment's network; never one of the gateway's payment addresses
+    (a transfer there would pay that payment, not the refund) nor a merchant's treasury (a sweep of the
+    same amount would pass for the refund)."""
     network = intent.network_asset.network
-    return address_normalize(
+    address = address_normalize(
         chain=network.chain,
         bech32_hrp=network.bech32_hrp,
         base58_versions=network.base58_versions,
         text=text,
         param=param,
     )
+    if (
+        PaymentAddress.objects.filter(address=address).exists()
+        or TreasuryAddress.objects.filter(network=network, address=address).exists()
+    ):
+        raise InvalidRequest(
+            "a refund goes to the customer's own address, not to one of the gateway's or a merchant's "
+            "treasury",
+            code="destination_not_allowed",
+            param=param,
+        )
+    return address
 
 
 def reason_clean(reason: str | None) -> str:
@@ -152,22 +174,31 @@ def refund_check(
     currency: str | None = None,
     destination: str = "",
     now: datetime,
-) -> int:
-    """What `refund_create` would refund, or the reason it would refuse (read-only: support checks a
-    refund before asking a second person to approve it). The amount in base units."""
+    fixed: Fixed | None = None,
+) -> Fixed:
+    """What `refund_create` would refund (base units, and a fiat amount's rate evidence), or the reason
+    it would refuse (read-only: support checks a refund when asking, and a second person approves exactly
+    that amount: `fixed`, checked again to fit within what is left)."""
     if intent.network_asset is None:
         raise Conflict("this payment has no asset yet: nothing was received", code="nothing_received")
     received = amount_received(intent)
     if received <= 0:
         raise Conflict("this payment received nothing to refund", code="nothing_received")
     held = amount_held(intent)
-    amount, _ = refund_amount(
-        intent=intent, kind=amount_kind, value=value, currency=currency, received=received, held=held, now=now
-    )
-    _within(amount, received, held)
+    if fixed is None:
+        fixed = refund_amount(
+            intent=intent,
+            kind=amount_kind,
+            value=value,
+            currency=currency,
+            received=received,
+            held=held,
+            now=now,
+        )
+    _within(fixed[0], received, held)
     if destination:
         destination_normalize(intent, destination)
-    return amount
+    return fixed
 
 
 def _within(amount: int, received: int, held: int) -> None:
@@ -190,10 +221,12 @@ def refund_create(
     approved: bool,
     destination: str = "",
     now: datetime,
+    fixed: Fixed | None = None,
 ) -> Refund:
     """A refund of a payment, checked under the payment's lock: the payment received funds, and this
     refund with every other one not canceled or failed stays within what was received. `approved`: the
-    merchant's own request (API) or support's after its approval; otherwise it waits in `requested`."""
+    merchant's own request (API) or support's after its approval; otherwise it waits in `requested`.
+    `fixed`: the amount (and fiat rate evidence) as `refund_check` found it when support asked."""
     reason = reason_clean(reason)
     with transaction.atomic():
         intent = _locked_intent(intent_id)
@@ -203,7 +236,7 @@ def refund_create(
         if received <= 0:
             raise Conflict("this payment received nothing to refund", code="nothing_received")
         held = amount_held(intent)
-        amount, evidence = refund_amount(
+        amount, evidence = fixed or refund_amount(
             intent=intent,
             kind=amount_kind,
             value=value,
@@ -309,7 +342,13 @@ def refund_evidence(refund: Refund) -> tuple[refund_policy.RefundFacts, list, in
             Refund.objects.exclude(pk=refund.pk).filter(observation__isnull=False).values("observation_id")
         )
         rows = (
-            ChainObservation.objects.filter(network=network, address=refund.destination, intent__isnull=True)
+            ChainObservation.objects.filter(
+                network=network,
+                address=refund.destination,
+                intent__isnull=True,
+                token_contract=na.contract_address.lower(),
+                amount_base_units=refund.amount_base_units,
+            )
             .exclude(pk__in=claimed)
             .order_by("pk")
         )
@@ -402,7 +441,7 @@ def refunds_settle_at(*, network_id: int, addresses: set[str], now: datetime) ->
         Refund.objects.filter(
             network_asset__network_id=network_id,
             destination__in=addresses,
-            state__in=[State.APPROVED, State.AWAITING_PAYMENT, State.DETECTED, State.CONFIRMED, State.FAILED],
+            state__in=[State.AWAITING_PAYMENT, State.DETECTED, State.CONFIRMED],
         )
         .order_by("created_at", "pk")
         .values_list("pk", flat=True)

@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 from django.db import transaction
+from django.db.models import Q
 
 from .. import pricing
 from ..models import (
@@ -125,7 +126,8 @@ def derive(tx: OutflowTransaction) -> dict[str, _Derived]:
     _attribute_fee(ordered, fee)
     result: dict[str, _Derived] = {}
     for merchant_id in merchants:
-        destinations = _classify(network, merchant_id, tx.destinations)
+        seen_at = min(t for t in (tx.seen_unconfirmed_at, tx.block_time) if t is not None)
+        destinations = _classify(network, merchant_id, tx.destinations, seen_at)
         own = [leg for leg in ordered if leg.merchant_id == merchant_id]
         kinds = {d["kind"] for d in destinations}
         if UNKNOWN in kinds:
@@ -160,11 +162,13 @@ def _attribute_fee(legs: list[_Leg], fee: int | None) -> None:
     legs[0].fee += fee - sum(leg.fee for leg in legs)
 
 
-def _classify(network: Network, merchant_id: str, destinations: list[dict]) -> list[dict]:
+def _classify(network: Network, merchant_id: str, destinations: list[dict], seen_at: datetime) -> list[dict]:
+    # A treasury counts for outflows seen while it was declared and not retired (retiring one means money
+    # sent there from then on is unknown again).
     treasuries = set(
-        TreasuryAddress.objects.filter(merchant_id=merchant_id, network=network).values_list(
-            "address", flat=True
-        )
+        TreasuryAddress.objects.filter(merchant_id=merchant_id, network=network)
+        .filter(Q(retired_at__isnull=True) | Q(retired_at__gt=seen_at))
+        .values_list("address", flat=True)
     )
     addresses = [d["address"] for d in destinations if d.get("address")]
     own = set(
@@ -178,9 +182,9 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict]) -> l
             network_asset__network=network,
             destination__in=[a.lower() if network.chain == "evm" else a for a in addresses],
             state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED],
-        ).values_list("destination", "amount_base_units")
+        ).values_list("destination", "amount_base_units", "network_asset__contract_address")
     )
-    refunds = {(address, int(amount)) for address, amount in refunds}
+    refunds = {(address, int(amount), token.lower()) for address, amount, token in refunds}
     classified = []
     for d in destinations:
         address = d.get("address") or ""
@@ -192,7 +196,7 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict]) -> l
             kind = SWEEP
         elif address in own or _is_change(network, merchant_id, address):
             kind = CONSOLIDATION
-        elif (address, int(d.get("amount") or 0)) in refunds:
+        elif (address, int(d.get("amount") or 0), (d.get("token_contract") or "").lower()) in refunds:
             kind = REFUND  # exactly an open refund's amount to its destination
         else:
             kind = UNKNOWN
@@ -250,6 +254,8 @@ def _apply(
         and result.kind == Kind.UNKNOWN_OUTFLOW
         and settlement.kind != Kind.UNKNOWN_OUTFLOW
     ):
+        if not types and not settlement._state.adding:
+            settlement.revision += 1  # unknown again after being classified: a new event, its own key
         types.append("settlement.unexpected_outflow")
     fields = (result.kind, result.destinations, result.fee, fee_asset.pk if fee_asset else None, seen_at)
     stored = (

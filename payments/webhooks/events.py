@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from payments.models import Event, PaymentState, WebhookDelivery, WebhookEndpoint
+from payments.models.refunds import REFUND_EVENT_TYPES
 from payments.models.settlements import SETTLEMENT_EVENT_TYPES
 from payments.policy import EXCEPTION_KINDS
 
@@ -15,6 +16,7 @@ EVENT_TYPES: tuple[str, ...] = tuple(
     + [f"payment.{state}" for state in PaymentState.values if state != PaymentState.CREATED]
     + sorted({f"payment.{kind}_detected" for kind in EXCEPTION_KINDS.values()})
     + ["payment.fulfilled"]
+    + list(REFUND_EVENT_TYPES)
     + list(SETTLEMENT_EVENT_TYPES)
 )
 

@@ -50,11 +50,20 @@ def ltc_intent(merchant, amount: str = "0.5") -> PaymentIntent:
 
 
 def paid(intent: PaymentIntent) -> None:
-    """The intent paid by one output (unconfirmed), as a scan records it."""
+    """The intent paid by one output in a block, as a scan records it."""
     now = timezone.now()
     amount = int(intent.amount_due_base_units)
     services.observation_record(
-        transfer=Transfer(NETWORK, "aa" * 32, 0, intent.address.address, amount, seen_unconfirmed_at=now),
+        transfer=Transfer(
+            NETWORK,
+            "aa" * 32,
+            0,
+            intent.address.address,
+            amount,
+            block_height=10,
+            block_hash="b10",
+            block_time=now,
+        ),
         now=now,
     )
 
