@@ -110,3 +110,15 @@ def test_legacy_addresses_of_a_real_litecoind_match_the_regtest_networks_version
                 base58_versions=mainnet.base58_versions,
                 text=address,
             )
+
+
+def test_the_script_a_scan_watches_is_the_one_litecoind_pays(litecoind):
+    """A refund's destination may be legacy (P2PKH), P2SH or segwit: the scanner matches outputs on the
+    script, taken here from the node itself (`getaddressinfo`), not from our own encoding."""
+    from payments.chains.bitcoin_rpc import output_script_hex
+
+    for kind in ("legacy", "p2sh-segwit", "bech32"):
+        address = litecoind.rpc("getnewaddress", "", kind)
+        assert (
+            output_script_hex(address, "rltc") == litecoind.rpc("getaddressinfo", address)["scriptPubKey"]
+        ), kind
