@@ -132,3 +132,34 @@ def test_refund_requested_over_the_api_destination_from_the_customer_paid_from_a
     assert succeeded["data"]["refund"]["id"] == refund["id"]
     assert succeeded["data"]["amount_refunded"] == {"value": "25.000000", "base_units": "25000000"}
     call_command("verify_payments")  # raises if anything differs from its evidence
+
+
+def test_a_german_customer_gets_the_german_refund_page(live_server, browser, artifacts):
+    from tests.browser.conftest import PHONE
+    from tests.payments.test_services_settle import block, new_intent, transfer
+
+    now = timezone.now()
+    intent = new_intent(make_merchant("Laden"), amount="10")
+    services.observation_record(transfer=transfer(intent, tx="0xde", **block(100, now)), now=now)
+    refund = services.refund_create(
+        intent_id=intent.pk,
+        amount_kind="received",
+        reason="Bestellung storniert",
+        requested_by="test",
+        approved=True,
+        now=now,
+    )
+    from payments.selectors_refunds import refund_destination_path
+
+    context = browser.new_context(viewport=PHONE, locale="de-DE")
+    try:
+        page = context.new_page()
+        page.goto(live_server.url + refund_destination_path(refund))
+        assert page.inner_text("#status-title") == "Wohin sollen wir Ihre Erstattung senden?"
+        assert "Nur eine Adresse im Netzwerk" in page.inner_text("#refund-form .warning")
+        page.fill("#address", "0x" + "12" * 19 + "1g")  # not hex
+        page.click("#refund-form button")
+        assert page.inner_text("#refund-error").startswith("Dies ist keine Adresse des Netzwerks")
+        page.screenshot(path=str(artifacts / "refund-de-phone.png"), full_page=True)
+    finally:
+        context.close()
