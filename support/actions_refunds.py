@@ -25,7 +25,7 @@ from .approvals import dangerous_action_submit, four_eyes_required
 from .audit import request_audit_context
 from .console import payment_action
 from .dangerous import DECIDE_PAYMENT
-from .dangerous_refunds import REFUND, refund_payload
+from .dangerous_refunds import REFUND, REFUND_CHANGE, refund_payload
 from .payment_page import intent_amount_text
 
 EXPLANATION = (
@@ -144,6 +144,115 @@ def refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> H
             "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
             "received": intent_amount_text(intent, received),
             "refundable": intent_amount_text(intent, received - amount_held(intent)),
+            "payment_url": payment_url,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+def _changeable(intent: PaymentIntent):
+    return Refund.objects.filter(
+        intent=intent, state__in=[Refund.State.APPROVED, Refund.State.AWAITING_PAYMENT]
+    ).order_by("created_at")
+
+
+class RefundChangeForm(forms.Form):
+    refund = forms.ChoiceField()
+    cancel = forms.BooleanField(
+        required=False, label="cancel the refund", help_text="instead of a new address"
+    )
+    destination = forms.CharField(
+        required=False,
+        max_length=100,
+        label="new address",
+        widget=forms.TextInput(attrs={"size": 70, "autocomplete": "off"}),
+        help_text="the customer's address on the payment's network (checked before anything is asked)",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        min_length=REASON_MIN_CHARACTERS,
+        help_text="At least a sentence: why the address changes (who confirmed it) or why it is canceled.",
+    )
+
+    def __init__(self, *args, intent: PaymentIntent, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["refund"].choices = [
+            (r.pk, f"{r.pk}: {r.get_state_display()}, to {r.destination or '(no address yet)'}")
+            for r in _changeable(intent)
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("cancel") and not (data.get("destination") or "").strip():
+            self.add_error("destination", "a new address, or tick cancel")
+        return data
+
+
+CHANGE_EXPLANATION = (
+    "A refund's address changes only while no payment to it has been seen: a customer's typo, or an address "
+    "the customer confirmed to you another way. Canceling frees its amount. Both are decisions on money: a "
+    "reason, and a second lead's approval where the merchant's policy asks."
+)
+
+
+@payment_action(
+    "change_refund",
+    label="Change a refund's address or cancel it…",
+    permission=DECIDE_PAYMENT,
+    applies=lambda intent: _changeable(intent).exists(),
+    dangerous=True,
+    description=CHANGE_EXPLANATION,
+)
+def change_refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
+    form = RefundChangeForm(request.POST if request.method == "POST" else None, intent=intent)
+    four_eyes = four_eyes_required(REFUND_CHANGE, intent.merchant, intent)
+    payment_url = reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        payload = {
+            "refund": data["refund"],
+            "cancel": bool(data["cancel"]),
+            "destination": "" if data["cancel"] else data["destination"].strip(),
+        }
+        try:
+            submitted = dangerous_action_submit(
+                actor=request.user,
+                action=REFUND_CHANGE.name,
+                merchant=intent.merchant,
+                intent=intent,
+                payload=payload,
+                reason=data["reason"],
+                now=timezone.now(),
+                **request_audit_context(request),
+            )
+        except GatewayError as exc:
+            form.add_error(None, f"{exc.message} ({exc.code})")
+        else:
+            if submitted.applied:
+                messages.success(
+                    request, f"Refund {submitted.result['refund']} is {submitted.result['refund_state']}."
+                )
+            else:
+                messages.warning(
+                    request,
+                    f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
+                    f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
+                )
+            return HttpResponseRedirect(payment_url)
+    return TemplateResponse(
+        request,
+        "admin/support/dangerous_action.html",
+        {
+            **context,
+            "title": f"Change a refund: {intent.pk}",
+            "intent": intent,
+            "verb": "Change the refund",
+            "explanation": CHANGE_EXPLANATION,
+            "four_eyes": four_eyes,
+            "form": form,
+            "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
+            "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
+            "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
             "payment_url": payment_url,
         },
         status=400 if request.method == "POST" else 200,

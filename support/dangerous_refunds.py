@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from payments import services
 from payments.errors import InvalidRequest
 from payments.models import Merchant, PaymentIntent
+from payments.services.refunds import destination_normalize
 
 from .approvals import DangerousAction, dangerous_action
 
@@ -114,5 +115,47 @@ REFUND = dangerous_action(
         permission="support.decide_payment",
         check=_check,
         apply=_apply,
+    )
+)
+
+
+def _own_refund(merchant: Merchant, intent: PaymentIntent | None, payload: dict):
+    from payments.models import Refund
+
+    refund = Refund.objects.filter(pk=payload.get("refund"), merchant=merchant).first()
+    if intent is None or refund is None or refund.intent_id != intent.pk:
+        raise InvalidRequest("no such refund of this payment", code="refund_not_found")
+    return refund
+
+
+def _change_check(*, merchant: Merchant, intent: PaymentIntent | None, payload: dict, now: datetime) -> None:
+    if set(payload) != {"refund", "destination", "cancel"}:
+        raise InvalidRequest("a refund change has exactly refund, destination, cancel", code="invalid_refund")
+    refund = _own_refund(merchant, intent, payload)
+    if refund.state not in ("requested", "approved", "awaiting_payment"):
+        raise InvalidRequest(f"the refund is {refund.state}: it cannot change now", code="refund_closed")
+    if not payload["cancel"]:
+        destination_normalize(intent, payload["destination"])
+
+
+def _change_apply(*, actor, role, merchant, intent, payload, reason, now) -> dict:
+    refund = _own_refund(merchant, intent, payload)
+    by = f"user:{actor.get_username()}"
+    if payload["cancel"]:
+        refund = services.refund_cancel(refund_id=refund.pk, canceled_by=by, now=now)
+    else:
+        refund = services.refund_destination_set(
+            refund_id=refund.pk, address=payload["destination"], set_by=by, now=now, replace_ok=True
+        )
+    return {"refund": refund.pk, "refund_state": refund.state, "destination": refund.destination}
+
+
+REFUND_CHANGE = dangerous_action(
+    DangerousAction(
+        name="refund.change",
+        label="change a refund's address or cancel it",
+        permission="support.decide_payment",
+        check=_change_check,
+        apply=_change_apply,
     )
 )

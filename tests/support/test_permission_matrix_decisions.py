@@ -169,7 +169,14 @@ def test_the_matrix_names_every_registered_action():
     safe = {name for name, action in PAYMENT_ACTIONS.items() if not action.dangerous}
     dangerous = {name for name, action in PAYMENT_ACTIONS.items() if action.dangerous}
     assert safe == set(SAFE_ACTIONS)
-    assert dangerous == {"accept_late_payment", "accept_underpayment", "mark_paid", "cancel", "refund"}
+    assert dangerous == {
+        "accept_late_payment",
+        "accept_underpayment",
+        "mark_paid",
+        "cancel",
+        "refund",
+        "change_refund",
+    }
 
 
 def everything() -> list:

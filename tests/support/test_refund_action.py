@@ -133,3 +133,52 @@ def test_an_outflow_of_the_payment_shows_as_a_settlement_on_its_page():
     section = section[: section.index("</div>")]
     # What moved, its share of the gas (exact, in ETH), its fiat value at the peg.
     assert "10.000000 USDC" in section and "0.000021000000000000 ETH" in section and "10.00 USD" in section
+
+
+def test_a_lead_corrects_a_refunds_address_then_cancels_it():
+    shop = make_merchant("Shop")
+    one_lead_decides(shop)
+    intent = paid_intent(shop)
+    refund = services.refund_create(
+        intent_id=intent.pk,
+        amount_kind="custom",
+        value="3",
+        reason=REASON,
+        requested_by="test",
+        approved=True,
+        destination=CUSTOMER,
+        now=timezone.now(),
+    )
+    lead = client_for(make_staff(*LEAD, username="lead"))
+    assert action_url(intent, "change_refund") in page(lead, intent)
+    corrected = "0x" + "cd" * 20
+    response = lead.post(
+        action_url(intent, "change_refund"),
+        {
+            "refund": refund.pk,
+            "destination": corrected,
+            "reason": "The customer confirmed a new address by phone.",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-1500:]
+    refund.refresh_from_db()
+    assert (refund.destination, refund.destination_set_by) == (corrected, "user:lead")
+    # Not an address of the network: refused on the form, nothing changed.
+    response = lead.post(
+        action_url(intent, "change_refund"),
+        {
+            "refund": refund.pk,
+            "destination": "not an address",
+            "reason": "The customer confirmed a new address.",
+        },
+    )
+    assert response.status_code == 400 and "invalid_address" in response.content.decode()
+    response = lead.post(
+        action_url(intent, "change_refund"),
+        {"refund": refund.pk, "cancel": "on", "reason": "The merchant refunded by bank transfer instead."},
+    )
+    assert response.status_code == 302
+    refund.refresh_from_db()
+    assert (refund.state, refund.canceled_by) == ("canceled", "user:lead")
+    assert "refund.canceled" in list(intent.events.values_list("type", flat=True))
+    assert action_url(intent, "change_refund") not in page(lead, intent)  # nothing left to change
