@@ -253,3 +253,34 @@ def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, r
         call_command("verify_payments", stdout=(out := StringIO()))
     assert f"MISMATCH settlement of {replaced.network_id}:{conflict}" in out.getvalue()
     assert "legs stored" in out.getvalue()
+
+
+def test_a_refund_to_a_legacy_address_is_seen_in_the_mempool_then_confirmed(regtest):
+    """A customer's exchange may give a legacy (base58 P2PKH) address: watched by its script, the refund is
+    seen unconfirmed, then confirmed; a transfer of another amount to it is not recorded at all."""
+    node, backend = regtest
+    [intent] = paid_intents(node, backend, make_merchant(), ["0.5"])
+    customer = node.rpc("getnewaddress", "", "legacy")
+    refund = services.refund_create(
+        intent_id=intent.pk,
+        amount_kind="custom",
+        value="0.125",
+        reason="one of the two items was returned",
+        requested_by="test",
+        approved=True,
+        destination=customer,
+        now=timezone.now(),
+    )
+    assert refund.state == "awaiting_payment"
+    node.send(customer, "0.12")  # the wrong amount: not the refund's, and not the gateway's business
+    paid = node.send(customer, "0.125")  # from the node's wallet: any address may pay a refund
+    scan(backend)
+    refund.refresh_from_db()
+    assert (refund.state, refund.observation.tx_hash) == ("detected", paid)
+    assert ChainObservation.objects.filter(address=customer).count() == 1
+    node.mine(2)
+    scan(backend)
+    refund.refresh_from_db()
+    assert refund.state == "confirmed"
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert (intent.state, int(intent.amount_refunded_base_units)) == ("paid", 12_500_000)
