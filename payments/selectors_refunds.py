@@ -17,6 +17,7 @@ from .pricing import FIAT_CURRENCIES, format_amount
 from .selectors import asset_payment_uri
 
 REFUND_LINK_SALT = "payments.refund-destination"
+PAYABLE = (Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED)
 
 
 def amount_received(intent: PaymentIntent) -> int:
@@ -76,6 +77,17 @@ def refund_payment_uri(refund: Refund) -> str | None:
     return asset_payment_uri(refund.network_asset, refund.destination, int(refund.amount_base_units))
 
 
+def qr_svg(uri: str) -> bytes:
+    """The QR code of a payment URI, as SVG (what a phone wallet scans)."""
+    import io
+
+    import segno
+
+    out = io.BytesIO()
+    segno.make(uri, micro=False, error="m").save(out, kind="svg", scale=5, border=4, xmldecl=False)
+    return out.getvalue()
+
+
 def _amount(base_units, decimals: int) -> dict[str, str]:
     return {"value": format_amount(int(base_units), decimals), "base_units": str(int(base_units))}
 
@@ -107,6 +119,9 @@ def refund_representation(refund: Refund) -> dict[str, Any]:
         "destination": refund.destination or None,
         "destination_url": refund_destination_path(refund),
         "payment_uri": refund_payment_uri(refund),
+        "payment_qr_url": (
+            reverse("refund-qr", args=[refund.pk]) if refund.destination and refund.state in PAYABLE else None
+        ),
         "transaction": (
             {
                 "tx_hash": observation.tx_hash,

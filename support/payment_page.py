@@ -202,9 +202,19 @@ def _refunds(intent: PaymentIntent) -> list[dict]:
             "refund": r,
             "amount": amount_text(r.amount_base_units, r.network_asset.decimals, r.network_asset.asset.code),
             "payment_uri": refund_payment_uri(r),
+            "qr": _qr_data_uri(refund_payment_uri(r)) if r.state == Refund.State.AWAITING_PAYMENT else None,
         }
         for r in rows.order_by("created_at")
     ]
+
+
+def _qr_data_uri(uri: str | None) -> str | None:
+    """The payment URI as a QR code in an <img> (for the merchant's phone wallet, or to send on)."""
+    if not uri:
+        return None
+    import segno
+
+    return segno.make(uri, micro=False, error="m").svg_data_uri(scale=3, border=4)
 
 
 def _settlements(intent: PaymentIntent) -> list[dict]:

@@ -87,6 +87,9 @@ class RefundSerializer(serializers.Serializer):
     payment_uri = serializers.CharField(
         allow_null=True, help_text="once the destination is set: BIP21 / EIP-681 for your wallet to pay"
     )
+    payment_qr_url = serializers.CharField(
+        allow_null=True, help_text="the QR code of `payment_uri` (SVG; same API key), while it is to be paid"
+    )
     transaction = serializers.DictField(allow_null=True, help_text="the transfer that paid it")
     failure_reason = serializers.CharField(allow_null=True)
     expires_at = serializers.DateTimeField(help_text="pay it before then, or it fails")

@@ -3,6 +3,7 @@ scope settlements:read) in the merchant API. Parse, call one service, render."""
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 from payments import services
 from payments.errors import InvalidRequest, NotFound
 from payments.models import Refund
-from payments.selectors_refunds import refund_representation
+from payments.selectors_refunds import qr_svg, refund_payment_uri, refund_representation
 from payments.selectors_settlements import settlement_representation, settlements_for_merchant
 
 from .idempotency import idempotent
@@ -115,6 +116,23 @@ class RefundDetailView(APIView):
     @extend_schema(responses={200: RefundSerializer, **ERRORS}, summary="Retrieve a refund")
     def get(self, request, refund_id: str):
         return Response(refund_representation(_refund(request.user.merchant, refund_id)))
+
+
+class RefundQrView(APIView):
+    read_scope = "refunds:read"
+
+    @extend_schema(
+        responses={(200, "image/svg+xml"): bytes, **ERRORS},
+        summary="The QR code of the refund's payment URI (SVG), for a phone wallet to scan",
+    )
+    def get(self, request, refund_id: str):
+        refund = _refund(request.user.merchant, refund_id)
+        uri = refund_payment_uri(refund)
+        if uri is None:
+            raise NotFound(
+                "the refund has no destination yet: nothing to pay", code="refund_without_destination"
+            )
+        return HttpResponse(qr_svg(uri), content_type="image/svg+xml")
 
 
 class RefundCancelView(APIView):

@@ -48,6 +48,7 @@ urlpatterns = [
     path(
         "refunds/<public_id:refund_id>/cancel", refund_views.RefundCancelView.as_view(), name="refund-cancel"
     ),
+    path("refunds/<public_id:refund_id>/qr.svg", refund_views.RefundQrView.as_view(), name="refund-qr"),
     path("settlements", refund_views.SettlementListView.as_view(), name="settlement-list"),
     path(
         "settlements/<public_id:settlement_id>",

@@ -5,6 +5,7 @@ refund.succeeded and payment.refunded reach the merchant's receiver, signed."""
 
 from __future__ import annotations
 
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -46,7 +47,7 @@ def received(receiver: Receiver, secret: str) -> list[dict]:
 
 
 def test_refund_requested_over_the_api_destination_from_the_customer_paid_from_anywhere(
-    local_usdc, live_server, page, artifacts, receiver
+    local_usdc, live_server, page, artifacts, receiver, zbarimg
 ):
     node, token = local_usdc
     backend = EvmBackend("evm-local", node.url)
@@ -107,6 +108,19 @@ def test_refund_requested_over_the_api_destination_from_the_customer_paid_from_a
     assert refund["payment_uri"] == (
         f"ethereum:{token.address}@31337/transfer?address={customer}&uint256=25000000"
     )
+
+    # The QR code the API serves (as a wallet would scan it from the screen) decodes to exactly that URI.
+    qr_context = page.context.browser.new_context(extra_http_headers={"Authorization": f"Bearer {key}"})
+    try:
+        qr_page = qr_context.new_page()
+        qr_page.goto(live_server.url + refund["payment_qr_url"])
+        qr_page.locator("svg").screenshot(path=str(artifacts / "refund-qr.png"))
+    finally:
+        qr_context.close()
+    decoded = subprocess.run(
+        [str(zbarimg), "--raw", "-q", str(artifacts / "refund-qr.png")], capture_output=True, text=True
+    )
+    assert decoded.returncode == 0 and decoded.stdout.strip() == refund["payment_uri"]
 
     # Paid from an account that has nothing to do with the payment.
     token_transfer(node.w3, token, node.accounts[1], node.accounts[6], token_units("25"))

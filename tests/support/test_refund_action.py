@@ -65,6 +65,7 @@ def test_a_lead_refunds_at_once_and_the_payment_page_shows_it():
     ]
     body = page(lead, intent)
     assert refund.pk in body and "4.000000 USDC" in body
+    assert 'class="refund-qr" src="data:image/svg+xml' in body  # the QR code of what the wallet pays
     assert (
         "/transfer?address=0xABaBaB" in body or "/transfer?address=0xabab" in body.lower()
     )  # the EIP-681 URI
