@@ -149,6 +149,41 @@ def test_role_refunds_on_its_own_merchant_only(shops, role, side, monkeypatch): 
         assert [*db_state(), list(Refund.objects.values())] == before, "a refused refund changes nothing"
 
 
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("role", ROLES)
+def test_role_cancels_a_refund_on_its_own_merchant_only(shops, role, side, monkeypatch):  # noqa: F811
+    from payments import services
+    from payments.models import Refund
+
+    refunds = {}
+    for name, shop in shops.items():
+        paid(shop)
+        refunds[name] = services.refund_create(
+            intent_id=shop.intent.pk,
+            amount_kind="custom",
+            value="1",
+            reason=REASON,
+            requested_by="test",
+            approved=True,
+            now=timezone.now(),
+        )
+    client = staff(role, shops["own"].merchant, monkeypatch)
+    before = [*db_state(), list(Refund.objects.order_by("pk").values())]
+
+    response = client.post(
+        payment_action("change_refund")(shops[side]),
+        {"refund": refunds[side].pk, "cancel": "on", "reason": REASON},
+    )
+
+    if role in LEADS and side == "own":
+        assert response.status_code == 302, response.content.decode()[-2000:]
+        assert ApprovalRequest.objects.filter(status="pending", action="refund.change").count() == 1
+        assert Refund.objects.get(pk=refunds["own"].pk).state == "approved", "nothing until approved"
+    else:
+        assert response.status_code in (403, 404), response.status_code
+        assert [*db_state(), list(Refund.objects.order_by("pk").values())] == before
+
+
 # --- Safe actions: support agents and leads, on their own merchant's payments. ---------------------------
 
 CASE_WORKERS = {"support_agent", "support_lead"}
