@@ -36,6 +36,9 @@ NOT_CANONICAL = "not_canonical"
 # The native coin sent to a token payment's address by the merchant's own treasury, so that the address
 # can pay the gas of its sweep: neither a payment nor a wrong asset.
 GAS_FUNDING = "gas_funding"
+# Funds that came from the merchant's own payment addresses in the same transaction (a consolidation into
+# an address the gateway had given out): the merchant's money moving, not a customer paying.
+INTERNAL = "internal_transfer"
 
 # Exceptions that open a review case; each is reported once per observation.
 EXCEPTION_KINDS = {
@@ -100,6 +103,7 @@ class ObservationFacts:
     seen_unconfirmed_at: datetime | None = None
     canonical: bool = True
     sender: str = ""  # EVM: who sent it, lower case; "" where a chain has no single sender
+    internal: bool = False  # its transaction also spent from the merchant's own payment addresses
 
     @property
     def key(self) -> ObservationKey:
@@ -215,6 +219,8 @@ def evaluate(
     for key, o in unique.items():
         if not o.canonical:
             classifications[key] = NOT_CANONICAL
+        elif o.internal:
+            classifications[key] = INTERNAL
         elif o.network != intent.network:
             classifications[key] = WRONG_NETWORK
         elif o.token_contract != intent.token_contract:
@@ -264,7 +270,10 @@ def evaluate(
     received = sum(
         o.amount
         for o in unique.values()
-        if o.canonical and o.network == intent.network and o.token_contract == intent.token_contract
+        if o.canonical
+        and not o.internal
+        and o.network == intent.network
+        and o.token_contract == intent.token_contract
     )
     if intent.refunded > 0 and intent.refunded >= received:
         state, reason = REFUNDED, "confirmed refunds paid back everything received"

@@ -20,6 +20,7 @@ from .models import (
     ChainTip,
     Merchant,
     NetworkAsset,
+    Outflow,
     PaymentIntent,
     PaymentState,
     Refund,
@@ -82,7 +83,22 @@ def gas_funders(intent: PaymentIntent) -> frozenset[str]:
     return frozenset(a.lower() for a in addresses.values_list("address", flat=True))
 
 
-def observation_facts(o: ChainObservation, network_code: str) -> policy.ObservationFacts:
+def internal_transactions(merchant_id: str, observations: list[ChainObservation]) -> set[tuple[int, str]]:
+    """(network id, tx hash) of those observations' transactions that also spent from the merchant's own
+    payment addresses: consolidations, not customers' payments."""
+    if not observations:
+        return set()
+    rows = Outflow.objects.filter(
+        intent__merchant_id=merchant_id,
+        network_id__in={o.network_id for o in observations},
+        tx_hash__in={o.tx_hash for o in observations},
+    ).values_list("network_id", "tx_hash")
+    return set(rows)
+
+
+def observation_facts(
+    o: ChainObservation, network_code: str, *, internal: bool = False
+) -> policy.ObservationFacts:
     return policy.ObservationFacts(
         network=network_code,
         tx_hash=o.tx_hash,
@@ -96,6 +112,7 @@ def observation_facts(o: ChainObservation, network_code: str) -> policy.Observat
         seen_unconfirmed_at=o.seen_unconfirmed_at,
         canonical=o.canonical,
         sender=o.sender.lower(),
+        internal=internal,
     )
 
 
@@ -124,7 +141,11 @@ def intent_evidence(
         t.network.code: t.height
         for t in ChainTip.objects.filter(network_id__in=network_ids).select_related("network")
     }
-    facts = [observation_facts(o, o.network.code) for o in observations]
+    internal = internal_transactions(intent.merchant_id, observations)
+    facts = [
+        observation_facts(o, o.network.code, internal=(o.network_id, o.tx_hash) in internal)
+        for o in observations
+    ]
     return intent_facts(intent), facts, resolutions, tips
 
 

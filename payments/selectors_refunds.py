@@ -12,7 +12,7 @@ from django.core import signing
 from django.db.models import Sum
 from django.urls import reverse
 
-from .models import ChainObservation, PaymentIntent, Refund
+from .models import ChainObservation, Outflow, PaymentIntent, Refund
 from .pricing import FIAT_CURRENCIES, format_amount
 from .selectors import asset_payment_uri
 
@@ -33,6 +33,10 @@ def amount_received(intent: PaymentIntent) -> int:
         block_height__isnull=False,
         network_id=na.network_id,
         token_contract=na.contract_address.lower(),
+    ).exclude(  # the merchant's own money moved there (a consolidation) is no customer's to refund
+        tx_hash__in=Outflow.objects.filter(
+            network_id=na.network_id, intent__merchant_id=intent.merchant_id
+        ).values("tx_hash")
     )
     return int(rows.aggregate(total=Sum("amount_base_units"))["total"] or 0)
 

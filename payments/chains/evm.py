@@ -189,13 +189,15 @@ class EvmBackend:
         chunks once and match both ends locally, so the cost follows the chain's activity, not the number
         of watched addresses."""
         if len(wanted) <= self.address_chunk and len(senders) <= self.address_chunk:
+            # Outflows first: a transfer from one of the merchant's addresses to another is known to be the
+            # merchant's own money when its credit is recorded.
             queries = []
-            if wanted:
-                to_topics = [address_topic(a) for a in sorted(wanted)]
-                queries.append((self.log_block_chunk, [TRANSFER_TOPIC, None, to_topics], True, False))
             if senders:
                 from_topics = [address_topic(a) for a in sorted(senders)]
                 queries.append((self.log_block_chunk, [TRANSFER_TOPIC, from_topics], False, True))
+            if wanted:
+                to_topics = [address_topic(a) for a in sorted(wanted)]
+                queries.append((self.log_block_chunk, [TRANSFER_TOPIC, None, to_topics], True, False))
         else:
             queries = [(self.unfiltered_block_chunk, [TRANSFER_TOPIC], True, True)]
         for block_chunk, topics, credits, debits in queries:
@@ -206,10 +208,10 @@ class EvmBackend:
                         continue  # ERC-721 Transfer has the token id as a third indexed topic
                     sender = "0x" + _hex(log["topics"][1])[-40:]
                     to = "0x" + _hex(log["topics"][2])[-40:]
-                    if credits and to in wanted:
-                        yield self._log_transfer(log, to, sender)
                     if debits and sender in senders:
                         yield self._log_spend(log, sender, to, gas)
+                    if credits and to in wanted:
+                        yield self._log_transfer(log, to, sender)
 
     def _log_transfer(self, log, to: str, sender: str = "") -> Transfer:
         height = int(log["blockNumber"])
@@ -285,11 +287,11 @@ class EvmBackend:
                 else:
                     receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
                     succeeded, fee = int(receipt["status"]) == 1, _gas_paid(receipt)
-                if credit and succeeded:  # a reverted transaction moved no value
-                    yield self._native_transfer(tx, ref)
                 if sender in senders:
                     gas[tx_hash] = (fee, sender)
                     yield self._native_spend(tx, ref, sender, to, succeeded, fee)
+                if credit and succeeded:  # a reverted transaction moved no value
+                    yield self._native_transfer(tx, ref)
 
     def _native_spend(
         self, tx, block: BlockRef, sender: str, to: str, succeeded: bool, fee: int | None

@@ -117,14 +117,20 @@ def mempool_activity(
     fee_of: FeeOf,
     now: datetime,
 ) -> Iterator[Transfer | Spend]:
-    """`tx_activity` of mempool transactions: every credit first, then the spends, since a mempool's order
-    need not put a payment before the sweep that spends it."""
+    """`tx_activity` of mempool transactions. Every credit is found first (a mempool's order need not put
+    a payment before the sweep that spends it), but the spends are reported before the credits, as within
+    one transaction: a credit that comes from the merchant's own addresses is known to be one when it is
+    recorded."""
     txs = list(txs)
-    for tx in txs:
-        yield from tx_activity(network_code, tx, scripts, outpoints, fee_of, seen_at=now, spend=False)
+    credits = [
+        item
+        for tx in txs
+        for item in tx_activity(network_code, tx, scripts, outpoints, fee_of, seen_at=now, spend=False)
+    ]
     if outpoints is not None:
         for tx in txs:
             yield from tx_activity(network_code, tx, scripts, outpoints, fee_of, seen_at=now, credit=False)
+    yield from credits
 
 
 def transfers_only(items: Iterable[Transfer | Spend]) -> Iterator[Transfer]:

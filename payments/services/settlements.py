@@ -22,6 +22,7 @@ from django.db.models import Q
 
 from .. import pricing
 from ..models import (
+    ChainObservation,
     Network,
     NetworkAsset,
     OutflowTransaction,
@@ -83,6 +84,15 @@ def _derive_one(tx_id: int, now: datetime, rates: dict) -> list[Settlement]:
         tx = OutflowTransaction.objects.select_for_update().select_related("network").get(pk=tx_id)
         derived = derive(tx)
         existing = {s.merchant_id: s for s in Settlement.objects.select_for_update().filter(transaction=tx)}
+        # A payment address credited by this same transaction was credited by the merchant's own money
+        # (a consolidation): re-settle those payments now that the outflow is known.
+        from .evidence import payment_settle
+
+        credited = ChainObservation.objects.filter(
+            network=tx.network, tx_hash=tx.tx_hash, intent__isnull=False
+        )
+        for intent_id in sorted(set(credited.values_list("intent_id", flat=True))):
+            payment_settle(intent_id=intent_id, now=now)
         changed = []
         for merchant_id, result in sorted(derived.items()):
             settlement = existing.get(merchant_id)

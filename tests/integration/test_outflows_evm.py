@@ -172,3 +172,30 @@ def test_gas_funding_then_a_token_sweep_of_two_payments(chain):
     scan(backend)
     assert Outflow.objects.count() == 4
     assert {PaymentIntent.objects.get(pk=i.pk).state for i in paid} == {"paid"}
+
+    # The merchant's wallet moves the waiting payment's ETH (its gas funding) to another payment's address:
+    # the merchant's own money, never a payment there, nor another wrong asset to report.
+    third = evm_account(waiting.address.derivation_index)
+    consolidation = node.w3.eth.send_raw_transaction(
+        third.sign_transaction(
+            {
+                "to": Web3.to_checksum_address(stranger.address.address),
+                "value": GAS_FUNDING // 2,
+                "nonce": 0,
+                "chainId": node.w3.eth.chain_id,
+                "gas": 21_000,
+                "maxFeePerGas": Web3.to_wei(2, "gwei"),
+                "maxPriorityFeePerGas": Web3.to_wei(1, "gwei"),
+            }
+        ).raw_transaction
+    ).to_0x_hex()
+    node.w3.eth.wait_for_transaction_receipt(consolidation)
+    before = event_types(stranger)
+    scan(backend)
+    assert Settlement.objects.get(transaction__tx_hash=consolidation).kind == "consolidation"
+    assert event_types(PaymentIntent.objects.get(pk=stranger.pk)) == before  # no new event for it
+    stranger = PaymentIntent.objects.get(pk=stranger.pk)
+    assert (stranger.state, stranger.flags) == (
+        "awaiting_payment",
+        ["wrong_asset"],
+    )  # the stranger's ETH only

@@ -169,3 +169,29 @@ def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
     )
     assert settlement.kind == "refund"
     assert [d["kind"] for d in settlement.destinations] == ["refund", "consolidation"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("credit_first", [False, True])
+def test_a_consolidation_into_another_payment_address_pays_nothing(credit_first):
+    """The merchant's wallet moves a paid payment's funds to the address of another of its payments (an
+    address the gateway gave out): that payment is not paid by the merchant's own money, in whichever order
+    the scan finds the spend and the credit; the settlement is a consolidation."""
+    merchant = make_merchant()
+    paid_one, waiting = ltc_intent(merchant), ltc_intent(merchant)
+    paid(paid_one)
+    amount = int(paid_one.amount_due_base_units)
+    now = timezone.now()
+    credit = Transfer(NETWORK, "bb" * 32, 0, waiting.address.address, amount - 1000, seen_unconfirmed_at=now)
+    if credit_first:
+        services.observation_record(transfer=credit, now=now)
+        assert PaymentIntent.objects.get(pk=waiting.pk).state == "detected"  # not known yet to be internal
+    settlement = spent(paid_one, [Destination(0, waiting.address.address, amount - 1000)])
+    if not credit_first:
+        services.observation_record(transfer=credit, now=now)
+    waiting = PaymentIntent.objects.get(pk=waiting.pk)
+    assert (waiting.state, int(waiting.amount_seen_base_units)) == ("awaiting_payment", 0)
+    assert settlement.kind == "consolidation"
+    from payments.selectors_refunds import amount_received
+
+    assert amount_received(waiting) == 0  # nothing of a customer's to refund
