@@ -18,7 +18,7 @@ from payments.errors import GatewayError
 from payments.models import PaymentIntent, Refund
 from payments.pricing import FIAT_CURRENCIES
 from payments.selectors_refunds import amount_received
-from payments.services.refunds import amount_held
+from payments.services.refund_checks import amount_held
 from payments.services.resolutions import REASON_MIN_CHARACTERS
 
 from .approvals import dangerous_action_submit, four_eyes_required

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from payments import services
 from payments.errors import InvalidRequest
 from payments.models import Merchant, PaymentIntent
-from payments.services.refunds import destination_normalize
+from payments.services.refund_checks import destination_normalize
 
 from .approvals import DangerousAction, dangerous_action
 

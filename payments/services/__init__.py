@@ -1,5 +1,5 @@
 """The only code that writes intents, observations, transitions and events, split by noun: reference data,
-intents, addresses, evidence and settling, outflows, events. Callers import from here (`from payments import
+intents, addresses, evidence and settling, outflows, settlements, refunds (and their checks), events. Callers import from here (`from payments import
 services`); the modules import each other only for what they share."""
 
 from .addresses import address_pool_refill, address_pools_top_up
@@ -21,10 +21,10 @@ from .intents import (
 )
 from .outflows import outflow_record, outflow_transactions_set_canonical
 from .reference import default_rate_source, network_asset_resolve, reference_cache_clear
+from .refund_checks import refund_check
 from .refunds import (
     refund_approve,
     refund_cancel,
-    refund_check,
     refund_create,
     refund_destination_set,
     refund_settle,
