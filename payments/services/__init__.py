@@ -1,6 +1,7 @@
 """The only code that writes intents, observations, transitions and events, split by noun: reference data,
-intents, addresses, evidence and settling, outflows, settlements, refunds (and their checks), events. Callers import from here (`from payments import
-services`); the modules import each other only for what they share."""
+intents, addresses, evidence and settling, outflows, settlements, refunds (and their checks), events.
+Callers import from here (`from payments import services`); the modules import each other only for what
+they share."""
 
 from .addresses import address_pool_refill, address_pools_top_up
 from .events import events_write
