@@ -44,6 +44,9 @@ class DangerousAction:
     check: Callable[..., None]
     apply: Callable[..., dict]
     configuration: bool = False
+    # What the action puts at stake, in the payment's price currency, when that is not the payment's
+    # price (a refund of an overpayment moves more than the order cost): `(intent, payload) -> Decimal`.
+    amount_at_stake: Callable[[PaymentIntent, dict], Any] | None = None
 
 
 DANGEROUS_ACTIONS: dict[str, DangerousAction] = {}
@@ -80,9 +83,12 @@ def payload_hash(action: str, merchant_id: str, intent_id: str | None, payload: 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def four_eyes_required(action: DangerousAction, merchant: Merchant, intent: PaymentIntent | None) -> bool:
+def four_eyes_required(
+    action: DangerousAction, merchant: Merchant, intent: PaymentIntent | None, payload: dict | None = None
+) -> bool:
     """The merchant's policy; with none stored, always (safe by default). Above an amount: a payment priced
-    in another currency than the threshold's needs four-eyes too (no conversion is guessed)."""
+    in another currency than the threshold's needs four-eyes too (no conversion is guessed); the amount is
+    the payment's price, or what the action puts at stake when it says (given its payload)."""
     policy = MerchantPolicy.objects.filter(merchant=merchant).first()
     if policy is None:
         return True
@@ -91,10 +97,10 @@ def four_eyes_required(action: DangerousAction, merchant: Merchant, intent: Paym
     if policy.four_eyes == MerchantPolicy.FourEyes.NEVER:
         return False
     if policy.four_eyes == MerchantPolicy.FourEyes.ABOVE_AMOUNT and intent is not None:
-        return (
-            intent.price_currency != policy.threshold_currency
-            or intent.price_amount > policy.threshold_amount
-        )
+        at_stake = intent.price_amount
+        if action.amount_at_stake is not None and payload is not None:
+            at_stake = max(at_stake, action.amount_at_stake(intent, payload))
+        return intent.price_currency != policy.threshold_currency or at_stake > policy.threshold_amount
     return True
 
 
@@ -122,7 +128,7 @@ def dangerous_action_submit(
     spec.check(merchant=merchant, intent=intent, payload=payload, now=now)
     context = {"request_id": request_id, "client_address": client_address}
     role = roles_of(actor)
-    if not four_eyes_required(spec, merchant, intent):
+    if not four_eyes_required(spec, merchant, intent, payload):
         with transaction.atomic():
             result = spec.apply(
                 actor=actor,

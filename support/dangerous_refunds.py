@@ -108,6 +108,15 @@ def _apply(*, actor, role, merchant, intent, payload, reason, now) -> dict:
     }
 
 
+def _at_stake(intent: PaymentIntent, payload: dict) -> Decimal:
+    """The refund in the payment's price currency, at the payment's own quote: an overpayment refunded
+    in full can be worth far more than the order (what four-eyes above an amount must see)."""
+    due = int(intent.amount_due_base_units or 0)
+    if due <= 0:
+        return intent.price_amount
+    return intent.price_amount * Decimal(int(payload["amount_base_units"])) / Decimal(due)
+
+
 REFUND = dangerous_action(
     DangerousAction(
         name="payment.refund",
@@ -115,6 +124,7 @@ REFUND = dangerous_action(
         permission="support.decide_payment",
         check=_check,
         apply=_apply,
+        amount_at_stake=_at_stake,
     )
 )
 

@@ -13,7 +13,7 @@ from payments import services
 from payments.chains.base import Destination, Spend
 from payments.models import Event, PaymentIntent, Refund
 from support.approvals import approval_decide
-from support.models import ApprovalRequest, AuditEntry
+from support.models import ApprovalRequest, AuditEntry, MerchantPolicy
 from tests.factories import make_merchant, make_staff
 from tests.payments.test_services_settle import block, new_intent, transfer
 from tests.support.test_dangerous_admin import LEAD, action_url, client_for, one_lead_decides, page
@@ -183,3 +183,35 @@ def test_a_lead_corrects_a_refunds_address_then_cancels_it():
     assert (refund.state, refund.canceled_by) == ("canceled", "user:lead")
     assert "refund.canceled" in list(intent.events.values_list("type", flat=True))
     assert action_url(intent, "change_refund") not in page(lead, intent)  # nothing left to change
+
+
+def test_four_eyes_above_an_amount_weighs_what_the_refund_moves_not_the_order_price():
+    """A 10 USDC order overpaid with 500 USDC: refunding everything moves 500, above the policy's 100,
+    so it needs a second lead although the order itself is below; a 5 USDC refund does not."""
+    shop = make_merchant("Shop")
+    MerchantPolicy.objects.create(
+        merchant=shop,
+        four_eyes="above_amount",
+        threshold_amount=100,
+        threshold_currency="USDC",
+        updated_at=timezone.now(),
+    )
+    now = timezone.now()
+    intent = new_intent(shop, amount="10")
+    services.observation_record(
+        transfer=transfer(intent, tx="0xbig", amount=500_000_000, **block(100, now)), now=now
+    )
+    lead = client_for(make_staff(*LEAD, username="lead"))
+    small = lead.post(
+        action_url(intent, "refund"),
+        {"amount_kind": "custom", "value": "5", "currency": "", "destination": CUSTOMER, "reason": REASON},
+    )
+    assert small.status_code == 302 and Refund.objects.count() == 1  # applied at once
+    everything = lead.post(
+        action_url(intent, "refund"),
+        {"amount_kind": "received", "value": "", "currency": "", "destination": CUSTOMER, "reason": REASON},
+    )
+    assert everything.status_code == 302
+    assert Refund.objects.count() == 1  # not made: it waits for a second lead
+    approval = ApprovalRequest.objects.get(action="payment.refund", status="pending")
+    assert approval.payload["amount_base_units"] == "495000000"
