@@ -5,6 +5,8 @@ sends the decision for a second lead's approval, and takes a reason; the decisio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.admin.utils import quote
@@ -65,61 +67,89 @@ def late_outputs(intent: PaymentIntent) -> list[tuple[ChainObservation, str]]:
     return found
 
 
+def dangerous_page(
+    request: HttpRequest,
+    intent: PaymentIntent,
+    context: dict,
+    *,
+    spec,
+    form: forms.Form,
+    verb: str,
+    explanation: str,
+    payload_of: Callable[[dict], dict],
+    applied: Callable[[dict], str],
+    extra: dict | None = None,
+) -> HttpResponse:
+    """A decision page of the payment page: GET shows the payment, whether the merchant's policy sends the
+    decision to a second lead, and `form`; a valid POST builds the payload (`payload_of`, which may refuse
+    with a GatewayError) and submits it through `support.approvals`, then returns to the payment with
+    `applied(result)` or the approval request's number; a refusal shows the form again with its message."""
+    payment_url = reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
+    if request.method == "POST" and form.is_valid():
+        try:
+            submitted = dangerous_action_submit(
+                actor=request.user,
+                action=spec.name,
+                merchant=intent.merchant,
+                intent=intent,
+                payload=payload_of(form.cleaned_data),
+                reason=form.cleaned_data["reason"],
+                now=timezone.now(),
+                **request_audit_context(request),
+            )
+        except GatewayError as exc:
+            form.add_error(None, f"{exc.message} ({exc.code})")
+        else:
+            if submitted.applied:
+                messages.success(request, applied(submitted.result))
+            else:
+                messages.warning(
+                    request,
+                    f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
+                    f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
+                )
+            return HttpResponseRedirect(payment_url)
+    return TemplateResponse(
+        request,
+        "admin/support/dangerous_action.html",
+        {
+            **context,
+            "title": f"{verb}: {intent.pk}",
+            "intent": intent,
+            "verb": verb,
+            "explanation": explanation,
+            "four_eyes": four_eyes_required(spec, intent.merchant, intent),
+            "form": form,
+            "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
+            "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
+            "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
+            "payment_url": payment_url,
+            **(extra or {}),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
 def decision_view(kind: str, verb: str, explanation: str):
     action_name = f"payment.{kind}"
 
     def view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
-        spec = DANGEROUS_ACTIONS[action_name]
         outputs = late_outputs(intent) if kind == Resolution.Kind.ACCEPT_LATE_PAYMENT else []
         form = DecisionForm(request.POST if request.method == "POST" else None, late_outputs=outputs)
-        four_eyes = four_eyes_required(spec, intent.merchant, intent)
-        if request.method == "POST" and form.is_valid():
-            payload = {}
-            if "observation" in form.cleaned_data:
-                payload["observation_id"] = form.cleaned_data["observation"]
-            try:
-                submitted = dangerous_action_submit(
-                    actor=request.user,
-                    action=action_name,
-                    merchant=intent.merchant,
-                    intent=intent,
-                    payload=payload,
-                    reason=form.cleaned_data["reason"],
-                    now=timezone.now(),
-                    **request_audit_context(request),
-                )
-            except GatewayError as exc:
-                form.add_error(None, f"{exc.message} ({exc.code})")
-            else:
-                if submitted.applied:
-                    state = submitted.result["state"]
-                    messages.success(request, f"{verb}: the payment is now {state}.")
-                else:
-                    messages.warning(
-                        request,
-                        f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
-                        f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
-                    )
-                return HttpResponseRedirect(
-                    reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
-                )
-        return TemplateResponse(
+
+        def payload_of(data: dict) -> dict:
+            return {"observation_id": data["observation"]} if "observation" in data else {}
+
+        return dangerous_page(
             request,
-            "admin/support/dangerous_action.html",
-            {
-                **context,
-                "title": f"{verb}: {intent.pk}",
-                "intent": intent,
-                "verb": verb,
-                "explanation": explanation,
-                "four_eyes": four_eyes,
-                "form": form,
-                "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
-                "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
-                "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
-                "payment_url": reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)]),
-            },
-            status=400 if request.method == "POST" else 200,
+            intent,
+            context,
+            spec=DANGEROUS_ACTIONS[action_name],
+            form=form,
+            verb=verb,
+            explanation=explanation,
+            payload_of=payload_of,
+            applied=lambda result: f"{verb}: the payment is now {result['state']}.",
         )
 
     return view

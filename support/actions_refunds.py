@@ -7,22 +7,16 @@ a second lead must approve it. The merchant's wallet pays the refund; the chain 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import messages
-from django.contrib.admin.utils import quote
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from payments.errors import GatewayError
 from payments.models import PaymentIntent, Refund
 from payments.pricing import FIAT_CURRENCIES
 from payments.selectors_refunds import amount_received
 from payments.services.refund_checks import amount_held
 from payments.services.resolutions import REASON_MIN_CHARACTERS
 
-from .approvals import dangerous_action_submit, four_eyes_required
-from .audit import request_audit_context
+from .actions_dangerous import dangerous_page
 from .console import payment_action
 from .dangerous import DECIDE_PAYMENT
 from .dangerous_refunds import REFUND, REFUND_CHANGE, refund_payload
@@ -88,65 +82,32 @@ def _refundable(intent: PaymentIntent) -> bool:
     description=EXPLANATION,
 )
 def refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
-    form = RefundForm(request.POST if request.method == "POST" else None)
-    four_eyes = four_eyes_required(REFUND, intent.merchant, intent)
-    payment_url = reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
+    def payload_of(data: dict) -> dict:
         kind = data["amount_kind"]
-        try:
-            payload = refund_payload(
-                intent=intent,
-                amount_kind=kind,
-                value=f"{data['value']:f}" if kind in ("fiat", "custom") else None,
-                currency=data["currency"] if kind == "fiat" else None,
-                destination=data["destination"].strip(),
-                now=timezone.now(),
-            )
-            submitted = dangerous_action_submit(
-                actor=request.user,
-                action=REFUND.name,
-                merchant=intent.merchant,
-                intent=intent,
-                payload=payload,
-                reason=data["reason"],
-                now=timezone.now(),
-                **request_audit_context(request),
-            )
-        except GatewayError as exc:
-            form.add_error(None, f"{exc.message} ({exc.code})")
-        else:
-            if submitted.applied:
-                messages.success(
-                    request, f"Refund {submitted.result['refund']} made: the merchant pays it now."
-                )
-            else:
-                messages.warning(
-                    request,
-                    f"Approval request {submitted.approval.pk} sent: another support lead must approve the "
-                    f"refund before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
-                )
-            return HttpResponseRedirect(payment_url)
+        return refund_payload(
+            intent=intent,
+            amount_kind=kind,
+            value=f"{data['value']:f}" if kind in ("fiat", "custom") else None,
+            currency=data["currency"] if kind == "fiat" else None,
+            destination=data["destination"].strip(),
+            now=timezone.now(),
+        )
+
     received = amount_received(intent)
-    return TemplateResponse(
+    return dangerous_page(
         request,
-        "admin/support/dangerous_action.html",
-        {
-            **context,
-            "title": f"Refund: {intent.pk}",
-            "intent": intent,
-            "verb": "Refund",
-            "explanation": EXPLANATION,
-            "four_eyes": four_eyes,
-            "form": form,
-            "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
-            "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
-            "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
+        intent,
+        context,
+        spec=REFUND,
+        form=RefundForm(request.POST if request.method == "POST" else None),
+        verb="Refund",
+        explanation=EXPLANATION,
+        payload_of=payload_of,
+        applied=lambda result: f"Refund {result['refund']} made: the merchant pays it now.",
+        extra={
             "received": intent_amount_text(intent, received),
             "refundable": intent_amount_text(intent, received - amount_held(intent)),
-            "payment_url": payment_url,
         },
-        status=400 if request.method == "POST" else 200,
     )
 
 
@@ -204,56 +165,21 @@ CHANGE_EXPLANATION = (
     description=CHANGE_EXPLANATION,
 )
 def change_refund_view(request: HttpRequest, intent: PaymentIntent, context: dict) -> HttpResponse:
-    form = RefundChangeForm(request.POST if request.method == "POST" else None, intent=intent)
-    four_eyes = four_eyes_required(REFUND_CHANGE, intent.merchant, intent)
-    payment_url = reverse("admin:payments_paymentintent_change", args=[quote(intent.pk)])
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        payload = {
+    def payload_of(data: dict) -> dict:
+        return {
             "refund": data["refund"],
             "cancel": bool(data["cancel"]),
             "destination": "" if data["cancel"] else data["destination"].strip(),
         }
-        try:
-            submitted = dangerous_action_submit(
-                actor=request.user,
-                action=REFUND_CHANGE.name,
-                merchant=intent.merchant,
-                intent=intent,
-                payload=payload,
-                reason=data["reason"],
-                now=timezone.now(),
-                **request_audit_context(request),
-            )
-        except GatewayError as exc:
-            form.add_error(None, f"{exc.message} ({exc.code})")
-        else:
-            if submitted.applied:
-                messages.success(
-                    request, f"Refund {submitted.result['refund']} is {submitted.result['refund_state']}."
-                )
-            else:
-                messages.warning(
-                    request,
-                    f"Approval request {submitted.approval.pk} sent: another support lead must approve it "
-                    f"before {submitted.approval.expires_at:%Y-%m-%d %H:%M} UTC.",
-                )
-            return HttpResponseRedirect(payment_url)
-    return TemplateResponse(
+
+    return dangerous_page(
         request,
-        "admin/support/dangerous_action.html",
-        {
-            **context,
-            "title": f"Change a refund: {intent.pk}",
-            "intent": intent,
-            "verb": "Change the refund",
-            "explanation": CHANGE_EXPLANATION,
-            "four_eyes": four_eyes,
-            "form": form,
-            "amount_due": intent_amount_text(intent, intent.amount_due_base_units),
-            "amount_confirmed": intent_amount_text(intent, intent.amount_confirmed_base_units),
-            "amount_seen": intent_amount_text(intent, intent.amount_seen_base_units),
-            "payment_url": payment_url,
-        },
-        status=400 if request.method == "POST" else 200,
+        intent,
+        context,
+        spec=REFUND_CHANGE,
+        form=RefundChangeForm(request.POST if request.method == "POST" else None, intent=intent),
+        verb="Change the refund",
+        explanation=CHANGE_EXPLANATION,
+        payload_of=payload_of,
+        applied=lambda result: f"Refund {result['refund']} is {result['refund_state']}.",
     )
