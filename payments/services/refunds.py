@@ -17,16 +17,9 @@ from .. import refund_policy
 from ..errors import Conflict
 from ..models import ChainObservation, ChainTip, PaymentIntent, Refund
 from ..selectors import INTENT_RELATED, intents_transactions, observation_facts, refunded_amount
-from ..selectors_refunds import amount_received, refund_representation
+from ..selectors_refunds import refund_representation
 from .events import events_write
-from .refund_checks import (
-    Fixed,
-    _within,
-    amount_held,
-    destination_normalize,
-    reason_clean,
-    refund_amount,
-)
+from .refund_checks import Fixed, destination_normalize, reason_clean, refund_check
 
 State = Refund.State
 AmountKind = Refund.AmountKind
@@ -71,22 +64,10 @@ def refund_create(
     reason = reason_clean(reason)
     with transaction.atomic():
         intent = _locked_intent(intent_id)
-        if intent.network_asset is None:
-            raise Conflict("this payment has no asset yet: nothing was received", code="nothing_received")
-        received = amount_received(intent)
-        if received <= 0:
-            raise Conflict("this payment received nothing to refund", code="nothing_received")
-        held = amount_held(intent)
-        amount, evidence = fixed or refund_amount(
-            intent=intent,
-            kind=amount_kind,
-            value=value,
-            currency=currency,
-            received=received,
-            held=held,
-            now=now,
+        # The same checks as support's, now under the payment's lock: no other refund can slip in between.
+        amount, evidence = refund_check(
+            intent=intent, amount_kind=amount_kind, value=value, currency=currency, now=now, fixed=fixed
         )
-        _within(amount, received, held)
         address = destination_normalize(intent, destination) if destination else ""
         refund = Refund.objects.create(
             merchant_id=intent.merchant_id,

@@ -43,20 +43,10 @@ def fixed_rates(settings):
 
 @pytest.fixture
 def all_scopes(merchant):
+    from payments.models import ApiKey
     from tests.factories import make_api_key
 
-    return make_api_key(
-        merchant,
-        scopes=(
-            "payments:read",
-            "payments:write",
-            "webhooks:read",
-            "webhooks:write",
-            "refunds:read",
-            "refunds:write",
-            "settlements:read",
-        ),
-    )[1]
+    return make_api_key(merchant, scopes=ApiKey.SCOPES)[1]
 
 
 @seed(20261127)
