@@ -313,14 +313,14 @@ def _forget_dropped(*, network: Network, backend: ChainBackend, now: datetime) -
     if not unconfirmed and not unconfirmed_outflows:
         return
     live = backend.live_transactions(set(unconfirmed.values()) | set(unconfirmed_outflows.values()))
+    gone = [pk for pk, tx_hash in unconfirmed_outflows.items() if tx_hash not in live]
+    if gone:  # before the observations, as in `_rewind`
+        logger.warning("%s: %s unconfirmed outflows dropped or replaced", network.code, len(gone))
+        services.outflow_transactions_set_canonical(transaction_ids=gone, canonical=False, now=now)
     gone = [pk for pk, tx_hash in unconfirmed.items() if tx_hash not in live]
     if gone:
         logger.warning("%s: %s unconfirmed observations dropped or replaced", network.code, len(gone))
         services.observations_set_canonical(observation_ids=gone, canonical=False, now=now)
-    gone = [pk for pk, tx_hash in unconfirmed_outflows.items() if tx_hash not in live]
-    if gone:
-        logger.warning("%s: %s unconfirmed outflows dropped or replaced", network.code, len(gone))
-        services.outflow_transactions_set_canonical(transaction_ids=gone, canonical=False, now=now)
 
 
 def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:
@@ -344,9 +344,11 @@ def _rewind(*, network: Network, fork: _Fork, now: datetime) -> None:
         len(dropped),
         len(dropped_outflows),
     )
-    if dropped:
-        services.observations_set_canonical(observation_ids=dropped, canonical=False, now=now)
+    # The outflows first: a refund paid by one of them loses its link next, and the settlement it re-derives
+    # is then already non-canonical (not an unexpected outflow for a moment).
     if dropped_outflows:
         services.outflow_transactions_set_canonical(
             transaction_ids=dropped_outflows, canonical=False, now=now
         )
+    if dropped:
+        services.observations_set_canonical(observation_ids=dropped, canonical=False, now=now)

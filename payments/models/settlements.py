@@ -1,7 +1,7 @@
 """Settlements: what each outflow transaction did with the merchant's money, derived from the outflow
 evidence (never entered by hand): where it went (`sweep` to a declared treasury, `consolidation` to the
-same wallet, `refund` to an open refund's destination, anything else `unknown_outflow`), and legs linking
-the payments whose funds it moved, with the network fee attributed to them."""
+same wallet, `refund` the transfer a refund's evidence says paid it, anything else `unknown_outflow`),
+and legs linking the payments whose funds it moved, with the network fee attributed to them."""
 
 from __future__ import annotations
 

@@ -15,11 +15,12 @@ from django.db.models import Q
 
 from .. import refund_policy
 from ..errors import Conflict
-from ..models import ChainObservation, ChainTip, PaymentIntent, Refund
+from ..models import ChainObservation, ChainTip, OutflowTransaction, PaymentIntent, Refund
 from ..selectors import INTENT_RELATED, intents_transactions, observation_facts, refunded_amount
 from ..selectors_refunds import refund_representation
 from .events import events_write
 from .refund_checks import Fixed, destination_normalize, reason_clean, refund_check
+from .settlements import settlements_derive
 
 State = Refund.State
 AmountKind = Refund.AmountKind
@@ -221,7 +222,7 @@ def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None
                 .first()
             )
         failure = verdict.reason[:200] if verdict.state == State.FAILED else ""
-        before = refund.state
+        before, linked_before = refund.state, refund.observation_id
         was_confirmed = before == State.CONFIRMED
         if (refund.state, refund.observation_id, refund.failure_reason) != (
             verdict.state,
@@ -244,7 +245,22 @@ def refund_settle(*, refund_id: str, now: datetime, locked: PaymentIntent | None
                 _events(intent, refund, events)
         if was_confirmed != (refund.state == State.CONFIRMED):
             payment_settle(intent_id=intent.pk, now=now, locked=intent)
+        if linked_before != refund.observation_id:
+            _settlements_rederive(
+                refund.network_asset.network_id, {linked_before, refund.observation_id}, now
+            )
     return refund
+
+
+def _settlements_rederive(network_id: int, observation_ids: set[int | None], now: datetime) -> None:
+    """A settlement names a destination `refund` when a refund's link points at it: when the link moves
+    (paid, reorged out, another transfer), the settlements of the transactions it pointed at follow.
+    Locks: payment, refund, then the outflow transactions (after, never before, a payment's lock)."""
+    hashes = ChainObservation.objects.filter(pk__in=[i for i in observation_ids if i]).values("tx_hash")
+    ids = OutflowTransaction.objects.filter(network_id=network_id, tx_hash__in=hashes).values_list(
+        "pk", flat=True
+    )
+    settlements_derive(transaction_ids=list(ids), now=now)
 
 
 def _events(intent: PaymentIntent, refund: Refund, types: list[str]) -> None:

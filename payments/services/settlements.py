@@ -137,7 +137,7 @@ def derive(tx: OutflowTransaction) -> dict[str, _Derived]:
     result: dict[str, _Derived] = {}
     for merchant_id in merchants:
         seen_at = min(t for t in (tx.seen_unconfirmed_at, tx.block_time) if t is not None)
-        destinations = _classify(network, merchant_id, tx.destinations, seen_at)
+        destinations = _classify(network, merchant_id, tx, seen_at)
         own = [leg for leg in ordered if leg.merchant_id == merchant_id]
         kinds = {d["kind"] for d in destinations}
         if UNKNOWN in kinds:
@@ -172,7 +172,7 @@ def _attribute_fee(legs: list[_Leg], fee: int | None) -> None:
     legs[0].fee += fee - sum(leg.fee for leg in legs)
 
 
-def _classify(network: Network, merchant_id: str, destinations: list[dict], seen_at: datetime) -> list[dict]:
+def _classify(network: Network, merchant_id: str, tx: OutflowTransaction, seen_at: datetime) -> list[dict]:
     # A treasury counts for outflows seen while it was declared and not retired (retiring one means money
     # sent there from then on is unknown again).
     treasuries = set(
@@ -180,21 +180,22 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict], seen
         .filter(Q(retired_at__isnull=True) | Q(retired_at__gt=seen_at))
         .values_list("address", flat=True)
     )
+    destinations: list[dict] = tx.destinations
     addresses = [d["address"] for d in destinations if d.get("address")]
     own = set(
         PaymentAddress.objects.filter(address__in=addresses, wallet__merchant_id=merchant_id).values_list(
             "address", flat=True
         )
     )
-    refunds = set(
+    # A refund is what the refund's own evidence says paid it: the transfer (this transaction's output or
+    # log) its `refund_settle` linked. Not "an open refund of this amount to this address": that would
+    # depend on the refund's state when this ran, and a refund failing, or paid by another transfer, would
+    # leave the settlement saying otherwise. `refund_settle` re-derives this settlement when the link moves.
+    refunded = set(
         Refund.objects.filter(
-            merchant_id=merchant_id,
-            network_asset__network=network,
-            destination__in=[a.lower() if network.chain == "evm" else a for a in addresses],
-            state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED, Refund.State.CONFIRMED],
-        ).values_list("destination", "amount_base_units", "network_asset__contract_address")
+            merchant_id=merchant_id, observation__network=network, observation__tx_hash=tx.tx_hash
+        ).values_list("observation__output_index", flat=True)
     )
-    refunds = {(address, int(amount), token.lower()) for address, amount, token in refunds}
     classified = []
     for d in destinations:
         address = d.get("address") or ""
@@ -206,8 +207,8 @@ def _classify(network: Network, merchant_id: str, destinations: list[dict], seen
             kind = SWEEP
         elif address in own or _is_change(network, merchant_id, address):
             kind = CONSOLIDATION
-        elif (address, int(d.get("amount") or 0), (d.get("token_contract") or "").lower()) in refunds:
-            kind = REFUND  # exactly an open refund's amount to its destination
+        elif d.get("index") in refunded:
+            kind = REFUND  # the transfer that paid one of the merchant's refunds
         else:
             kind = UNKNOWN
         classified.append({**d, "kind": kind})

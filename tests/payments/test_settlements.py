@@ -4,6 +4,7 @@ records them."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 
 from payments import services
 from payments.chains.base import Destination, Spend, Transfer
-from payments.models import NetworkAsset, PaymentIntent, Settlement
-from payments.services.settlements import _attribute_fee, _Leg
+from payments.models import NetworkAsset, PaymentIntent, Refund, Settlement
+from payments.services.settlements import _attribute_fee, _Leg, settlement_differences
 from payments.treasury import treasury_address_add
 from tests.factories import TEST_MNEMONIC, make_merchant
 
@@ -147,13 +148,11 @@ def test_change_to_the_wallets_own_change_chain_is_a_consolidation():
     ]
 
 
-@pytest.mark.django_db
-def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
-    merchant = make_merchant()
-    intent = ltc_intent(merchant)
-    amount = int(intent.amount_due_base_units)
-    paid(intent)
-    services.refund_create(
+REFUND_AMOUNT = 20_000_000  # 0.2 LTC
+
+
+def refund_to_stranger(intent: PaymentIntent) -> Refund:
+    return services.refund_create(
         intent_id=intent.pk,
         amount_kind="custom",
         value="0.2",
@@ -163,12 +162,106 @@ def test_an_outflow_paying_an_open_refund_exactly_is_a_refund():
         destination=STRANGER,
         now=timezone.now(),
     )
+
+
+def refund_paid(intent: PaymentIntent, *, credit_first: bool) -> Settlement:
+    """The payment's output spent to the refund's destination (0.2 LTC) and back to the wallet's change;
+    the scan records the spend and the credit to the destination, in either order."""
+    amount = int(intent.amount_due_base_units)
+    now = timezone.now()
+    credit = Transfer(NETWORK, "bb" * 32, 0, STRANGER, REFUND_AMOUNT, seen_unconfirmed_at=now)
+    if credit_first:
+        services.observation_record(transfer=credit, now=now)
     settlement = spent(
         intent,
-        [Destination(0, STRANGER, 20_000_000), Destination(1, change_address(0), amount - 20_000_000 - 1000)],
+        [
+            Destination(0, STRANGER, REFUND_AMOUNT),
+            Destination(1, change_address(0), amount - REFUND_AMOUNT - 1000),
+        ],
     )
+    if not credit_first:
+        services.observation_record(transfer=credit, now=now)
+    settlement.refresh_from_db()
+    return settlement
+
+
+def settlement_events(intent: PaymentIntent) -> list[str]:
+    return list(
+        intent.events.filter(type__startswith="settlement.")
+        .order_by("sequence")
+        .values_list("type", flat=True)
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("credit_first", [False, True])
+def test_an_outflow_that_paid_a_refund_is_a_refund(credit_first):
+    """The destination is `refund` because the refund's own evidence links that output, in whichever order
+    the spend and the credit were recorded (a spend derived before its credit was seen says so first)."""
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    paid(intent)
+    refund = refund_to_stranger(intent)
+    settlement = refund_paid(intent, credit_first=credit_first)
+    refund.refresh_from_db()
+    assert refund.state == "detected" and refund.observation.tx_hash == "bb" * 32
     assert settlement.kind == "refund"
     assert [d["kind"] for d in settlement.destinations] == ["refund", "consolidation"]
+    expected = (
+        ["settlement.created"] if credit_first else ["settlement.created", "settlement.unexpected_outflow"]
+    )
+    assert settlement_events(intent) == expected
+    assert settlement_differences(settlement.transaction) == []
+
+
+@pytest.mark.django_db
+def test_an_exact_transfer_after_the_refunds_window_is_an_unknown_outflow():
+    """The refund's window closed (the beat has not failed it yet) and then the merchant's wallet paid its
+    exact amount to its destination: the refund fails, and the settlement does not call that money a
+    refund, however the refund looked when the spend was first derived."""
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    paid(intent)
+    refund = refund_to_stranger(intent)
+    Refund.objects.filter(pk=refund.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    settlement = refund_paid(intent, credit_first=False)
+    refund.refresh_from_db()
+    assert (refund.state, refund.observation_id) == ("failed", None)
+    assert settlement.kind == "unknown_outflow"
+    assert [d["kind"] for d in settlement.destinations] == ["unknown", "consolidation"]
+    assert settlement_differences(settlement.transaction) == []
+
+
+@pytest.mark.django_db
+def test_a_refund_settlement_reorged_out_and_back_stays_a_refund():
+    """The transaction that paid a refund leaves the chain (outflows first, then observations, as a scan
+    rewinds) and comes back: reorged then restored, never an unexpected outflow on the way."""
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    paid(intent)
+    refund = refund_to_stranger(intent)
+    settlement = refund_paid(intent, credit_first=True)
+    now = timezone.now()
+    services.outflow_transactions_set_canonical(
+        transaction_ids=[settlement.transaction_id], canonical=False, now=now
+    )
+    services.observations_set_canonical(
+        observation_ids=[Refund.objects.get(pk=refund.pk).observation_id], canonical=False, now=now
+    )
+    refund.refresh_from_db()
+    settlement.refresh_from_db()
+    assert (refund.state, refund.observation_id) == ("awaiting_payment", None)
+    assert (settlement.canonical, settlement_events(intent)) == (
+        False,
+        ["settlement.created", "settlement.reorged"],
+    )
+    assert settlement_differences(settlement.transaction) == []
+    refund_paid(intent, credit_first=False)  # the rescan finds both again: the spend first, as a scan does
+    refund.refresh_from_db()
+    settlement.refresh_from_db()
+    assert (refund.state, settlement.canonical, settlement.kind) == ("detected", True, "refund")
+    assert settlement_events(intent) == ["settlement.created", "settlement.reorged", "settlement.restored"]
+    assert settlement_differences(settlement.transaction) == []
 
 
 @pytest.mark.django_db
