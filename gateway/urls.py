@@ -24,6 +24,7 @@ urlpatterns = [
     path("refund/<str:token>", refund_page.page, name="refund-page"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("payments.api.urls")),
+    path("api/v1/", include("reconciliation.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

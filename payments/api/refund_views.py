@@ -41,7 +41,7 @@ def _refund(merchant, refund_id: str) -> Refund:
     return refund
 
 
-def _query(serializer_class, request):
+def list_query(serializer_class, request):
     """The list's filters; an unknown query parameter (a typo) is a 400, not silently ignored."""
     unknown = sorted(set(request.query_params) - set(serializer_class().fields) - {"limit", "cursor"})
     if unknown:
@@ -97,7 +97,7 @@ class RefundListCreateView(APIView):
         operation_id="v1_refunds_list",
     )
     def get(self, request):
-        filters = _query(RefundListQuery, request)
+        filters = list_query(RefundListQuery, request)
         refunds = Refund.objects.select_related(
             "network_asset__asset", "network_asset__network", "observation"
         ).filter(merchant=request.user.merchant)
@@ -170,7 +170,7 @@ class SettlementListView(APIView):
         operation_id="v1_settlements_list",
     )
     def get(self, request):
-        filters = _query(SettlementListQuery, request)
+        filters = list_query(SettlementListQuery, request)
         settlements = settlements_for_merchant(request.user.merchant)
         if "payment_intent" in filters:
             settlements = settlements.filter(legs__intent_id=filters["payment_intent"]).distinct()

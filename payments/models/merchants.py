@@ -96,6 +96,7 @@ class ApiKey(models.Model):
         "refunds:read",
         "refunds:write",
         "settlements:read",
+        "reports:read",
     )
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")

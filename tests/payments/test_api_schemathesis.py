@@ -174,3 +174,9 @@ def test_real_objects_answer_as_the_schema_says(all_scopes, merchant, settings):
     [settlement] = settlements["data"]
     assert settlement["kind"] == "unknown_outflow" and settlement["legs"][0]["payment_intent"] == paid.pk
     call("/api/v1/settlements/{settlement_id}", "GET", path_parameters={"settlement_id": settlement["id"]})
+    report = call("/api/v1/reports/reconciliation.json", "GET", query={"limit": 1000})
+    assert settlement["id"] in [s for row in report["data"] for s in row["settlement_ids"]]
+    case = schema["/api/v1/reports/reconciliation.csv"]["GET"].Case(query={"from": "2000-01-01"})
+    assert (
+        case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance]).status_code == 200
+    )

@@ -5,22 +5,19 @@ records them."""
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
-from bip_utils import P2WPKHAddrEncoder
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
 from payments import services
-from payments.chains.base import Destination, Spend, Transfer
-from payments.models import NetworkAsset, PaymentIntent, Refund, Settlement
+from payments.chains.base import Destination, Transfer
+from payments.models import PaymentIntent, Refund, Settlement
 from payments.services.settlements import _attribute_fee, _Leg, settlement_differences
 from payments.treasury import treasury_address_add
-from tests.factories import TEST_MNEMONIC, make_merchant
-
-NETWORK = "litecoin-regtest"
+from tests.factories import make_merchant
+from tests.ledger import NETWORK, STRANGER, change_address, ltc_intent, paid, spent
 
 
 @given(
@@ -44,71 +41,9 @@ def test_legs_of_different_assets_share_the_fee_equally():
     assert [leg.fee for leg in legs] == [501, 500]
 
 
-def ltc_intent(merchant, amount: str = "0.5") -> PaymentIntent:
-    na = NetworkAsset.objects.select_related("asset", "network").get(asset__code="LTC", network__code=NETWORK)
-    data = services.IntentInput(price_amount=Decimal(amount), price_currency="LTC", network_asset=na)
-    return services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
-
-
-def paid(intent: PaymentIntent) -> None:
-    """The intent paid by one output in a block, as a scan records it."""
-    now = timezone.now()
-    amount = int(intent.amount_due_base_units)
-    services.observation_record(
-        transfer=Transfer(
-            NETWORK,
-            "aa" * 32,
-            0,
-            intent.address.address,
-            amount,
-            block_height=10,
-            block_hash="b10",
-            block_time=now,
-        ),
-        now=now,
-    )
-
-
-def spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
-    """The payment's output spent to `destinations` (as a scan records it), and the settlement derived."""
-    now = timezone.now()
-    outflow = services.outflow_record(
-        spend=Spend(
-            NETWORK,
-            "bb" * 32,
-            0,
-            intent.address.address,
-            int(intent.amount_due_base_units),
-            spent_tx_hash="aa" * 32,
-            spent_output_index=0,
-            destinations=tuple(destinations),
-            fee_base_units=fee,
-            seen_unconfirmed_at=now,
-        ),
-        now=now,
-    )
-    services.settlements_derive(transaction_ids=[outflow.transaction_id], now=now)
-    return Settlement.objects.get(transaction_id=outflow.transaction_id)
-
-
 def paid_and_spent(intent: PaymentIntent, destinations: list[Destination], fee: int = 1000) -> Settlement:
     paid(intent)
     return spent(intent, destinations, fee)
-
-
-def change_address(index: int) -> str:
-    """The wallet's change address m/84'/1'/0'/1/index, from the private key (not the gateway's path)."""
-    from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
-
-    seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
-    key = Bip32Secp256k1.FromSeed(seed).DerivePath(f"m/84'/1'/0'/1/{index}")
-    return P2WPKHAddrEncoder.EncodeKey(key.PublicKey().RawCompressed().ToBytes(), hrp="rltc", wit_ver=0)
-
-
-# An address nobody declared: BIP-173's P2WPKH test vector program, with the regtest HRP.
-STRANGER = P2WPKHAddrEncoder.EncodeKey(
-    bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"), hrp="rltc", wit_ver=0
-)
 
 
 @pytest.mark.django_db

@@ -1,0 +1,195 @@
+"""The reconciliation in the merchant API (scope `reports:read`): `GET /api/v1/reports/reconciliation.json`
+(pages of rows, a keyset cursor) and `.csv` (the whole range streamed). Same filters, same rows, same
+columns. Parse, read the selector, render."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime, time
+
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+from rest_framework.views import APIView
+
+from gateway.csvexport import csv_response
+from payments.api.refund_views import CURSOR, list_query
+from payments.api.serializers import next_link
+from payments.api.views import ERRORS, page_limit
+from payments.errors import InvalidRequest
+from payments.models import PaymentState
+
+from .exports import csv_filename, csv_rows
+from .selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS, RowFilter, reconciliation_rows
+
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+COLUMN_SET_HEADER = "Gateway-Column-Set"
+
+
+class MomentField(serializers.Field):
+    """A date (`2026-11-01`, midnight UTC) or an ISO 8601 time with its offset."""
+
+    default_error_messages = {
+        "invalid": "a date (2026-11-01) or a time with its offset (2026-11-01T09:30:00Z)",
+    }
+
+    def to_internal_value(self, data) -> datetime:
+        if not isinstance(data, str) or len(data) > 40:
+            self.fail("invalid")
+        day = parse_date(data) if len(data) == 10 else None
+        if day is not None:
+            return datetime.combine(day, time(), tzinfo=UTC)
+        try:
+            moment = parse_datetime(data)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            self.fail("invalid")
+        return moment
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class ReconciliationQuery(serializers.Serializer):
+    network = serializers.CharField(max_length=40, required=False, help_text="a network code")
+    asset = serializers.CharField(max_length=20, required=False, help_text="an asset code")
+    state = serializers.ChoiceField(choices=PaymentState.choices, required=False)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = MomentField(
+            required=False, help_text="payments created at or after (a date: midnight UTC)"
+        )
+        fields["to"] = MomentField(required=False, help_text="payments created before (excluded)")
+        return fields
+
+    def validate(self, attrs):
+        if "from" in attrs and "to" in attrs and attrs["from"] >= attrs["to"]:
+            raise serializers.ValidationError(
+                {"to": [serializers.ErrorDetail("`to` comes after `from`", code="invalid_range")]}
+            )
+        return attrs
+
+
+def row_filter(merchant_id: str, query: dict) -> RowFilter:
+    return RowFilter(
+        merchant_ids=(merchant_id,),
+        created_from=query.get("from"),
+        created_to=query.get("to"),
+        network=query.get("network", ""),
+        asset=query.get("asset", ""),
+        state=query.get("state", ""),
+    )
+
+
+def encode_cursor(position: tuple[datetime, str]) -> str:
+    raw = json.dumps([position[0].isoformat(), position[1]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[datetime, str]:
+    try:
+        moment, payment_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None or not isinstance(payment_id, str):
+            raise ValueError(token)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("the cursor is not valid", code="invalid_cursor", param="cursor") from None
+    return parsed, payment_id
+
+
+def json_row(row: dict) -> dict:
+    return {name: row[name] for name in COLUMNS}
+
+
+ROWS = inline_serializer(
+    "ReconciliationRow",
+    {
+        name: serializers.ListField(child=serializers.CharField(allow_null=True))
+        if name in LIST_COLUMNS
+        else serializers.CharField(allow_null=True)
+        for name in COLUMNS
+    },
+    many=True,
+)
+
+
+class ReconciliationJsonView(APIView):
+    read_scope = "reports:read"
+
+    @extend_schema(
+        parameters=[
+            ReconciliationQuery,
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": PAGE_MAX},
+                description=f"rows per page, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
+            ),
+            CURSOR,
+        ],
+        responses={
+            200: inline_serializer(
+                "ReconciliationPage",
+                {
+                    "object": serializers.ChoiceField(choices=["list"]),
+                    "column_set": serializers.CharField(help_text=f"the columns' version: {COLUMN_SET}"),
+                    "data": ROWS,
+                    "next": next_link(),
+                },
+            ),
+            **ERRORS,
+        },
+        summary="The per-order reconciliation, a page of rows (oldest payment first)",
+        operation_id="v1_reports_reconciliation_json",
+    )
+    def get(self, request):
+        query = list_query(ReconciliationQuery, request)
+        limit = page_limit(request, PAGE_DEFAULT, PAGE_MAX)
+        token = request.query_params.get("cursor")
+        f = row_filter(request.user.merchant.pk, query)
+        if token:
+            f = RowFilter(**{**f.__dict__, "after": decode_cursor(token)})
+        rows = list(reconciliation_rows(f, limit=limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_url = None
+        if more:
+            next_url = replace_query_param(
+                request.build_absolute_uri(), "cursor", encode_cursor(rows[-1]["_position"])
+            )
+        response = Response(
+            {
+                "object": "list",
+                "column_set": COLUMN_SET,
+                "data": [json_row(r) for r in rows],
+                "next": next_url,
+            }
+        )
+        response[COLUMN_SET_HEADER] = COLUMN_SET
+        return response
+
+
+class ReconciliationCsvView(APIView):
+    read_scope = "reports:read"
+
+    @extend_schema(
+        parameters=[ReconciliationQuery],
+        responses={(200, "text/csv"): bytes, **ERRORS},
+        summary="The per-order reconciliation as CSV, the whole range streamed (oldest payment first)",
+        operation_id="v1_reports_reconciliation_csv",
+    )
+    def get(self, request):
+        query = list_query(ReconciliationQuery, request)
+        label = "-".join(
+            query[k].astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if k in query else "all"
+            for k in ("from", "to")
+        )
+        rows = reconciliation_rows(row_filter(request.user.merchant.pk, query))
+        response = csv_response(csv_filename(label), COLUMNS, csv_rows(rows))
+        response[COLUMN_SET_HEADER] = COLUMN_SET
+        return response

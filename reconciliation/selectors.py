@@ -1,0 +1,346 @@
+"""The per-order reconciliation: one row per payment tying the merchant's order to the gateway's payment,
+its chain transactions, amounts (asset units and fiat), fees, settlements and refunds, with the status
+`rules.reconcile` derives. One SQL statement (LATERAL sub-selects per payment, each on an index) read in
+chunks from a server-side cursor: an export of any size runs in constant memory and its first rows leave
+at once. The CSV, the JSON pages and the reports all read these rows, so they cannot disagree.
+
+The column set is versioned (`COLUMN_SET`): columns are only ever added at the end under a new version;
+a name never changes meaning. docs/FINANCE.md defines every column."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection
+
+from payments.pricing import FIAT_CURRENCIES, format_amount, from_base_units
+
+from . import rules
+
+COLUMN_SET = "reconciliation/1"
+
+COLUMNS = (
+    "merchant_id",
+    "merchant_order_id",
+    "payment_id",
+    "customer_id",
+    "state",
+    "asset",
+    "network",
+    "created_at",
+    "first_seen_at",
+    "paid_at",
+    "price_amount",
+    "price_currency",
+    "amount_requested",
+    "amount_received",
+    "amount_counted",
+    "amount_refunded",
+    "amount_on_address",
+    "quote_rate",
+    "quote_rate_source",
+    "quote_rate_time",
+    "fiat_value_at_quote",
+    "transaction_hashes",
+    "confirmations",
+    "flags",
+    "network_fee",
+    "network_fee_asset",
+    "settlement_ids",
+    "settled_at",
+    "refund_ids",
+    "refund_states",
+    "refund_amounts",
+    "refund_transaction_hashes",
+    "fulfilled_at",
+    "reconciliation_status",
+    "reconciliation_reason",
+)
+# Cells holding several values (one per transaction, settlement or refund, in the same order across the
+# refund columns): a JSON array in the API, joined by LIST_SEPARATOR in a CSV cell.
+LIST_COLUMNS = frozenset(
+    {
+        "transaction_hashes",
+        "flags",
+        "settlement_ids",
+        "refund_ids",
+        "refund_states",
+        "refund_amounts",
+        "refund_transaction_hashes",
+    }
+)
+LIST_SEPARATOR = " "
+
+_OPEN_REFUNDS = ("requested", "approved", "awaiting_payment", "detected")
+
+# {where} is filled with fixed SQL fragments only (see `_where`); every value is a bound parameter.
+_SQL = """
+SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi.created_at,
+       pi.price_amount, pi.price_currency, pi.amount_due_base_units, pi.amount_confirmed_base_units,
+       pi.amount_refunded_base_units, pi.flags, pi.fulfilled_at,
+       a.code, n.code, na.decimals, native.decimals, native_asset.code,
+       q.rate, q.source, q.rate_time, tip.height,
+       obs.first_seen_at, obs.received, obs.credited, obs.tx_hashes, obs.unconfirmed, obs.highest_block,
+       obs.other_assets, deb.debited,
+       st.ids, st.seen, st.fee, st.moved_unknown,
+       rf.ids, rf.states, rf.amounts, rf.tx_hashes, rf.open,
+       paid.paid_at
+FROM payments_paymentintent pi
+LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
+LEFT JOIN payments_asset a ON a.id = na.asset_id
+LEFT JOIN payments_network n ON n.id = na.network_id
+LEFT JOIN payments_networkasset native ON native.network_id = na.network_id AND native.contract_address = ''
+LEFT JOIN payments_asset native_asset ON native_asset.id = native.asset_id
+LEFT JOIN payments_quote q ON q.id = pi.quote_id
+LEFT JOIN payments_chaintip tip ON tip.network_id = na.network_id
+LEFT JOIN LATERAL (
+    SELECT MIN(COALESCE(o.seen_unconfirmed_at, o.block_time)) AS first_seen_at,
+           COALESCE(SUM(o.amount_base_units) FILTER (
+               WHERE o.own AND o.block_height IS NOT NULL AND NOT o.internal), 0) AS received,
+           COALESCE(SUM(o.amount_base_units) FILTER (WHERE o.own AND o.block_height IS NOT NULL), 0)
+               AS credited,
+           ARRAY_AGG(o.tx_hash ORDER BY o.block_height NULLS LAST, o.id) FILTER (WHERE o.own) AS tx_hashes,
+           BOOL_OR(o.block_height IS NULL) FILTER (WHERE o.own AND NOT o.internal) AS unconfirmed,
+           MAX(o.block_height) FILTER (WHERE o.own AND NOT o.internal) AS highest_block,
+           COUNT(*) FILTER (WHERE NOT o.own AND NOT o.internal AND NOT o.gas_funding) AS other_assets
+    FROM (
+        SELECT co.*,
+               (co.network_id = na.network_id AND co.token_contract = LOWER(na.contract_address)) AS own,
+               EXISTS (
+                   SELECT 1 FROM payments_outflow ofl
+                   JOIN payments_paymentintent owner ON owner.id = ofl.intent_id
+                   WHERE ofl.network_id = co.network_id AND ofl.tx_hash = co.tx_hash
+                     AND owner.merchant_id = pi.merchant_id
+               ) AS internal,
+               co.sender <> '' AND co.sender IN (
+                   SELECT t.address FROM payments_treasuryaddress t
+                   WHERE t.merchant_id = pi.merchant_id AND t.network_id = co.network_id
+               ) AS gas_funding
+        FROM payments_chainobservation co
+        WHERE co.intent_id = pi.id AND co.canonical
+    ) o
+) obs ON TRUE
+LEFT JOIN LATERAL (
+    SELECT COALESCE(SUM(ofl.amount_base_units), 0) AS debited
+    FROM payments_outflow ofl
+    JOIN payments_outflowtransaction ot ON ot.id = ofl.transaction_id
+    WHERE ofl.intent_id = pi.id AND ot.canonical AND ot.block_height IS NOT NULL
+      AND ofl.network_id = na.network_id AND ofl.token_contract = LOWER(na.contract_address)
+) deb ON TRUE
+LEFT JOIN LATERAL (
+    SELECT ARRAY_AGG(s.id ORDER BY s.seen_at, s.id) AS ids,
+           ARRAY_AGG(s.seen_at ORDER BY s.seen_at, s.id) AS seen,
+           SUM(s.fee) AS fee,
+           COALESCE(SUM(s.unknown), 0) AS moved_unknown
+    FROM (
+        SELECT s.id, s.seen_at, SUM(l.fee_base_units) AS fee,
+               SUM(l.amount_base_units) FILTER (
+                   WHERE s.kind = 'unknown_outflow' AND l.network_asset_id = na.id) AS unknown
+        FROM payments_settlementleg l
+        JOIN payments_settlement s ON s.id = l.settlement_id
+        WHERE l.intent_id = pi.id AND s.canonical
+        GROUP BY s.id, s.seen_at
+    ) s
+) st ON TRUE
+LEFT JOIN LATERAL (
+    SELECT ARRAY_AGG(r.id ORDER BY r.created_at, r.id) AS ids,
+           ARRAY_AGG(r.state ORDER BY r.created_at, r.id) AS states,
+           ARRAY_AGG(r.amount_base_units ORDER BY r.created_at, r.id) AS amounts,
+           ARRAY_AGG(COALESCE(ro.tx_hash, '') ORDER BY r.created_at, r.id) AS tx_hashes,
+           COUNT(*) FILTER (WHERE r.state = ANY(%(open_refunds)s)) AS open
+    FROM payments_refund r
+    LEFT JOIN payments_chainobservation ro ON ro.id = r.observation_id
+    WHERE r.intent_id = pi.id
+) rf ON TRUE
+LEFT JOIN LATERAL (
+    SELECT MAX(t.created_at) AS paid_at FROM payments_statetransition t
+    WHERE t.intent_id = pi.id AND t.to_state IN ('paid', 'overpaid')
+) paid ON TRUE
+WHERE {where}
+ORDER BY pi.created_at, pi.id
+{limit}
+"""
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which payments: those of `merchant_ids`, created in [`created_from`, `created_to`), optionally of
+    one network, asset or state, after the keyset position `after` (created_at, id)."""
+
+    merchant_ids: tuple[str, ...]
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    network: str = ""
+    asset: str = ""
+    state: str = ""
+    after: tuple[datetime, str] | None = None
+
+
+def _where(f: RowFilter) -> tuple[str, dict]:
+    clauses, params = ["pi.merchant_id = ANY(%(merchants)s)"], {"merchants": list(f.merchant_ids)}
+    if f.created_from is not None:
+        clauses.append("pi.created_at >= %(created_from)s")
+        params["created_from"] = f.created_from
+    if f.created_to is not None:
+        clauses.append("pi.created_at < %(created_to)s")
+        params["created_to"] = f.created_to
+    if f.network:
+        clauses.append("n.code = %(network)s")
+        params["network"] = f.network
+    if f.asset:
+        clauses.append("a.code = %(asset)s")
+        params["asset"] = f.asset
+    if f.state:
+        clauses.append("pi.state = %(state)s")
+        params["state"] = f.state
+    if f.after is not None:
+        clauses.append("(pi.created_at, pi.id) > (%(after_time)s, %(after_id)s)")
+        params["after_time"], params["after_id"] = f.after
+    return " AND ".join(clauses), params
+
+
+def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
+    """The rows in order (created_at, id), each a dict over COLUMNS (plus `_position`, the keyset of the
+    row). Read from a server-side cursor `chunk` rows at a time (the caller must be in a transaction for a
+    named cursor to live, or Django opens one per fetch)."""
+    where, params = _where(f)
+    params["open_refunds"] = list(_OPEN_REFUNDS)
+    sql = _SQL.format(where=where, limit="LIMIT %(limit)s" if limit is not None else "")
+    if limit is not None:
+        params["limit"] = limit
+    with connection.chunked_cursor() as cursor:
+        cursor.itersize = chunk
+        cursor.execute(sql, params)
+        while True:
+            batch = cursor.fetchmany(chunk)
+            if not batch:
+                return
+            for record in batch:
+                yield _row(record)
+
+
+def _text(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _amount(value, decimals: int | None) -> str | None:
+    if value is None or decimals is None:
+        return None
+    return format_amount(int(value), decimals)
+
+
+def _fiat(amount: int, decimals: int, rate: Decimal | None, currency: str) -> str | None:
+    places = FIAT_CURRENCIES.get(currency)
+    if rate is None or places is None:
+        return None
+    value = from_base_units(amount, decimals) * rate
+    return str(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def _unique(values: list | None) -> list[str]:
+    return list(dict.fromkeys(v for v in values or [] if v))
+
+
+def _row(r: tuple) -> dict:
+    (
+        payment_id,
+        merchant_id,
+        order_id,
+        customer_id,
+        state,
+        created_at,
+        price_amount,
+        price_currency,
+        due,
+        counted,
+        refunded,
+        flags,
+        fulfilled_at,
+        asset,
+        network,
+        decimals,
+        native_decimals,
+        native_code,
+        quote_rate,
+        quote_source,
+        quote_time,
+        tip,
+        first_seen_at,
+        received,
+        credited,
+        tx_hashes,
+        unconfirmed,
+        highest_block,
+        other_assets,
+        debited,
+        settlement_ids,
+        settlement_seen,
+        fee,
+        moved_unknown,
+        refund_ids,
+        refund_states,
+        refund_amounts,
+        refund_txs,
+        refunds_open,
+        paid_at,
+    ) = r
+    received, counted, refunded = int(received or 0), int(counted or 0), int(refunded or 0)
+    on_address = max(int(credited or 0) - int(debited or 0), 0)
+    facts = rules.OrderFacts(
+        state=state,
+        received=received,
+        counted=counted,
+        refunded=refunded,
+        refunds_open=int(refunds_open or 0),
+        on_address=on_address,
+        moved_unknown=int(moved_unknown or 0),
+        other_assets=int(other_assets or 0),
+    )
+    verdict = rules.reconcile(facts)
+    if unconfirmed or highest_block is None or tip is None:
+        confirmations = 0
+    else:
+        confirmations = max(int(tip) - int(highest_block) + 1, 0)
+    return {
+        "merchant_id": merchant_id,
+        "merchant_order_id": order_id,
+        "payment_id": payment_id,
+        "customer_id": customer_id,
+        "state": state,
+        "asset": asset,
+        "network": network,
+        "created_at": _text(created_at),
+        "first_seen_at": _text(first_seen_at),
+        "paid_at": _text(paid_at) if state in rules.KEPT_STATES else None,
+        "price_amount": f"{price_amount.normalize():f}" if price_amount is not None else None,
+        "price_currency": price_currency,
+        "amount_requested": _amount(due, decimals),
+        "amount_received": _amount(received, decimals),
+        "amount_counted": _amount(counted, decimals),
+        "amount_refunded": _amount(refunded, decimals),
+        "amount_on_address": _amount(on_address, decimals),
+        "quote_rate": f"{quote_rate.normalize():f}" if quote_rate is not None else None,
+        "quote_rate_source": quote_source,
+        "quote_rate_time": _text(quote_time),
+        "fiat_value_at_quote": _fiat(counted, decimals, quote_rate, price_currency)
+        if decimals is not None
+        else None,
+        "transaction_hashes": _unique(tx_hashes),
+        "confirmations": str(confirmations),
+        "flags": list(flags or []),
+        "network_fee": _amount(fee, native_decimals),
+        "network_fee_asset": native_code if fee is not None else None,
+        "settlement_ids": list(settlement_ids or []),
+        "settled_at": _text(max(settlement_seen)) if settlement_seen else None,
+        "refund_ids": list(refund_ids or []),
+        "refund_states": list(refund_states or []),
+        "refund_amounts": [_amount(v, decimals) for v in refund_amounts or []],
+        "refund_transaction_hashes": list(refund_txs or []),
+        "fulfilled_at": _text(fulfilled_at),
+        "reconciliation_status": verdict.status,
+        "reconciliation_reason": verdict.reason,
+        "_position": (created_at, payment_id),
+    }

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path(
+        "reports/reconciliation.json", api.ReconciliationJsonView.as_view(), name="report-reconciliation-json"
+    ),
+    path("reports/reconciliation.csv", api.ReconciliationCsvView.as_view(), name="report-reconciliation-csv"),
+]
