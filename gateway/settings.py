@@ -384,6 +384,14 @@ CELERY_BEAT_SCHEDULE["expire-approvals"] = {
     "schedule": 60.0,
     "options": {"expires": 30},
 }
+# Finance (reconciliation/valuations.py): newly paid payments are valued at the rate source's rate every
+# GATEWAY_VALUATION_POLL_S seconds (so the "rate when paid" is at most that much, plus any outage, late).
+GATEWAY_VALUATION_POLL_S = float(os.environ.get("GATEWAY_VALUATION_POLL_S", "30"))
+CELERY_BEAT_SCHEDULE["value-paid-payments"] = {
+    "task": "reconciliation.tasks.value_paid_payments",
+    "schedule": GATEWAY_VALUATION_POLL_S,
+    "options": {"expires": 30},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

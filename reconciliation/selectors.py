@@ -44,11 +44,18 @@ COLUMNS = (
     "quote_rate_source",
     "quote_rate_time",
     "fiat_value_at_quote",
+    "paid_value_currency",
+    "paid_rate",
+    "paid_rate_source",
+    "paid_rate_time",
+    "fiat_value_when_paid",
     "transaction_hashes",
     "confirmations",
     "flags",
     "network_fee",
     "network_fee_asset",
+    "service_fee",
+    "service_fee_currency",
     "settlement_ids",
     "settled_at",
     "refund_ids",
@@ -87,7 +94,8 @@ SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi
        obs.other_assets, deb.debited,
        st.ids, st.seen, st.fee, st.moved_unknown,
        rf.ids, rf.states, rf.amounts, rf.tx_hashes, rf.open,
-       paid.paid_at
+       paid.paid_at, pv.currency, pv.rate, pv.rate_source, pv.rate_time,
+       fee.currency, fee.percent_bps, fee.fixed_amount
 FROM payments_paymentintent pi
 LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
 LEFT JOIN payments_asset a ON a.id = na.asset_id
@@ -159,6 +167,12 @@ LEFT JOIN LATERAL (
     SELECT MAX(t.created_at) AS paid_at FROM payments_statetransition t
     WHERE t.intent_id = pi.id AND t.to_state IN ('paid', 'overpaid')
 ) paid ON TRUE
+LEFT JOIN reconciliation_paidvaluation pv ON pv.intent_id = pi.id
+LEFT JOIN LATERAL (
+    SELECT f.currency, f.percent_bps, f.fixed_amount FROM reconciliation_servicefeeschedule f
+    WHERE f.merchant_id = pi.merchant_id AND f.valid_from <= COALESCE(paid.paid_at, pi.created_at)
+    ORDER BY f.valid_from DESC LIMIT 1
+) fee ON TRUE
 WHERE {where}
 ORDER BY pi.created_at, pi.id
 {limit}
@@ -240,6 +254,16 @@ def _fiat(amount: int, decimals: int, rate: Decimal | None, currency: str) -> st
     return str(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def _service_fee(base, currency: str, bps: int, fixed: Decimal) -> str | None:
+    """`bps` of the price in the schedule's currency plus the fixed part, rounded half up to the currency's
+    decimals; empty when the payment has no price in that currency (neither priced nor valued in it)."""
+    if base is None:
+        return None
+    places = Decimal(1).scaleb(-FIAT_CURRENCIES[currency])
+    fee = Decimal(base) * bps / Decimal(10_000) + fixed
+    return str(fee.quantize(places, rounding=ROUND_HALF_UP))
+
+
 def _unique(values: list | None) -> list[str]:
     return list(dict.fromkeys(v for v in values or [] if v))
 
@@ -286,6 +310,13 @@ def _row(r: tuple) -> dict:
         refund_txs,
         refunds_open,
         paid_at,
+        paid_currency,
+        paid_rate,
+        paid_source,
+        paid_rate_time,
+        fee_currency,
+        fee_bps,
+        fee_fixed,
     ) = r
     received, counted, refunded = int(received or 0), int(counted or 0), int(refunded or 0)
     on_address = max(int(credited or 0) - int(debited or 0), 0)
@@ -300,6 +331,18 @@ def _row(r: tuple) -> dict:
         other_assets=int(other_assets or 0),
     )
     verdict = rules.reconcile(facts)
+    kept = state in rules.KEPT_STATES
+    at_quote = _fiat(counted, decimals, quote_rate, price_currency) if decimals is not None else None
+    when_paid = _fiat(counted, decimals, paid_rate, paid_currency) if kept and decimals is not None else None
+    if fee_currency is None or not kept:
+        service_fee, fee_currency = "0", None
+    else:
+        service_fee = _service_fee(
+            {price_currency: price_amount, paid_currency: when_paid}.get(fee_currency),
+            fee_currency,
+            fee_bps,
+            fee_fixed,
+        )
     if unconfirmed or highest_block is None or tip is None:
         confirmations = 0
     else:
@@ -325,14 +368,19 @@ def _row(r: tuple) -> dict:
         "quote_rate": f"{quote_rate.normalize():f}" if quote_rate is not None else None,
         "quote_rate_source": quote_source,
         "quote_rate_time": _text(quote_time),
-        "fiat_value_at_quote": _fiat(counted, decimals, quote_rate, price_currency)
-        if decimals is not None
-        else None,
+        "fiat_value_at_quote": at_quote,
+        "paid_value_currency": paid_currency if kept else None,
+        "paid_rate": f"{paid_rate.normalize():f}" if kept and paid_rate is not None else None,
+        "paid_rate_source": (paid_source or None) if kept else None,
+        "paid_rate_time": _text(paid_rate_time) if kept else None,
+        "fiat_value_when_paid": when_paid,
         "transaction_hashes": _unique(tx_hashes),
         "confirmations": str(confirmations),
         "flags": list(flags or []),
         "network_fee": _amount(fee, native_decimals),
         "network_fee_asset": native_code if fee is not None else None,
+        "service_fee": service_fee,
+        "service_fee_currency": fee_currency,
         "settlement_ids": list(settlement_ids or []),
         "settled_at": _text(max(settlement_seen)) if settlement_seen else None,
         "refund_ids": list(refund_ids or []),

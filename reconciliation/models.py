@@ -1,0 +1,77 @@
+"""What finance adds to payments' evidence: the value of each payment at the rate when it was paid (read
+from payments' event stream, like a merchant would) and the operator's service fee schedule per merchant
+(for billing: computed, never deducted; the gateway holds no funds)."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator
+from django.db import models
+
+from payments.models import Merchant, PaymentIntent
+from payments.pricing import FIAT_CURRENCIES
+
+
+class FeedCursor(models.Model):
+    """How far a reader of payments' event stream has got (the events' `position`)."""
+
+    name = models.CharField(max_length=40, unique=True)
+    position = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.position}"
+
+
+class PaidValuation(models.Model):
+    """The rate of the payment's asset in its fiat currency (USD for a price in crypto) when it last became
+    paid or overpaid: fetched from the rate source as the event was read, so `rate_time` is within the
+    reader's poll of `paid_at`. Empty while the source is unreachable (retried)."""
+
+    intent = models.OneToOneField(PaymentIntent, on_delete=models.PROTECT, related_name="+", primary_key=True)
+    event_id = models.CharField(max_length=40, help_text="the payment.paid / payment.overpaid event valued")
+    paid_at = models.DateTimeField()
+    currency = models.CharField(max_length=12)
+    rate = models.DecimalField(max_digits=40, decimal_places=18, null=True, blank=True)
+    rate_source = models.CharField(max_length=80, blank=True)
+    rate_time = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["updated_at"], condition=models.Q(rate__isnull=True), name="valuation_unpriced"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.intent_id} at {self.rate} {self.currency}"
+
+
+class ServiceFeeSchedule(models.Model):
+    """From `valid_from` on (until the next schedule), a paid payment's service fee is `percent_bps` of its
+    price plus `fixed_amount`, in `currency`: for a payment priced in that currency, or valued in it when
+    paid. Set by the operator for billing; zero when a merchant has none."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    valid_from = models.DateTimeField()
+    currency = models.CharField(max_length=12, choices=[(c, c) for c in FIAT_CURRENCIES])
+    percent_bps = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(10_000)], help_text="basis points of the price: 100 = 1%"
+    )
+    fixed_amount = models.DecimalField(max_digits=20, decimal_places=2, default=0)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["merchant", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "valid_from"], name="fee_schedule_one_per_start"),
+            models.CheckConstraint(
+                condition=models.Q(percent_bps__lte=10_000), name="fee_schedule_bps_le_100pct"
+            ),
+            models.CheckConstraint(condition=models.Q(fixed_amount__gte=0), name="fee_schedule_fixed_ge0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id} from {self.valid_from:%Y-%m-%d}: {self.percent_bps} bps + {self.fixed_amount}"
