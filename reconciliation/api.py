@@ -9,6 +9,7 @@ import binascii
 import json
 from datetime import UTC, datetime, time
 
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -24,6 +25,7 @@ from payments.errors import InvalidRequest
 from payments.models import PaymentState
 
 from .exports import csv_filename, csv_rows
+from .reports import ASSET_AMOUNTS, FIAT_AMOUNTS, PRESETS, preset_range, totals
 from .selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS, RowFilter, reconciliation_rows
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
@@ -172,6 +174,81 @@ class ReconciliationJsonView(APIView):
         )
         response[COLUMN_SET_HEADER] = COLUMN_SET
         return response
+
+
+class TotalsQuery(ReconciliationQuery):
+    preset = serializers.ChoiceField(
+        choices=PRESETS,
+        required=False,
+        help_text="instead of from/to: today, 7d (with today), this_month, last_month",
+    )
+    group = serializers.ChoiceField(
+        choices=["day", "range"], required=False, help_text="totals per day (default) or over the whole range"
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "preset" in attrs and ("from" in attrs or "to" in attrs):
+            raise serializers.ValidationError(
+                {"preset": [serializers.ErrorDetail("a preset or from/to, not both", code="invalid_range")]}
+            )
+        if "preset" in attrs:
+            attrs["from"], attrs["to"] = preset_range(attrs["preset"], timezone.now())
+        return attrs
+
+
+AMOUNT = serializers.CharField(help_text="a decimal string in the asset's units")
+PER_CURRENCY = serializers.DictField(child=serializers.CharField(), help_text="currency -> decimal string")
+
+
+class ReportTotalsView(APIView):
+    read_scope = "reports:read"
+
+    @extend_schema(
+        parameters=[TotalsQuery],
+        responses={
+            200: inline_serializer(
+                "ReconciliationTotals",
+                {
+                    "object": serializers.ChoiceField(choices=["totals"]),
+                    "column_set": serializers.CharField(),
+                    "from": serializers.DateTimeField(allow_null=True),
+                    "to": serializers.DateTimeField(allow_null=True),
+                    "data": inline_serializer(
+                        "ReconciliationTotalsGroup",
+                        {
+                            "merchant_id": serializers.CharField(),
+                            "day": serializers.CharField(allow_null=True, help_text="YYYY-MM-DD (UTC)"),
+                            "asset": serializers.CharField(allow_null=True),
+                            "network": serializers.CharField(allow_null=True),
+                            "payments": serializers.IntegerField(),
+                            **{name: AMOUNT for name in ASSET_AMOUNTS},
+                            "network_fees": PER_CURRENCY,
+                            **{name: PER_CURRENCY for name, _ in FIAT_AMOUNTS},
+                            "paid_without_value": serializers.IntegerField(),
+                            "statuses": serializers.DictField(child=serializers.IntegerField()),
+                        },
+                        many=True,
+                    ),
+                },
+            ),
+            **ERRORS,
+        },
+        summary="Totals of the reconciliation per day, asset and network (or over the range)",
+        operation_id="v1_reports_totals",
+    )
+    def get(self, request):
+        query = list_query(TotalsQuery, request)
+        rows = reconciliation_rows(row_filter(request.user.merchant.pk, query))
+        return Response(
+            {
+                "object": "totals",
+                "column_set": COLUMN_SET,
+                "from": query.get("from"),
+                "to": query.get("to"),
+                "data": totals(rows, by_day=query.get("group", "day") == "day"),
+            }
+        )
 
 
 class ReconciliationCsvView(APIView):

@@ -75,3 +75,17 @@ class ServiceFeeSchedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.merchant_id} from {self.valid_from:%Y-%m-%d}: {self.percent_bps} bps + {self.fixed_amount}"
+
+
+class Report(models.Model):
+    """Not a table: what the finance reports need permission for, and their entry in the admin."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_reports", "View the finance reports (reconciliation, totals)"),
+            ("export_reconciliation", "Export the reconciliation as CSV"),
+        ]
+        verbose_name = "finance report"
+        verbose_name_plural = "finance reports"

@@ -17,6 +17,7 @@ Amounts are integers in the payment asset's base units. The statuses, most urgen
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 RECONCILED = "reconciled"
 AWAITING_SETTLEMENT = "awaiting_settlement"
@@ -50,6 +51,13 @@ class OrderFacts:
     moved_unknown: int = 0  # moved by a settlement to an undeclared address
     other_assets: int = 0  # transfers of another asset to the payment's address (not gas funding)
     mismatch: str = ""  # what the last re-verification found wrong, if anything
+    decimals: int = 0  # the asset's, to say amounts in its units
+    unit: str = ""  # the asset's code
+
+    def says(self, amount: int) -> str:
+        """An amount as people read it: `0.50000000 LTC`."""
+        text = f"{Decimal(amount).scaleb(-self.decimals):f}" if self.decimals else str(amount)
+        return f"{text} {self.unit}".strip()
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,9 @@ def reconcile(f: OrderFacts) -> Reconciliation:
     if f.mismatch:
         return Reconciliation(CHAIN_MISMATCH, f.mismatch)
     if f.moved_unknown > 0:
-        return Reconciliation(UNATTRIBUTED_FUNDS, f"{f.moved_unknown} moved to an address nobody declared")
+        return Reconciliation(
+            UNATTRIBUTED_FUNDS, f"{f.says(f.moved_unknown)} moved to an address nobody declared"
+        )
     if f.refunds_open > 0:
         return Reconciliation(REFUND_PENDING, f"{f.refunds_open} refund(s) open")
     if f.state in OPEN_STATES:
@@ -71,7 +81,8 @@ def reconcile(f: OrderFacts) -> Reconciliation:
     unaccounted = f.received - kept - f.refunded
     if unaccounted > 0:
         return Reconciliation(
-            UNATTRIBUTED_FUNDS, f"{unaccounted} received but neither counted to the order nor refunded"
+            UNATTRIBUTED_FUNDS,
+            f"{f.says(unaccounted)} received but neither counted to the order nor refunded",
         )
     if f.other_assets > 0:
         return Reconciliation(
@@ -80,5 +91,7 @@ def reconcile(f: OrderFacts) -> Reconciliation:
     if f.on_address <= 0:
         return Reconciliation(RECONCILED, "nothing received" if f.received == 0 else "received and moved on")
     if f.on_address >= f.received:
-        return Reconciliation(AWAITING_SETTLEMENT, f"{f.on_address} still on the payment's address")
-    return Reconciliation(PARTIALLY_SETTLED, f"{f.on_address} of {f.received} still on the payment's address")
+        return Reconciliation(AWAITING_SETTLEMENT, f"{f.says(f.on_address)} still on the payment's address")
+    return Reconciliation(
+        PARTIALLY_SETTLED, f"{f.says(f.on_address)} of {f.says(f.received)} still on the payment's address"
+    )

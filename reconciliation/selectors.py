@@ -39,6 +39,7 @@ COLUMNS = (
     "amount_received",
     "amount_counted",
     "amount_refunded",
+    "amount_swept",
     "amount_on_address",
     "quote_rate",
     "quote_rate_source",
@@ -92,7 +93,7 @@ SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi
        q.rate, q.source, q.rate_time, tip.height,
        obs.first_seen_at, obs.received, obs.credited, obs.tx_hashes, obs.unconfirmed, obs.highest_block,
        obs.other_assets, deb.debited,
-       st.ids, st.seen, st.fee, st.moved_unknown,
+       st.ids, st.seen, st.fee, st.moved_unknown, st.swept,
        rf.ids, rf.states, rf.amounts, rf.tx_hashes, rf.open,
        paid.paid_at, pv.currency, pv.rate, pv.rate_source, pv.rate_time,
        fee.currency, fee.percent_bps, fee.fixed_amount
@@ -142,11 +143,13 @@ LEFT JOIN LATERAL (
     SELECT ARRAY_AGG(s.id ORDER BY s.seen_at, s.id) AS ids,
            ARRAY_AGG(s.seen_at ORDER BY s.seen_at, s.id) AS seen,
            SUM(s.fee) AS fee,
-           COALESCE(SUM(s.unknown), 0) AS moved_unknown
+           COALESCE(SUM(s.unknown), 0) AS moved_unknown,
+           COALESCE(SUM(s.swept), 0) AS swept
     FROM (
         SELECT s.id, s.seen_at, SUM(l.fee_base_units) AS fee,
                SUM(l.amount_base_units) FILTER (
-                   WHERE s.kind = 'unknown_outflow' AND l.network_asset_id = na.id) AS unknown
+                   WHERE s.kind = 'unknown_outflow' AND l.network_asset_id = na.id) AS unknown,
+               SUM(l.amount_base_units) FILTER (WHERE s.kind = 'sweep' AND l.network_asset_id = na.id) AS swept
         FROM payments_settlementleg l
         JOIN payments_settlement s ON s.id = l.settlement_id
         WHERE l.intent_id = pi.id AND s.canonical
@@ -304,6 +307,7 @@ def _row(r: tuple) -> dict:
         settlement_seen,
         fee,
         moved_unknown,
+        swept,
         refund_ids,
         refund_states,
         refund_amounts,
@@ -329,6 +333,8 @@ def _row(r: tuple) -> dict:
         on_address=on_address,
         moved_unknown=int(moved_unknown or 0),
         other_assets=int(other_assets or 0),
+        decimals=decimals or 0,
+        unit=asset or "",
     )
     verdict = rules.reconcile(facts)
     kept = state in rules.KEPT_STATES
@@ -364,6 +370,7 @@ def _row(r: tuple) -> dict:
         "amount_received": _amount(received, decimals),
         "amount_counted": _amount(counted, decimals),
         "amount_refunded": _amount(refunded, decimals),
+        "amount_swept": _amount(int(swept or 0), decimals),
         "amount_on_address": _amount(on_address, decimals),
         "quote_rate": f"{quote_rate.normalize():f}" if quote_rate is not None else None,
         "quote_rate_source": quote_source,

@@ -6,5 +6,6 @@ urlpatterns = [
     path(
         "reports/reconciliation.json", api.ReconciliationJsonView.as_view(), name="report-reconciliation-json"
     ),
+    path("reports/totals", api.ReportTotalsView.as_view(), name="report-totals"),
     path("reports/reconciliation.csv", api.ReconciliationCsvView.as_view(), name="report-reconciliation-csv"),
 ]

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from gateway.csvexport import safe_cell
+from gateway.csvexport import cell_original, safe_cell
 from payments import services
 from payments.chains.base import Destination
+from payments.models import PaymentIntent
 from reconciliation.selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS
 from tests.factories import make_api_key, make_merchant
 from tests.ledger import NETWORK, STRANGER, ltc_intent, paid, spent
@@ -133,6 +136,58 @@ def test_a_key_without_reports_read_gets_403_and_a_merchant_sees_only_its_own(sh
 def test_bad_parameters_are_400_with_a_stable_code(shop, query, code, param):
     merchant, _ = shop
     response = client(merchant).get(f"{JSON}?{query}")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error.get("param")) == (code, param)
+
+
+def test_the_totals_equal_the_sums_of_the_exported_file(shop):
+    """Sum the CSV's columns with the csv module and Decimal (not the code's own summing), per day, asset and
+    network: the same figures as the totals report."""
+    merchant, intents = shop
+    other_day = ltc_intent(merchant)
+    PaymentIntent.objects.filter(pk=other_day.pk).update(created_at=timezone.now() - timedelta(days=3))
+    api = client(merchant)
+    body = b"".join(api.get(CSV).streaming_content).decode()
+    sums: dict[tuple, dict[str, Decimal]] = {}
+    for record in csv.DictReader(io.StringIO(body)):
+        key = (record["merchant_id"], record["created_at"][:10], record["asset"], record["network"])
+        group = sums.setdefault(key, {"payments": Decimal(0)})
+        group["payments"] += 1
+        for column in (
+            "amount_received",
+            "amount_counted",
+            "amount_refunded",
+            "amount_swept",
+            "amount_on_address",
+        ):
+            group[column] = group.get(column, Decimal(0)) + Decimal(cell_original(record[column]) or "0")
+    response = api.get("/api/v1/reports/totals")
+    assert response.status_code == 200, response.json()
+    report = {
+        (g["merchant_id"], g["day"], g["asset"], g["network"]): {
+            "payments": Decimal(g["payments"]),
+            **{c: Decimal(g[c]) for c in sums[next(iter(sums))] if c != "payments"},
+        }
+        for g in response.json()["data"]
+    }
+    assert report == sums and len(report) == 2
+    today = api.get("/api/v1/reports/totals?preset=today&group=range").json()["data"]
+    assert [g["payments"] for g in today] == [len(intents)]
+    assert today[0]["statuses"]["unattributed_funds"] == 1
+
+
+@pytest.mark.parametrize(
+    "query,code,param",
+    [
+        ("preset=yesterday", "invalid_choice", "preset"),
+        ("preset=today&from=2026-11-01", "invalid_range", "preset"),
+        ("group=week", "invalid_choice", "group"),
+    ],
+)
+def test_bad_totals_parameters_are_400(shop, query, code, param):
+    merchant, _ = shop
+    response = client(merchant).get(f"/api/v1/reports/totals?{query}")
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert (error["code"], error.get("param")) == (code, param)

@@ -176,7 +176,7 @@ def test_each_status_is_reached_by_the_flow_that_leads_to_it(shop):
     assert rows(shop)[halves.pk]["amount_on_address"] == "0.25000000"
     assert (
         rows(shop)[late.pk]["reconciliation_reason"]
-        == "50000000 received but neither counted to the order nor refunded"
+        == "0.50000000 LTC received but neither counted to the order nor refunded"
     )
 
 

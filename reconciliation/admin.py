@@ -1,0 +1,221 @@
+"""Finance in the admin: the reports page (totals for a date range and filters, the reconciliation's first
+rows, a CSV download of the whole range that starts at once), the operator's service fee schedules and the
+valuations. Everything is scoped to the viewer's merchants (`staff_merchants`); the page needs
+`reconciliation.view_reports`, the download `reconciliation.export_reconciliation` (finance), and every
+download is written to the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseBadRequest
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from gateway.csvexport import csv_response
+from payments.admin_access import staff_merchants
+from payments.models import Asset, Network, PaymentState
+from support.admin_config import AuditedAdminMixin
+from support.audit import audit_record, request_audit_context
+from support.roles import roles_of
+
+from .exports import csv_filename, csv_rows
+from .models import PaidValuation, Report, ServiceFeeSchedule
+from .reports import PRESETS, preset_range, totals
+from .selectors import COLUMNS, RowFilter, reconciliation_rows
+
+PREVIEW_ROWS = 50
+PRESET_LABELS = {
+    "today": "Today",
+    "7d": "Last 7 days",
+    "this_month": "This month",
+    "last_month": "Last month",
+}
+
+
+class ReportForm(forms.Form):
+    preset = forms.ChoiceField(
+        choices=[("", "Dates below"), *((p, PRESET_LABELS[p]) for p in PRESETS)], required=False
+    )
+    date_from = forms.DateField(required=False, label="From", help_text="created on or after (UTC)")
+    date_to = forms.DateField(required=False, label="To (inclusive)", help_text="created on or before (UTC)")
+    merchant = forms.ModelChoiceField(queryset=None, required=False, empty_label="All my merchants")
+    network = forms.ChoiceField(required=False)
+    asset = forms.ChoiceField(required=False)
+    state = forms.ChoiceField(choices=[("", "Any state"), *PaymentState.choices], required=False)
+
+    def __init__(self, *args, merchants, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["merchant"].queryset = merchants
+        self.fields["network"].choices = [("", "Any network"), *Network.objects.values_list("code", "name")]
+        self.fields["asset"].choices = [("", "Any asset"), *Asset.objects.values_list("code", "code")]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("preset") and (data.get("date_from") or data.get("date_to")):
+            raise forms.ValidationError("Choose a preset or dates, not both.")
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise forms.ValidationError("The range ends before it starts.")
+        return data
+
+    def range(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        data = self.cleaned_data
+        if data.get("preset"):
+            return preset_range(data["preset"], now)
+        start = datetime.combine(data["date_from"], time(), tzinfo=UTC) if data.get("date_from") else None
+        end = data.get("date_to")
+        return start, (datetime.combine(end + timedelta(days=1), time(), tzinfo=UTC) if end else None)
+
+    def row_filter(self, merchants, now: datetime) -> RowFilter:
+        data = self.cleaned_data
+        chosen = (
+            [data["merchant"].pk] if data.get("merchant") else list(merchants.values_list("pk", flat=True))
+        )
+        start, end = self.range(now)
+        return RowFilter(
+            merchant_ids=tuple(chosen),
+            created_from=start,
+            created_to=end,
+            network=data.get("network") or "",
+            asset=data.get("asset") or "",
+            state=data.get("state") or "",
+        )
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    """Not a table: the finance reports page and its download, in place of a list and a change form."""
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.has_perm("reconciliation.view_reports")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [
+            path("", self.admin_site.admin_view(self.report_view), name="reconciliation_report_changelist"),
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="reconciliation_report_export",
+            ),
+        ]
+
+    def _form(self, request) -> tuple[ReportForm, object]:
+        merchants = staff_merchants(request.user).order_by("name")
+        data = request.GET if request.GET else {"preset": "7d"}
+        return ReportForm(data, merchants=merchants), merchants
+
+    def report_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form, merchants = self._form(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Finance reports",
+            "opts": self.model._meta,
+            "form": form,
+            "may_export": request.user.has_perm("reconciliation.export_reconciliation"),
+        }
+        if form.is_valid():
+            now = timezone.now()
+            start, end = form.range(now)
+            rows = reconciliation_rows(form.row_filter(merchants, now))
+            preview: list[dict] = []
+
+            def kept(rows):
+                for row in rows:
+                    if len(preview) < PREVIEW_ROWS:
+                        preview.append(row)
+                    yield row
+
+            names = dict(merchants.values_list("pk", "name"))
+            groups = totals(kept(rows), by_day=False)
+            for group in groups:
+                group["merchant_name"] = names.get(group["merchant_id"], group["merchant_id"])
+            context.update(
+                totals=groups,
+                preview=preview,
+                columns=COLUMNS,
+                start=start,
+                end=end,
+                export_url=reverse("admin:reconciliation_report_export")
+                + "?"
+                + (request.GET.urlencode() or "preset=7d"),
+            )
+        return TemplateResponse(request, "admin/reconciliation/report.html", context)
+
+    def export_view(self, request):
+        if not request.user.is_active or not request.user.has_perm("reconciliation.export_reconciliation"):
+            raise PermissionDenied
+        form, merchants = self._form(request)
+        if not form.is_valid():
+            return HttpResponseBadRequest(
+                "The filters are not valid: " + "; ".join(form.errors.get("__all__", []))
+            )
+        now = timezone.now()
+        f = form.row_filter(merchants, now)
+        audit_record(
+            actor=request.user.get_username(),
+            role=roles_of(request.user),
+            action="report.export",
+            now=now,
+            merchant_id=f.merchant_ids[0] if len(f.merchant_ids) == 1 else "",
+            object_type="reconciliation.report",
+            object_id="reconciliation",
+            after={
+                "merchants": list(f.merchant_ids),
+                "from": f.created_from.isoformat() if f.created_from else None,
+                "to": f.created_to.isoformat() if f.created_to else None,
+                "network": f.network,
+                "asset": f.asset,
+                "state": f.state,
+            },
+            **request_audit_context(request),
+        )
+        label = "-".join(d.strftime("%Y%m%d") if d else "all" for d in (f.created_from, f.created_to))
+        return csv_response(csv_filename(label), COLUMNS, csv_rows(reconciliation_rows(f)))
+
+
+@admin.register(ServiceFeeSchedule)
+class ServiceFeeScheduleAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("merchant", "valid_from", "percent_bps", "fixed_amount", "currency", "note")
+    list_filter = ("currency",)
+    ordering = ("merchant", "-valid_from")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(merchant__in=staff_merchants(request.user))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "merchant":
+            kwargs["queryset"] = staff_merchants(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(PaidValuation)
+class PaidValuationAdmin(admin.ModelAdmin):
+    list_display = ("intent", "paid_at", "currency", "rate", "rate_source", "rate_time", "attempts")
+    readonly_fields = [f.name for f in PaidValuation._meta.fields]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
