@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -391,6 +392,17 @@ CELERY_BEAT_SCHEDULE["value-paid-payments"] = {
     "task": "reconciliation.tasks.value_paid_payments",
     "schedule": GATEWAY_VALUATION_POLL_S,
     "options": {"expires": 30},
+}
+# The nightly re-verification (reconciliation/verification.py): every day at GATEWAY_REVERIFY_AT (UTC,
+# "HH:MM"), the payments of the last GATEWAY_REVERIFY_DAYS days against the chain.
+GATEWAY_REVERIFY_DAYS = int(os.environ.get("GATEWAY_REVERIFY_DAYS", "30"))
+GATEWAY_REVERIFY_AT = os.environ.get("GATEWAY_REVERIFY_AT", "03:15")
+CELERY_BEAT_SCHEDULE["reverify-payments"] = {
+    "task": "reconciliation.tasks.reverify_payments",
+    "schedule": crontab(
+        hour=int(GATEWAY_REVERIFY_AT.split(":")[0]), minute=int(GATEWAY_REVERIFY_AT.split(":")[1])
+    ),
+    "options": {"expires": 3600},
 }
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",

@@ -7,10 +7,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -25,6 +24,7 @@ from payments.errors import InvalidRequest
 from payments.models import PaymentState
 
 from .exports import csv_filename, csv_rows
+from .moments import MOMENT_HELP, moment_parse
 from .reports import ASSET_AMOUNTS, FIAT_AMOUNTS, PRESETS, preset_range, totals
 from .selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS, RowFilter, reconciliation_rows
 
@@ -35,21 +35,11 @@ COLUMN_SET_HEADER = "Gateway-Column-Set"
 class MomentField(serializers.Field):
     """A date (`2026-11-01`, midnight UTC) or an ISO 8601 time with its offset."""
 
-    default_error_messages = {
-        "invalid": "a date (2026-11-01) or a time with its offset (2026-11-01T09:30:00Z)",
-    }
+    default_error_messages = {"invalid": MOMENT_HELP}
 
     def to_internal_value(self, data) -> datetime:
-        if not isinstance(data, str) or len(data) > 40:
-            self.fail("invalid")
-        day = parse_date(data) if len(data) == 10 else None
-        if day is not None:
-            return datetime.combine(day, time(), tzinfo=UTC)
-        try:
-            moment = parse_datetime(data)
-        except ValueError:
-            moment = None
-        if moment is None or moment.tzinfo is None:
+        moment = moment_parse(data)
+        if moment is None:
             self.fail("invalid")
         return moment
 

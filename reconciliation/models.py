@@ -89,3 +89,59 @@ class Report(models.Model):
         ]
         verbose_name = "finance report"
         verbose_name_plural = "finance reports"
+
+
+class VerificationRun(models.Model):
+    """One re-verification: the payments in a window whose counted transactions were fetched again from
+    the chain and re-evaluated (`reconciliation.verification.reverify`)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    since = models.DateTimeField(help_text="payments created from")
+    until = models.DateTimeField(null=True, blank=True, help_text="payments created before")
+    payments = models.PositiveIntegerField(default=0)
+    transactions = models.PositiveIntegerField(default=0)
+    mismatches = models.PositiveIntegerField(default=0)
+    errors = models.TextField(blank=True, help_text="networks that could not be asked (the run went on)")
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} at {self.started_at:%Y-%m-%d %H:%M}: {self.mismatches} mismatch(es)"
+
+
+class VerificationMismatch(models.Model):
+    """What a run found: a counted transfer the chain no longer shows as stored, or a state the chain's
+    evidence would not give. Cleared by a later run that finds the payment as stored."""
+
+    class Problem(models.TextChoices):
+        NOT_FOUND = "not_found", "the node knows no such transaction"
+        NOT_IN_BLOCK = "not_in_block", "the transaction is no longer in a block (reorged out)"
+        OTHER_BLOCK = "other_block", "the transaction is in another block than stored (reorged, mined again)"
+        NO_TRANSFER = "no_transfer", "the transaction does not pay that output to the address in that asset"
+        AMOUNT = "amount", "the chain's amount differs from the stored one"
+        STATE = "state", "the chain's evidence gives another state than stored"
+
+    run = models.ForeignKey(VerificationRun, on_delete=models.CASCADE, related_name="found")
+    intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="+")
+    network = models.CharField(max_length=40)
+    tx_hash = models.CharField(max_length=80, blank=True)
+    output_index = models.IntegerField(null=True, blank=True)
+    problem = models.CharField(max_length=20, choices=Problem.choices)
+    detail = models.CharField(max_length=300)
+    stored_state = models.CharField(max_length=20)
+    evidence_state = models.CharField(max_length=20)
+    found_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-found_at"]
+        indexes = [
+            models.Index(
+                fields=["intent"], condition=models.Q(cleared_at__isnull=True), name="mismatch_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.intent_id}: {self.problem}"

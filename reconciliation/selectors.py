@@ -96,7 +96,7 @@ SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi
        st.ids, st.seen, st.fee, st.moved_unknown, st.swept,
        rf.ids, rf.states, rf.amounts, rf.tx_hashes, rf.open,
        paid.paid_at, pv.currency, pv.rate, pv.rate_source, pv.rate_time,
-       fee.currency, fee.percent_bps, fee.fixed_amount
+       fee.currency, fee.percent_bps, fee.fixed_amount, mm.detail
 FROM payments_paymentintent pi
 LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
 LEFT JOIN payments_asset a ON a.id = na.asset_id
@@ -176,6 +176,10 @@ LEFT JOIN LATERAL (
     WHERE f.merchant_id = pi.merchant_id AND f.valid_from <= COALESCE(paid.paid_at, pi.created_at)
     ORDER BY f.valid_from DESC LIMIT 1
 ) fee ON TRUE
+LEFT JOIN LATERAL (
+    SELECT m.detail FROM reconciliation_verificationmismatch m
+    WHERE m.intent_id = pi.id AND m.cleared_at IS NULL ORDER BY m.found_at DESC, m.id DESC LIMIT 1
+) mm ON TRUE
 WHERE {where}
 ORDER BY pi.created_at, pi.id
 {limit}
@@ -321,6 +325,7 @@ def _row(r: tuple) -> dict:
         fee_currency,
         fee_bps,
         fee_fixed,
+        mismatch,
     ) = r
     received, counted, refunded = int(received or 0), int(counted or 0), int(refunded or 0)
     on_address = max(int(credited or 0) - int(debited or 0), 0)
@@ -333,6 +338,7 @@ def _row(r: tuple) -> dict:
         on_address=on_address,
         moved_unknown=int(moved_unknown or 0),
         other_assets=int(other_assets or 0),
+        mismatch=mismatch or "",
         decimals=decimals or 0,
         unit=asset or "",
     )

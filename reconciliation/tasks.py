@@ -14,3 +14,20 @@ def value_paid_payments() -> int:
     now = timezone.now()
     valuations_from_events(now=now)
     return valuations_price(now=now)
+
+
+@shared_task(name="reconciliation.tasks.reverify_payments")
+def reverify_payments() -> int:
+    """The nightly re-verification (beat, GATEWAY_REVERIFY_AT UTC): the last GATEWAY_REVERIFY_DAYS days of
+    payments against the chain; how many mismatches it found."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from payments.scanning import backend_for
+
+    from .verification import reverify
+
+    now = timezone.now()
+    since = now - timedelta(days=settings.GATEWAY_REVERIFY_DAYS)
+    return reverify(since=since, now=now, backend_for=backend_for).mismatches

@@ -73,6 +73,11 @@ def _case_for(event: Event, now: datetime) -> SupportCase | None:
         settlement = event.payload.get("settlement") or {}
         kind, key = Kind.UNKNOWN_OUTFLOW, f"{Kind.UNKNOWN_OUTFLOW}:{settlement.get('id')}"
         hashes = [settlement["tx_hash"]] if settlement.get("tx_hash") else []
+    elif event.type == "payment.verification_mismatch":
+        # One case per finding (each finding is its own event, with its own key).
+        findings = (event.payload.get("verification") or {}).get("findings") or []
+        kind, key = Kind.CHAIN_MISMATCH, f"{Kind.CHAIN_MISMATCH}:{event.intent_id}:{event.dedupe_key}"
+        hashes = sorted({f["tx_hash"] for f in findings if f.get("tx_hash")})
     elif event.type == "payment.overpaid":
         kind, key = Kind.OVERPAID, f"{Kind.OVERPAID}:{event.intent_id}"
         hashes = sorted({t["tx_hash"] for t in event.payload.get("transactions", []) if t.get("canonical")})

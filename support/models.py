@@ -69,6 +69,8 @@ class SupportCase(models.Model):
         OVERPAID = "overpaid", "overpaid"
         WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled", "webhook endpoint disabled"
         UNKNOWN_OUTFLOW = "unknown_outflow", "unknown outflow"
+        CHAIN_MISMATCH = "chain_mismatch", "chain disagrees with the stored evidence"
+        CLOSE_DIFFERENCE = "close_difference", "daily close differs from the chain"
 
     class Status(models.TextChoices):
         OPEN = "open", "open"

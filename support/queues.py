@@ -302,6 +302,15 @@ QUEUES: list[Queue | CaseQueue] = [
         "opened_at",
         "money left a payment address for an address the merchant never declared",
     ),
+    Queue(
+        "chain_mismatches",
+        "Chain mismatches",
+        SupportCase,
+        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(kind=SupportCase.Kind.CHAIN_MISMATCH),
+        {"kind__exact": SupportCase.Kind.CHAIN_MISMATCH, "status": "unresolved"},
+        "opened_at",
+        "the nightly re-verification found the chain disagreeing with a payment's stored evidence",
+    ),
     CaseQueue(
         "cases_status",
         "Open cases",

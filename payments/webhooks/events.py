@@ -16,6 +16,8 @@ EVENT_TYPES: tuple[str, ...] = tuple(
     + [f"payment.{state}" for state in PaymentState.values if state != PaymentState.CREATED]
     + sorted({f"payment.{kind}_detected" for kind in EXCEPTION_KINDS.values()})
     + ["payment.fulfilled"]
+    # the nightly re-verification found the chain disagreeing with the stored evidence (reconciliation app)
+    + ["payment.verification_mismatch"]
     + list(REFUND_EVENT_TYPES)
     + list(SETTLEMENT_EVENT_TYPES)
 )
