@@ -404,6 +404,13 @@ CELERY_BEAT_SCHEDULE["reverify-payments"] = {
     ),
     "options": {"expires": 3600},
 }
+# The daily close (reconciliation/close.py) of yesterday, every day at GATEWAY_CLOSE_AT (UTC, "HH:MM").
+GATEWAY_CLOSE_AT = os.environ.get("GATEWAY_CLOSE_AT", "00:30")
+CELERY_BEAT_SCHEDULE["close-yesterday"] = {
+    "task": "reconciliation.tasks.close_yesterday",
+    "schedule": crontab(hour=int(GATEWAY_CLOSE_AT.split(":")[0]), minute=int(GATEWAY_CLOSE_AT.split(":")[1])),
+    "options": {"expires": 3600},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

@@ -24,7 +24,14 @@ from support.audit import audit_record, request_audit_context
 from support.roles import roles_of
 
 from .exports import csv_filename, csv_rows
-from .models import PaidValuation, Report, ServiceFeeSchedule
+from .models import (
+    DailyClose,
+    PaidValuation,
+    Report,
+    ServiceFeeSchedule,
+    VerificationMismatch,
+    VerificationRun,
+)
 from .reports import PRESETS, preset_range, totals
 from .selectors import COLUMNS, RowFilter, reconciliation_rows
 
@@ -203,14 +210,7 @@ class ServiceFeeScheduleAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-@admin.register(PaidValuation)
-class PaidValuationAdmin(admin.ModelAdmin):
-    list_display = ("intent", "paid_at", "currency", "rate", "rate_source", "rate_time", "attempts")
-    readonly_fields = [f.name for f in PaidValuation._meta.fields]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
-
+class _ReadOnly(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
@@ -219,3 +219,56 @@ class PaidValuationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(PaidValuation)
+class PaidValuationAdmin(_ReadOnly):
+    list_display = ("intent", "paid_at", "currency", "rate", "rate_source", "rate_time", "attempts")
+    readonly_fields = [f.name for f in PaidValuation._meta.fields]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
+
+
+@admin.register(DailyClose)
+class DailyCloseAdmin(_ReadOnly):
+    list_display = (
+        "day",
+        "merchant",
+        "network_asset",
+        "status",
+        "opening",
+        "received",
+        "swept",
+        "refunded",
+        "other_out",
+        "fees",
+        "closing",
+        "check_height",
+        "evidence_balance",
+        "chain_balance",
+        "difference",
+    )
+    list_filter = ("status", "day", "network_asset__network")
+    readonly_fields = [f.name for f in DailyClose._meta.fields]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(merchant__in=staff_merchants(request.user))
+
+
+@admin.register(VerificationMismatch)
+class VerificationMismatchAdmin(_ReadOnly):
+    list_display = ("found_at", "intent", "problem", "detail", "stored_state", "evidence_state", "cleared_at")
+    list_filter = ("problem", ("cleared_at", admin.EmptyFieldListFilter))
+    readonly_fields = [f.name for f in VerificationMismatch._meta.fields]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
+
+
+@admin.register(VerificationRun)
+class VerificationRunAdmin(_ReadOnly):
+    """Runs cover every merchant: their counts are the operator's (superusers and the auditor see them)."""
+
+    list_display = ("started_at", "since", "until", "payments", "transactions", "mismatches")
+    readonly_fields = [f.name for f in VerificationRun._meta.fields]

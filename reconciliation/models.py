@@ -145,3 +145,49 @@ class VerificationMismatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.intent_id}: {self.problem}"
+
+
+AMOUNT = {"max_digits": 79, "decimal_places": 0}  # base units, signed (a difference may be negative)
+
+
+class DailyClose(models.Model):
+    """One merchant's payment addresses for one asset on one network over one UTC day, from the stored
+    evidence: opening + received - swept - refunded - other outflows - fees = closing; and, at the
+    height the chain reported when the close ran, the chain's own balance of those addresses beside the
+    evidence's (a difference opens a case and tells the payments whose addresses differ)."""
+
+    class Status(models.TextChoices):
+        BALANCED = "balanced", "balanced: the chain agrees"
+        DIFFERENCE = "difference", "the chain's balance differs"
+        UNCHECKED = "unchecked", "the chain could not be asked"
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    network_asset = models.ForeignKey("payments.NetworkAsset", on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    opening = models.DecimalField(**AMOUNT)
+    received = models.DecimalField(**AMOUNT)
+    swept = models.DecimalField(
+        **AMOUNT, help_text="to treasuries and within the wallet (sweeps, consolidations)"
+    )
+    refunded = models.DecimalField(**AMOUNT, help_text="refunds paid from payment addresses")
+    other_out = models.DecimalField(**AMOUNT, help_text="unknown outflows")
+    fees = models.DecimalField(**AMOUNT, help_text="network fees paid by payment addresses, in this asset")
+    closing = models.DecimalField(**AMOUNT)
+    addresses = models.PositiveIntegerField(default=0)
+    check_height = models.PositiveBigIntegerField(null=True, blank=True)
+    evidence_balance = models.DecimalField(**AMOUNT, null=True, blank=True)
+    chain_balance = models.DecimalField(**AMOUNT, null=True, blank=True)
+    difference = models.DecimalField(**AMOUNT, null=True, blank=True, help_text="chain minus evidence")
+    differences = models.JSONField(default=list, blank=True, help_text="per address: evidence, chain")
+    status = models.CharField(max_length=12, choices=Status.choices)
+    detail = models.CharField(max_length=300, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "merchant", "network_asset"]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "network_asset", "day"], name="close_one_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id} {self.network_asset_id} {self.day}: {self.status}"

@@ -31,3 +31,17 @@ def reverify_payments() -> int:
     now = timezone.now()
     since = now - timedelta(days=settings.GATEWAY_REVERIFY_DAYS)
     return reverify(since=since, now=now, backend_for=backend_for).mismatches
+
+
+@shared_task(name="reconciliation.tasks.close_yesterday")
+def close_yesterday() -> int:
+    """The daily close of yesterday (UTC) (beat, GATEWAY_CLOSE_AT UTC); how many closes differ."""
+    from datetime import timedelta
+
+    from payments.scanning import backend_for
+
+    from .close import close_day
+
+    now = timezone.now()
+    closes = close_day(day=(now - timedelta(days=1)).date(), now=now, backend_for=backend_for)
+    return sum(c.status == "difference" for c in closes)

@@ -78,6 +78,11 @@ def _case_for(event: Event, now: datetime) -> SupportCase | None:
         findings = (event.payload.get("verification") or {}).get("findings") or []
         kind, key = Kind.CHAIN_MISMATCH, f"{Kind.CHAIN_MISMATCH}:{event.intent_id}:{event.dedupe_key}"
         hashes = sorted({f["tx_hash"] for f in findings if f.get("tx_hash")})
+    elif event.type == "payment.close_difference":
+        # One case per close (merchant, asset, network, day), however many addresses differ.
+        close = event.payload.get("close") or {}
+        kind, key = Kind.CLOSE_DIFFERENCE, f"{Kind.CLOSE_DIFFERENCE}:{close.get('id')}"
+        hashes = []
     elif event.type == "payment.overpaid":
         kind, key = Kind.OVERPAID, f"{Kind.OVERPAID}:{event.intent_id}"
         hashes = sorted({t["tx_hash"] for t in event.payload.get("transactions", []) if t.get("canonical")})

@@ -311,6 +311,17 @@ QUEUES: list[Queue | CaseQueue] = [
         "opened_at",
         "the nightly re-verification found the chain disagreeing with a payment's stored evidence",
     ),
+    Queue(
+        "close_differences",
+        "Close differences",
+        SupportCase,
+        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(
+            kind=SupportCase.Kind.CLOSE_DIFFERENCE
+        ),
+        {"kind__exact": SupportCase.Kind.CLOSE_DIFFERENCE, "status": "unresolved"},
+        "opened_at",
+        "the daily close found the chain's balance of payment addresses differing from the evidence",
+    ),
     CaseQueue(
         "cases_status",
         "Open cases",

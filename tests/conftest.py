@@ -67,6 +67,7 @@ def reference_data(request):
     importlib.import_module("support.migrations.0008_roles_treasury").roles_extend(apps, None)
     importlib.import_module("support.migrations.0010_roles_refunds").roles_extend(apps, None)
     importlib.import_module("support.migrations.0011_roles_finance").roles_extend(apps, None)
+    importlib.import_module("support.migrations.0013_roles_close_verification").roles_extend(apps, None)
     yield
 
 

@@ -139,6 +139,13 @@ class ChainBackend(Protocol):
         """Which of these (unconfirmed when last seen) are still in the mempool or in a block."""
         ...
 
+    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+        """What the chain itself says each address holds of one asset (`token_contract` "" for the native
+        coin) at its best block: (that block's height, {address as given: base units}); an address
+        holding nothing may be left out. EVM: `eth_getBalance` / `balanceOf` at that block; Bitcoin-family:
+        the addresses' unspent outputs in blocks (no mempool)."""
+        ...
+
     def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
         """The transfers of one transaction to watched addresses, exactly as a scan would have found them
         (in a block: its height, hash, time and the transaction's position; unconfirmed: seen `now`).

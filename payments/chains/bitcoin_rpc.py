@@ -225,6 +225,21 @@ class BitcoinCoreBackend(TransfersFromActivity):
         """scriptPubKey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
         return {output_script_hex(address, self.hrp): address for address in watched}
 
+    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+        """`scantxoutset` over the addresses' scripts: the node's UTXO set (confirmed outputs only), at the
+        height it reports, needing no wallet."""
+        if token_contract:
+            return self.tip().height, {}
+        scripts = self.watched_scripts(addresses)
+        if not scripts:
+            return self.tip().height, {}
+        result = self.rpc("scantxoutset", "start", [f"raw({script})" for script in scripts])
+        held: dict[str, int] = {}
+        for unspent in result.get("unspents", ()):
+            address = scripts[unspent["scriptPubKey"]]
+            held[address] = held.get(address, 0) + to_satoshi(unspent["amount"])
+        return int(result["height"]), held
+
     def activity(
         self, watched: Collection[str], spends: SpendWatch, start: int, end: int
     ) -> Iterator[Transfer | Spend]:

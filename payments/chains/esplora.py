@@ -144,6 +144,28 @@ class EsploraBackend(TransfersFromActivity):
         """scriptpubkey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
         return {output_script_hex(address, self.hrp): address for address in watched}
 
+    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+        """Each address's `/address/<a>/utxo`, confirmed outputs up to the tip read first (a block found
+        meanwhile is left out, as a node's scan at that height would)."""
+        height = int(self._text("/blocks/tip/height"))
+        held: dict[str, int] = {}
+        if token_contract:
+            return height, held
+        for address in addresses:
+            utxos = self._json(f"/address/{quote(address)}/utxo")
+            if not isinstance(utxos, list):
+                raise EsploraError(
+                    f"{self.network_code}: /address/{address}/utxo: unexpected reply {utxos!r:.300}"
+                )
+            total = sum(
+                int(u["value"])
+                for u in utxos
+                if (u.get("status") or {}).get("confirmed") and int(u["status"]["block_height"]) <= height
+            )
+            if total:
+                held[address] = total
+        return height, held
+
     def block_transactions(self, block_hash: str, tx_count: int) -> Iterator[dict]:
         """The transactions of one block, in block order, page by page."""
         seen = 0

@@ -29,6 +29,7 @@ from .base import (
 from .redaction import redact_text, redact_url
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+BALANCE_OF_SELECTOR = "0x70a08231"  # balanceOf(address)
 EVM_NATIVE_OUTPUT_INDEX = -1
 BLOCK_TIME_CACHE = 10_000
 
@@ -139,6 +140,24 @@ class EvmBackend:
 
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
+
+    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+        """`eth_getBalance` (native) or the token's `balanceOf` for each address, all at one block."""
+        height = int(self.w3.eth.block_number)
+        held: dict[str, int] = {}
+        for address in addresses:
+            account = Web3.to_checksum_address(address)
+            if token_contract:
+                data = BALANCE_OF_SELECTOR + account[2:].lower().rjust(64, "0")
+                answer = self.w3.eth.call(
+                    {"to": Web3.to_checksum_address(token_contract), "data": data}, block_identifier=height
+                )
+                amount = int.from_bytes(bytes(answer), "big") if answer else 0
+            else:
+                amount = int(self.w3.eth.get_balance(account, block_identifier=height))
+            if amount:
+                held[address] = amount
+        return height, held
 
     def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
         """One transaction by its hash: its receipt's ERC-20 Transfer logs to watched addresses (as the

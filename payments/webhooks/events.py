@@ -18,6 +18,8 @@ EVENT_TYPES: tuple[str, ...] = tuple(
     + ["payment.fulfilled"]
     # the nightly re-verification found the chain disagreeing with the stored evidence (reconciliation app)
     + ["payment.verification_mismatch"]
+    # the daily close found the chain's balance of the payment's address differing from the evidence's
+    + ["payment.close_difference"]
     + list(REFUND_EVENT_TYPES)
     + list(SETTLEMENT_EVENT_TYPES)
 )

@@ -9,8 +9,8 @@ VIEW = ["view_reports", "view_servicefeeschedule", "view_paidvaluation"]
 ADDED = {"finance": [*VIEW, "export_reconciliation"], "auditor": VIEW}
 
 
-def roles_extend(apps, schema_editor):
-    """Also run by the tests after a flush (schema_editor None, the project's own app registry)."""
+def grant(apps, schema_editor, added: dict[str, list[str]]) -> None:
+    """Give each role these permissions of the reconciliation app (made first on a fresh database)."""
     using = schema_editor.connection.alias if schema_editor else "default"
     app_config = apps.get_app_config("reconciliation")
     stub = not getattr(app_config, "models_module", None)
@@ -21,7 +21,7 @@ def roles_extend(apps, schema_editor):
         app_config.models_module = None
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ADDED.items():
+    for role, codenames in added.items():
         permissions = list(
             Permission.objects.filter(content_type__app_label="reconciliation", codename__in=codenames)
         )
@@ -29,12 +29,21 @@ def roles_extend(apps, schema_editor):
         Group.objects.get(name=role).permissions.add(*permissions)
 
 
-def roles_shrink(apps, schema_editor):
+def withdraw(apps, added: dict[str, list[str]]) -> None:
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ADDED.items():
+    for role, codenames in added.items():
         permissions = Permission.objects.filter(content_type__app_label="reconciliation", codename__in=codenames)
         Group.objects.get(name=role).permissions.remove(*permissions)
+
+
+def roles_extend(apps, schema_editor):
+    """Also run by the tests after a flush (schema_editor None, the project's own app registry)."""
+    grant(apps, schema_editor, ADDED)
+
+
+def roles_shrink(apps, schema_editor):
+    withdraw(apps, ADDED)
 
 
 class Migration(migrations.Migration):

@@ -65,7 +65,7 @@ def test_an_agent_finds_a_queue_filters_it_by_date_and_notes_a_case(live_server,
     page.screenshot(path=shots / "index.png", full_page=True)
     links = panel.locator("tbody th a")
     queues = [(links.nth(n).inner_text(), links.nth(n).get_attribute("href")) for n in range(links.count())]
-    assert len(queues) == 16 + 3 + 1  # every queue; cases by status (3) and by assignee (unassigned)
+    assert len(queues) == 17 + 3 + 1  # every queue; cases by status (3) and by assignee (unassigned)
     for n, (label, href) in enumerate(queues):
         answer = page.goto(f"{live_server.url}{href}")
         assert answer.status == 200 and "e=1" not in page.url, label

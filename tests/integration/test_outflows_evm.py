@@ -14,7 +14,6 @@ from web3 import Web3
 
 from devchain.anvil import send_eth, token_transfer, token_units
 from payments import services
-from payments.chains.evm import EvmBackend
 from payments.models import (
     ChainObservation,
     NetworkAsset,
@@ -31,12 +30,6 @@ from tests.nodes.merchant_keys import evm_account
 pytestmark = pytest.mark.django_db
 
 GAS_FUNDING = Web3.to_wei(1, "gwei") * 200_000
-
-
-@pytest.fixture
-def chain(local_usdc):
-    node, token = local_usdc
-    return node, token, EvmBackend("evm-local", node.url)
 
 
 def scan(backend):
@@ -76,8 +69,8 @@ def sweep(node, token, intent: PaymentIntent, to: str, amount: int) -> str:
     return tx_hash.to_0x_hex()
 
 
-def test_gas_funding_then_a_token_sweep_of_two_payments(chain):
-    node, token, backend = chain
+def test_gas_funding_then_a_token_sweep_of_two_payments(evm_chain):
+    node, token, backend = evm_chain
     merchant = make_merchant()
     treasury = node.accounts[2]
     treasury_address_add(

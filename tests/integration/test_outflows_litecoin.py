@@ -17,10 +17,9 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from payments import services
-from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
+from payments.chains.bitcoin_rpc import to_satoshi
 from payments.models import (
     ChainObservation,
-    Network,
     NetworkAsset,
     Outflow,
     OutflowTransaction,
@@ -35,7 +34,7 @@ from payments.webhooks.endpoints import endpoint_create
 from support.cases import cases_open
 from support.models import SupportCase
 from tests.factories import make_merchant
-from tests.nodes.litecoind import REGTEST_HRP, LitecoindNode
+from tests.nodes.litecoind import LitecoindNode
 from tests.nodes.merchant_keys import litecoin_regtest_wif
 from tests.webhooks.receiver import Receiver
 
@@ -50,18 +49,6 @@ def receiver(loopback_webhooks):
     r = Receiver().start()
     yield r
     r.stop()
-
-
-@pytest.fixture
-def regtest(litecoind: LitecoindNode, settings):
-    settings.GATEWAY_RATE_SOURCE = "fixed"  # the fiat value of a settlement, without the network
-    settings.GATEWAY_FIXED_RATES = "LTC-USD=80.25"
-    network = Network.objects.get(code=NETWORK)
-    network.rpc_url = litecoind.url
-    network.scan_start_height = litecoind.height()
-    network.save()
-    NetworkAsset.objects.filter(network=network, asset__code="LTC").update(default_confirmations=2)
-    return litecoind, BitcoinCoreBackend(NETWORK, litecoind.url, hrp=REGTEST_HRP)
 
 
 def scan(backend):
@@ -109,8 +96,8 @@ def delivered(receiver: Receiver, secret: str, kind: str) -> list[dict]:
     return [e for e in found if e["type"] == kind]
 
 
-def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, receiver):
-    node, backend = regtest
+def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(ltc_regtest, receiver):
+    node, backend = ltc_regtest
     merchant = make_merchant()
     _, secret = endpoint_create(merchant=merchant, url=receiver.url, now=timezone.now())
     treasury = node.new_address()
@@ -255,10 +242,10 @@ def test_a_sweep_of_two_payments_settles_then_is_reorged_and_replaced(regtest, r
     assert "legs stored" in out.getvalue()
 
 
-def test_a_refund_to_a_legacy_address_is_seen_in_the_mempool_then_confirmed(regtest):
+def test_a_refund_to_a_legacy_address_is_seen_in_the_mempool_then_confirmed(ltc_regtest):
     """A customer's exchange may give a legacy (base58 P2PKH) address: watched by its script, the refund is
     seen unconfirmed, then confirmed; a transfer of another amount to it is not recorded at all."""
-    node, backend = regtest
+    node, backend = ltc_regtest
     [intent] = paid_intents(node, backend, make_merchant(), ["0.5"])
     customer = node.rpc("getnewaddress", "", "legacy")
     refund = services.refund_create(

@@ -111,3 +111,16 @@ def test_fee_schedules_are_the_operators_and_audited(shops, monkeypatch, admin_c
     schedule = ServiceFeeSchedule.objects.get(merchant=own)
     entry = AuditEntry.objects.get(action="config.add", object_type="reconciliation.servicefeeschedule")
     assert entry.object_id == str(schedule.pk) and entry.after["percent_bps"] == 150
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_who_sees_the_closes_and_the_verification(role, shops, monkeypatch):
+    own, _ = shops["own"]
+    client = staff(role, own, monkeypatch)
+    for path, allowed in (
+        ("/admin/reconciliation/dailyclose/", SEES),
+        ("/admin/reconciliation/verificationmismatch/", SEES),
+        ("/admin/reconciliation/verificationrun/", {"auditor"}),
+        ("/admin/reconciliation/paidvaluation/", SEES),
+    ):
+        assert client.get(path).status_code == (200 if role in allowed else 403), (role, path)

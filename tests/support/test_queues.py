@@ -183,6 +183,8 @@ def data() -> Data:
     case(own, now, "k4", status="resolved", age=10 * H, assignee=agent)
     k5 = case(own, now, "k5", status="in_progress", age=4 * H, assignee=agent, kind="unknown_outflow")
     case(own, now, "k6", status="resolved", age=11 * H, kind="unknown_outflow")
+    k7 = case(own, now, "k7", status="open", age=3 * H, kind="chain_mismatch")
+    k8 = case(own, now, "k8", status="in_progress", age=H, kind="close_difference")
     r1 = refund(own, p1, now, state="approved", age=6 * H)
     r2 = refund(own, p1, now, state="awaiting_payment", age=2 * H)
     r3 = refund(own, p3, now, state="failed", age=8 * H)
@@ -218,10 +220,12 @@ def data() -> Data:
         "refunds_open": {r1, r2},
         "refunds_failed": {r3},
         "unknown_outflows": {k5},
-        "cases_status:open": {k1},
-        "cases_status:in_progress": {k2, k5},
+        "chain_mismatches": {k7},
+        "close_differences": {k8},
+        "cases_status:open": {k1, k7},
+        "cases_status:in_progress": {k2, k5, k8},
         "cases_status:waiting_on_customer": {k3},
-        "cases_assignee:none": {k1},
+        "cases_assignee:none": {k1, k7, k8},
         f"cases_assignee:{agent.pk}": {k2, k3, k5},
     }
     return Data(now=now, own=own, other=other, agent=agent, rows=rows)
@@ -256,10 +260,12 @@ def test_each_queue_counts_the_granted_merchants_items_with_the_oldest_age(data)
         "refunds_open": (2, "6 h 0 min"),
         "refunds_failed": (1, "8 h 0 min"),
         "unknown_outflows": (1, "4 h 0 min"),
-        "cases_status:open": (1, "5 h 0 min"),
-        "cases_status:in_progress": (2, "4 h 0 min"),
+        "chain_mismatches": (1, "3 h 0 min"),
+        "close_differences": (1, "1 h 0 min"),
+        "cases_status:open": (2, "5 h 0 min"),
+        "cases_status:in_progress": (3, "4 h 0 min"),
         "cases_status:waiting_on_customer": (1, "1 h 0 min"),
-        "cases_assignee:none": (1, "5 h 0 min"),
+        "cases_assignee:none": (3, "5 h 0 min"),
         f"cases_assignee:{data.agent.pk}": (3, "4 h 0 min"),
         "approvals_waiting": (1, "2 h 0 min"),
     }
@@ -273,8 +279,8 @@ def test_a_superuser_counts_every_merchant(data):
     assert counted["paid_not_fulfilled"] == (3, "7 h 0 min")  # the other's has no paid transition: no age
     assert counted["endpoints_failing"] == (2, "20 h 0 min")
     assert counted["deliveries_failed"] == (3, "20 h 0 min")
-    assert counted["cases_status:open"] == (2, "20 h 0 min")
-    assert counted["cases_assignee:none"] == (2, "20 h 0 min")
+    assert counted["cases_status:open"] == (3, "20 h 0 min")  # k1, k7 and the other's x1
+    assert counted["cases_assignee:none"] == (4, "20 h 0 min")  # k1, k7, k8 and x1
     assert counted["approvals_waiting"] == (2, "20 h 0 min")
 
 
@@ -288,6 +294,8 @@ def test_queues_of_a_model_the_user_cannot_view_are_not_shown(data):
     cases_only = make_staff("view_supportcase", merchants=[data.own])
     assert {row.name.split(":")[0] for row in queues_count(cases_only, data.now)} == {
         "unknown_outflows",
+        "chain_mismatches",
+        "close_differences",
         "cases_status",
         "cases_assignee",
     }
