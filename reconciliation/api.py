@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -32,6 +32,7 @@ PAGE_DEFAULT, PAGE_MAX = 100, 1000
 COLUMN_SET_HEADER = "Gateway-Column-Set"
 
 
+@extend_schema_field({"type": "string", "example": "2026-11-01", "description": MOMENT_HELP})
 class MomentField(serializers.Field):
     """A date (`2026-11-01`, midnight UTC) or an ISO 8601 time with its offset."""
 
@@ -200,7 +201,7 @@ class ReportTotalsView(APIView):
             200: inline_serializer(
                 "ReconciliationTotals",
                 {
-                    "object": serializers.ChoiceField(choices=["totals"]),
+                    "object": serializers.CharField(help_text='always "totals"'),
                     "column_set": serializers.CharField(),
                     "from": serializers.DateTimeField(allow_null=True),
                     "to": serializers.DateTimeField(allow_null=True),
