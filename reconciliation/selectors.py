@@ -9,6 +9,7 @@ a name never changes meaning. docs/FINANCE.md defines every column."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -389,7 +390,7 @@ def _row(r: tuple) -> dict:
         "fiat_value_when_paid": when_paid,
         "transaction_hashes": _unique(tx_hashes),
         "confirmations": str(confirmations),
-        "flags": list(flags or []),
+        "flags": list(json.loads(flags) if isinstance(flags, str) else flags or []),
         "network_fee": _amount(fee, native_decimals),
         "network_fee_asset": native_code if fee is not None else None,
         "service_fee": service_fee,
