@@ -388,6 +388,9 @@ CELERY_BEAT_SCHEDULE["expire-approvals"] = {
 # Finance (reconciliation/valuations.py): newly paid payments are valued at the rate source's rate every
 # GATEWAY_VALUATION_POLL_S seconds (so the "rate when paid" is at most that much, plus any outage, late).
 GATEWAY_VALUATION_POLL_S = float(os.environ.get("GATEWAY_VALUATION_POLL_S", "30"))
+# A payment the rate source could not value within this many seconds of being paid stays unvalued (a later
+# rate would not be the rate when paid).
+GATEWAY_VALUATION_MAX_DELAY_S = float(os.environ.get("GATEWAY_VALUATION_MAX_DELAY_S", "3600"))
 CELERY_BEAT_SCHEDULE["value-paid-payments"] = {
     "task": "reconciliation.tasks.value_paid_payments",
     "schedule": GATEWAY_VALUATION_POLL_S,

@@ -32,10 +32,12 @@ from .models import (
     VerificationMismatch,
     VerificationRun,
 )
+from .moments import YEARS
 from .reports import PRESETS, preset_range, totals
 from .selectors import COLUMNS, RowFilter, reconciliation_rows
 
 PREVIEW_ROWS = 50
+MAX_PAGE_DAYS = 366  # the page sums its range in the request
 PRESET_LABELS = {
     "today": "Today",
     "7d": "Last 7 days",
@@ -55,18 +57,31 @@ class ReportForm(forms.Form):
     asset = forms.ChoiceField(required=False)
     state = forms.ChoiceField(choices=[("", "Any state"), *PaymentState.choices], required=False)
 
-    def __init__(self, *args, merchants, **kwargs):
+    def __init__(self, *args, merchants, bounded: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.bounded = bounded
         self.fields["merchant"].queryset = merchants
         self.fields["network"].choices = [("", "Any network"), *Network.objects.values_list("code", "name")]
         self.fields["asset"].choices = [("", "Any asset"), *Asset.objects.values_list("code", "code")]
 
     def clean(self):
         data = super().clean()
+        for name in ("date_from", "date_to"):
+            if data.get(name) and data[name].year not in YEARS:
+                self.add_error(name, "A year from 1970 to 9998.")
+                data.pop(name)
         if data.get("preset") and (data.get("date_from") or data.get("date_to")):
             raise forms.ValidationError("Choose a preset or dates, not both.")
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The range ends before it starts.")
+        if not data.get("preset") and not data.get("date_from"):
+            data["preset"] = "7d"  # a range is always bounded: the last seven days unless dates are given
+        elif not data.get("preset") and self.bounded:
+            end = data.get("date_to") or timezone.now().date()
+            if (end - data["date_from"]).days >= MAX_PAGE_DAYS:
+                raise forms.ValidationError(
+                    f"The page shows at most {MAX_PAGE_DAYS} days; the download takes any range."
+                )
         return data
 
     def range(self, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -119,10 +134,10 @@ class ReportAdmin(admin.ModelAdmin):
             ),
         ]
 
-    def _form(self, request) -> tuple[ReportForm, object]:
+    def _form(self, request, *, bounded: bool = True) -> tuple[ReportForm, object]:
         merchants = staff_merchants(request.user).order_by("name")
         data = request.GET if request.GET else {"preset": "7d"}
-        return ReportForm(data, merchants=merchants), merchants
+        return ReportForm(data, merchants=merchants, bounded=bounded), merchants
 
     def report_view(self, request):
         if not self.has_view_permission(request):
@@ -166,7 +181,7 @@ class ReportAdmin(admin.ModelAdmin):
     def export_view(self, request):
         if not request.user.is_active or not request.user.has_perm("reconciliation.export_reconciliation"):
             raise PermissionDenied
-        form, merchants = self._form(request)
+        form, merchants = self._form(request, bounded=False)
         if not form.is_valid():
             return HttpResponseBadRequest(
                 "The filters are not valid: " + "; ".join(form.errors.get("__all__", []))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
@@ -29,6 +30,8 @@ from .reports import ASSET_AMOUNTS, FIAT_AMOUNTS, PRESETS, preset_range, totals
 from .selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS, RowFilter, reconciliation_rows
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
+MAX_TOTALS_SPAN = timedelta(days=366)  # totals are summed in the request: a bounded range
+PAYMENT_ID = re.compile(r"pi_[A-Za-z0-9]{1,37}")
 COLUMN_SET_HEADER = "Gateway-Column-Set"
 
 
@@ -89,7 +92,7 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
     try:
         moment, payment_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None or not isinstance(payment_id, str):
+        if parsed.tzinfo is None or not isinstance(payment_id, str) or not PAYMENT_ID.fullmatch(payment_id):
             raise ValueError(token)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidRequest("the cursor is not valid", code="invalid_cursor", param="cursor") from None
@@ -183,8 +186,23 @@ class TotalsQuery(ReconciliationQuery):
             raise serializers.ValidationError(
                 {"preset": [serializers.ErrorDetail("a preset or from/to, not both", code="invalid_range")]}
             )
+        now = timezone.now()
         if "preset" in attrs:
-            attrs["from"], attrs["to"] = preset_range(attrs["preset"], timezone.now())
+            attrs["from"], attrs["to"] = preset_range(attrs["preset"], now)
+        elif "from" not in attrs and "to" not in attrs:
+            attrs["from"], attrs["to"] = preset_range("this_month", now)  # the default: this month
+        start, end = attrs.get("from"), attrs.get("to") or now
+        if start is None or end - start > MAX_TOTALS_SPAN:
+            raise serializers.ValidationError(
+                {
+                    "from": [
+                        serializers.ErrorDetail(
+                            f"totals cover at most {MAX_TOTALS_SPAN.days} days: give `from` (and `to`)",
+                            code="range_too_long",
+                        )
+                    ]
+                }
+            )
         return attrs
 
 

@@ -14,6 +14,7 @@ event, opens one support case per close."""
 from __future__ import annotations
 
 import logging
+import time as time_module
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 
 from payments.chains.base import ChainBackend
+from payments.chains.redaction import redact_text
 from payments.models import (
     ChainObservation,
     Network,
@@ -30,6 +32,7 @@ from payments.models import (
     OutflowTransaction,
     PaymentAddress,
     PaymentIntent,
+    ScanCursor,
     SettlementLeg,
 )
 from payments.selectors import INTENT_RELATED, intents_transactions
@@ -40,6 +43,7 @@ from .models import DailyClose
 logger = logging.getLogger(__name__)
 
 EVENT = "payment.close_difference"
+CATCH_UP_ATTEMPTS, CATCH_UP_WAIT_S = 5, 2.0
 SWEPT_KINDS = ("sweep", "consolidation")
 
 
@@ -156,7 +160,8 @@ def close_day(
     merchant_id: str | None = None,
 ) -> list[DailyClose]:
     """Close `day` for every merchant with payment addresses on an enabled asset's network (or one
-    merchant). Idempotent: closing a day again updates its records (and tells only new differences)."""
+    merchant). Idempotent: closing a day again updates its records (and tells only new differences).
+    One close failing (a node, a lock) never stops the others: it is logged and left for the next run."""
     from payments.models import Merchant
 
     merchants = Merchant.objects.filter(pk=merchant_id) if merchant_id else Merchant.objects.all()
@@ -166,13 +171,35 @@ def close_day(
     ):
         for merchant in merchants.order_by("pk"):
             addresses = _addresses(merchant.pk, na.network)
-            if addresses:
+            if not addresses:
+                continue
+            try:
                 closes.append(_close_one(merchant.pk, na, addresses, day, now, backend_for))
+            except Exception:
+                logger.exception(
+                    "close of %s %s/%s on %s failed", merchant.pk, na.asset.code, na.network.code, day
+                )
     return closes
 
 
+def _chain_at_the_scanners_height(na: NetworkAsset, addresses: list[str], backend: ChainBackend):
+    """The chain's balances at the height the scanner has recorded everything up to (the evidence's): EVM
+    reads them at that block; a chain that answers only at its best block is asked until the scanner has
+    caught up with it. (height, balances), or the reason it could not be done."""
+    for attempt in range(CATCH_UP_ATTEMPTS):
+        cursor = ScanCursor.objects.filter(network=na.network).values_list("height", flat=True).first()
+        if cursor is None:
+            return "the network has never been scanned"
+        height, chain = backend.balances(addresses, na.contract_address, height=cursor)
+        if height == cursor:
+            return height, chain
+        if attempt + 1 < CATCH_UP_ATTEMPTS:
+            time_module.sleep(CATCH_UP_WAIT_S)
+    return f"the node is at block {height}, the scanner at {cursor}: checked at the next run"
+
+
 def _close_one(merchant_id, na, addresses, day, now, backend_for) -> DailyClose:
-    start, _ = _bounds(day)
+    start, end = _bounds(day)
     opening = sum(evidence_balances(na, addresses, before=start).values())
     figures = _day_figures(merchant_id, na, addresses, day)
     closing = opening + figures["received"] - figures["swept"] - figures["refunded"] - figures["other_out"]
@@ -185,13 +212,16 @@ def _close_one(merchant_id, na, addresses, day, now, backend_for) -> DailyClose:
         "computed_at": now,
         "detail": "",
     }
+    unchecked = {"evidence_balance": None, "chain_balance": None, "difference": None, "differences": []}
     try:
-        height, chain = backend_for(na.network).balances(addresses, na.contract_address)
+        answer = _chain_at_the_scanners_height(na, addresses, backend_for(na.network))
     except Exception as exc:  # a node down: the day's figures stand, the check waits for the next run
-        logger.warning("close of %s %s on %s: the chain could not be asked: %s", merchant_id, na, day, exc)
-        values.update(status=DailyClose.Status.UNCHECKED, detail=str(exc)[:300], check_height=None)
-        values.update(evidence_balance=None, chain_balance=None, difference=None, differences=[])
+        answer = redact_text(str(exc), url=na.network.rpc_url)
+        logger.warning("close of %s %s on %s: the chain could not be asked: %s", merchant_id, na, day, answer)
+    if isinstance(answer, str):
+        values.update(status=DailyClose.Status.UNCHECKED, detail=answer[:300], check_height=None, **unchecked)
         return _store(merchant_id, na, day, values, [])
+    height, chain = answer
     evidence = evidence_balances(na, addresses, height=height)
     differing = [
         {"address": a, "evidence": str(evidence.get(a, 0)), "chain": str(chain.get(a, 0))}
@@ -206,23 +236,35 @@ def _close_one(merchant_id, na, addresses, day, now, backend_for) -> DailyClose:
         differences=differing,
         status=DailyClose.Status.DIFFERENCE if differing else DailyClose.Status.BALANCED,
     )
+    # The day's figures must add up to what the evidence holds at the day's end: a settlement not derived
+    # (a crash between a scan and its derivation) would leave an outflow out of them.
+    held = sum(evidence_balances(na, addresses, before=end).values())
+    if held != closing:
+        values.update(
+            status=DailyClose.Status.DIFFERENCE,
+            detail=f"the day's figures close at {closing} but the evidence holds {held} at the day's end",
+        )
     return _store(merchant_id, na, day, values, differing)
 
 
 def _store(merchant_id, na, day, values, differing) -> DailyClose:
     with transaction.atomic():
-        record = (
-            DailyClose.objects.select_for_update()
-            .filter(merchant_id=merchant_id, network_asset=na, day=day)
+        record, _ = DailyClose.objects.get_or_create(
+            merchant_id=merchant_id, network_asset=na, day=day, defaults={**values, "differences": []}
+        )
+        record = DailyClose.objects.select_for_update().get(pk=record.pk)
+        # A difference already told (by this close before, or the day before, unchanged) is not told again.
+        previous = (
+            DailyClose.objects.filter(merchant_id=merchant_id, network_asset=na, day__lt=day)
+            .order_by("-day")
+            .values_list("differences", flat=True)
             .first()
         )
-        told = {d["address"] for d in (record.differences if record else [])}
-        if record is None:
-            record = DailyClose(merchant_id=merchant_id, network_asset=na, day=day)
+        told = {(d["address"], d["evidence"], d["chain"]) for d in [*record.differences, *(previous or [])]}
         for name, value in values.items():
             setattr(record, name, value)
         record.save()
-        new = [d for d in differing if d["address"] not in told]
+        new = [d for d in differing if (d["address"], d["evidence"], d["chain"]) not in told]
         _tell(record, new)
     return record
 
@@ -237,7 +279,7 @@ def _tell(record: DailyClose, differing: list[dict]) -> None:
         .distinct("address__address")
         .values_list("address__address", "pk")
     )
-    for d in differing:
+    for d in sorted(differing, key=lambda d: owners.get(d["address"], "")):  # payments locked in id order
         intent_id = owners.get(d["address"])
         if intent_id is None:
             continue

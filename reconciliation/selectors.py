@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 
 from payments.pricing import FIAT_CURRENCIES, format_amount, from_base_units
 
@@ -90,7 +90,7 @@ _SQL = """
 SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi.created_at,
        pi.price_amount, pi.price_currency, pi.amount_due_base_units, pi.amount_confirmed_base_units,
        pi.amount_refunded_base_units, pi.flags, pi.fulfilled_at,
-       a.code, n.code, na.decimals, native.decimals, native_asset.code,
+       a.code, n.code, na.decimals, native.decimals, native.code,
        q.rate, q.source, q.rate_time, tip.height,
        obs.first_seen_at, obs.received, obs.credited, obs.tx_hashes, obs.unconfirmed, obs.highest_block,
        obs.other_assets, deb.debited,
@@ -102,8 +102,11 @@ FROM payments_paymentintent pi
 LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
 LEFT JOIN payments_asset a ON a.id = na.asset_id
 LEFT JOIN payments_network n ON n.id = na.network_id
-LEFT JOIN payments_networkasset native ON native.network_id = na.network_id AND native.contract_address = ''
-LEFT JOIN payments_asset native_asset ON native_asset.id = native.asset_id
+LEFT JOIN payments_paymentaddress pa ON pa.id = pi.address_id
+LEFT JOIN LATERAL (
+    SELECT nn.decimals, nac.code FROM payments_networkasset nn JOIN payments_asset nac ON nac.id = nn.asset_id
+    WHERE nn.network_id = na.network_id AND nn.contract_address = '' ORDER BY nn.id LIMIT 1
+) native ON TRUE
 LEFT JOIN payments_quote q ON q.id = pi.quote_id
 LEFT JOIN payments_chaintip tip ON tip.network_id = na.network_id
 LEFT JOIN LATERAL (
@@ -134,7 +137,12 @@ LEFT JOIN LATERAL (
     ) o
 ) obs ON TRUE
 LEFT JOIN LATERAL (
-    SELECT COALESCE(SUM(ofl.amount_base_units), 0) AS debited
+    SELECT COALESCE(SUM(ofl.amount_base_units), 0) + COALESCE((
+               -- an EVM address pays its transactions' gas in the native coin, beside their value
+               SELECT SUM(gas.fee_base_units) FROM payments_outflowtransaction gas
+               WHERE n.chain = 'evm' AND na.contract_address = '' AND gas.network_id = na.network_id
+                 AND gas.canonical AND gas.block_height IS NOT NULL AND gas.fee_payer = pa.address
+           ), 0) AS debited
     FROM payments_outflow ofl
     JOIN payments_outflowtransaction ot ON ot.id = ofl.transaction_id
     WHERE ofl.intent_id = pi.id AND ot.canonical AND ot.block_height IS NOT NULL
@@ -150,7 +158,9 @@ LEFT JOIN LATERAL (
         SELECT s.id, s.seen_at, SUM(l.fee_base_units) AS fee,
                SUM(l.amount_base_units) FILTER (
                    WHERE s.kind = 'unknown_outflow' AND l.network_asset_id = na.id) AS unknown,
-               SUM(l.amount_base_units) FILTER (WHERE s.kind = 'sweep' AND l.network_asset_id = na.id) AS swept
+               -- a Bitcoin-family leg's amount is the input it spent, its fee share included
+               SUM(l.amount_base_units - CASE WHEN n.chain = 'evm' THEN 0 ELSE COALESCE(l.fee_base_units, 0) END)
+                   FILTER (WHERE s.kind = 'sweep' AND l.network_asset_id = na.id) AS swept
         FROM payments_settlementleg l
         JOIN payments_settlement s ON s.id = l.settlement_id
         WHERE l.intent_id = pi.id AND s.canonical
@@ -226,14 +236,16 @@ def _where(f: RowFilter) -> tuple[str, dict]:
 
 def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
     """The rows in order (created_at, id), each a dict over COLUMNS (plus `_position`, the keyset of the
-    row). Read from a server-side cursor `chunk` rows at a time (the caller must be in a transaction for a
-    named cursor to live, or Django opens one per fetch)."""
+    row). Read from a server-side cursor `chunk` rows at a time, in a transaction of its own (a savepoint in
+    the caller's) that ends when the rows do or the generator is closed."""
     where, params = _where(f)
     params["open_refunds"] = list(_OPEN_REFUNDS)
     sql = _SQL.format(where=where, limit="LIMIT %(limit)s" if limit is not None else "")
     if limit is not None:
         params["limit"] = limit
-    with connection.chunked_cursor() as cursor:
+    # In a transaction, the named cursor streams (without one Django declares it WITH HOLD, and PostgreSQL
+    # runs the whole query and keeps its result before the first row comes back).
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.itersize = chunk
         cursor.execute(sql, params)
         while True:
@@ -350,12 +362,15 @@ def _row(r: tuple) -> dict:
     if fee_currency is None or not kept:
         service_fee, fee_currency = "0", None
     else:
-        service_fee = _service_fee(
-            {price_currency: price_amount, paid_currency: when_paid}.get(fee_currency),
-            fee_currency,
-            fee_bps,
-            fee_fixed,
+        # The price when it is in the schedule's currency; else the value when paid, if in that currency.
+        base = (
+            price_amount
+            if fee_currency == price_currency
+            else when_paid
+            if fee_currency == paid_currency
+            else None
         )
+        service_fee = _service_fee(base, fee_currency, fee_bps, fee_fixed)
     if unconfirmed or highest_block is None or tip is None:
         confirmations = 0
     else:

@@ -7,8 +7,9 @@ and stores what it answers (or the error, retried on the next round)."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
@@ -33,6 +34,8 @@ def valuations_from_events(*, now: datetime, batch: int = 1000) -> int:
     """Read the next paid events after the cursor; each (re)opens its payment's valuation, unpriced.
     Returns the events read."""
     with transaction.atomic():
+        # Made by migration 0005 at the newest event then: payments paid before the gateway valued them
+        # were paid at rates nobody asked for, and today's is not theirs (they stay unvalued).
         FeedCursor.objects.bulk_create([FeedCursor(name=CURSOR)], ignore_conflicts=True)
         cursor = FeedCursor.objects.select_for_update().get(name=CURSOR)
         events = list(
@@ -70,8 +73,15 @@ def valuations_from_events(*, now: datetime, batch: int = 1000) -> int:
 def valuations_price(*, now: datetime, source: RateSource | None = None, batch: int = 1000) -> int:
     """Price the unpriced valuations, one rate request per asset and currency. Returns how many priced."""
     source = source or default_rate_source()
+    # A rate asked for long after the payment is not the rate when paid: past the delay, left unvalued.
+    late = now - timedelta(seconds=settings.GATEWAY_VALUATION_MAX_DELAY_S)
+    PaidValuation.objects.filter(rate__isnull=True, paid_at__lt=late).exclude(
+        last_error__startswith="not valued"
+    ).update(
+        last_error=f"not valued: no rate within {settings.GATEWAY_VALUATION_MAX_DELAY_S:g} s of the payment"
+    )
     pending = list(
-        PaidValuation.objects.filter(rate__isnull=True)
+        PaidValuation.objects.filter(rate__isnull=True, paid_at__gte=late)
         .order_by("updated_at")
         .values_list("pk", "currency", "intent__network_asset__asset__code")[:batch]
     )
@@ -84,7 +94,7 @@ def valuations_price(*, now: datetime, source: RateSource | None = None, batch: 
                 rates[pair] = source.rate(asset=asset, currency=currency, now=now)
             except Exception as exc:  # the source down or without the pair: kept unpriced, retried
                 logger.warning("no %s/%s rate for a paid valuation: %s", asset, currency, exc)
-                rates[pair] = str(exc)[:300] or type(exc).__name__
+                rates[pair] = f"no rate: {exc}"[:300]
         rate = rates[pair]
         rows = PaidValuation.objects.filter(pk=intent_id, rate__isnull=True)
         if isinstance(rate, str):

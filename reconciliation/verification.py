@@ -20,7 +20,8 @@ from datetime import datetime
 from django.db import transaction
 
 from payments import policy
-from payments.chains.base import ChainBackend, TransactionNotFound, Transfer
+from payments.chains.base import ChainBackend, TransactionNotFound, TransactionPending, Transfer
+from payments.chains.redaction import redact_text
 from payments.models import Network, PaymentIntent
 from payments.selectors import INTENT_RELATED, intent_evidence, intents_transactions
 from payments.services.events import events_write
@@ -92,7 +93,7 @@ def check_transfer(
 
 
 def reverify_payment(
-    intent: PaymentIntent, backend_for: Callable[[Network], ChainBackend], now: datetime, tips: dict[str, int]
+    intent: PaymentIntent, backend_for: Callable[[Network], ChainBackend], now: datetime
 ) -> tuple[list[Finding], str, int]:
     """The findings for one payment, the state the chain's evidence gives, and how many transfers were
     fetched. Reads only (the database and the node)."""
@@ -111,14 +112,20 @@ def reverify_payment(
         address = addresses[o.key]
         fetched += 1
         try:
-            chain = backend_for(network).transaction_transfers(o.tx_hash, [address], now)
+            chain = backend_for(network).transaction_transfers(
+                o.tx_hash, [address], now, block_hash=o.block_hash
+            )
+        except TransactionPending:
+            chain = _pending(o, address)
         except TransactionNotFound:
             chain = None
         finding, checked = check_transfer(o, address, chain)
         truth.append(checked)
         if finding:
             findings.append(finding)
-    evidence = policy.evaluate(facts, truth, resolutions, {**stored_tips, **tips}, now)
+    # The stored tips, not the node's: confirmations the scanner has not counted yet are progress, not a
+    # mismatch (reorgs and amounts were checked transfer by transfer above).
+    evidence = policy.evaluate(facts, truth, resolutions, stored_tips, now)
     if evidence.state != intent.state:
         findings.append(
             Finding(
@@ -127,6 +134,11 @@ def reverify_payment(
             )
         )
     return findings, evidence.state, fetched
+
+
+def _pending(o: policy.ObservationFacts, address: str) -> list[Transfer]:
+    """The node has the transaction, only not in a block: the transfer as stored, unconfirmed."""
+    return [Transfer(o.network, o.tx_hash, o.output_index, address, o.amount, o.token_contract)]
 
 
 def intent_observation_addresses(intent: PaymentIntent):
@@ -151,28 +163,23 @@ def reverify(
         intents = intents.filter(created_at__lt=until)
     if merchant_id:
         intents = intents.filter(merchant_id=merchant_id)
-    tips: dict[str, int] = {}
     errors: list[str] = []
-    for network in Network.objects.filter(
-        pk__in=intents.values("network_asset__network_id").distinct()
-    ).order_by("code"):
-        try:
-            tips[network.code] = backend_for(network).tip().height
-        except Exception as exc:  # a node down: that network's payments are checked against stored tips
-            errors.append(f"{network.code}: {exc}"[:300])
     for intent in (
         intents.select_related(*INTENT_RELATED).order_by("created_at", "pk").iterator(chunk_size=200)
     ):
         try:
-            findings, evidence_state, fetched = reverify_payment(intent, backend_for, now, tips)
-        except Exception as exc:  # one node's failure never stops the others' payments
-            logger.warning("re-verification of %s failed: %s", intent.pk, exc)
-            errors.append(f"{intent.pk}: {exc}"[:300])
+            findings, evidence_state, fetched = reverify_payment(intent, backend_for, now)
+            if not _record(run, intent, findings, evidence_state, now):
+                continue  # the payment changed meanwhile (a scan settled it): next run
+        except Exception as exc:  # one node's failure (or one payment's) never stops the others
+            url = intent.network_asset.network.rpc_url if intent.network_asset else ""
+            message = redact_text(str(exc), url=url)
+            logger.warning("re-verification of %s failed: %s", intent.pk, message)
+            errors.append(f"{intent.pk}: {message}"[:300])
             continue
         run.payments += 1
         run.transactions += fetched
         run.mismatches += len(findings)
-        _record(run, intent, findings, evidence_state, now)
     run.finished_at = now
     run.errors = "\n".join(errors)[:10_000]
     run.save()
@@ -181,14 +188,17 @@ def reverify(
 
 def _record(
     run: VerificationRun, intent: PaymentIntent, findings: list[Finding], evidence_state: str, now
-) -> None:
-    """Store the findings, clear what is no longer found, and tell the merchant of each new finding."""
+) -> bool:
+    """Store the findings, clear what is no longer found, and tell the merchant of each new finding; under
+    the payment's lock, and only if it is still as it was read (False otherwise: nothing written)."""
     with transaction.atomic():
         locked = (
             PaymentIntent.objects.select_for_update(of=("self",))
             .select_related(*INTENT_RELATED)
             .get(pk=intent.pk)
         )
+        if (locked.state, locked.event_sequence) != (intent.state, intent.event_sequence):
+            return False
         keys = {_key(f) for f in findings}
         open_rows = list(VerificationMismatch.objects.filter(intent=locked, cleared_at__isnull=True))
         known = {(m.problem, m.tx_hash, m.output_index) for m in open_rows}
@@ -215,7 +225,7 @@ def _record(
             ]
         )
         if not rows:
-            return
+            return True
         existing = set(locked.events.filter(type=EVENT).values_list("dedupe_key", flat=True))
         events = []
         for row in rows:
@@ -242,6 +252,7 @@ def _record(
                 }
             },
         )
+    return True
 
 
 def _key(f: Finding) -> tuple:

@@ -104,6 +104,11 @@ class TransactionNotFound(LookupError):
     """The node does not know the transaction (neither in a block on its best chain nor in its mempool)."""
 
 
+class TransactionPending(TransactionNotFound):
+    """The node knows the transaction only in its mempool, where a chain whose payments count in a block
+    (EVM) does not look."""
+
+
 class ChainBackend(Protocol):
     network_code: str
 
@@ -139,15 +144,20 @@ class ChainBackend(Protocol):
         """Which of these (unconfirmed when last seen) are still in the mempool or in a block."""
         ...
 
-    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+    def balances(
+        self, addresses: Collection[str], token_contract: str = "", *, height: int | None = None
+    ) -> tuple[int, dict[str, int]]:
         """What the chain itself says each address holds of one asset (`token_contract` "" for the native
-        coin) at its best block: (that block's height, {address as given: base units}); an address
-        holding nothing may be left out. EVM: `eth_getBalance` / `balanceOf` at that block; Bitcoin-family:
-        the addresses' unspent outputs in blocks (no mempool)."""
+        coin): (the block's height, {address as given: base units}); an address holding nothing may be
+        left out. At `height` where the chain can say (EVM: `eth_getBalance` / `balanceOf` at that block),
+        else at its best block (Bitcoin-family: the addresses' unspent outputs in blocks, no mempool)."""
         ...
 
-    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+    def transaction_transfers(
+        self, tx_hash: str, watched: Collection[str], now: datetime, *, block_hash: str = ""
+    ) -> list[Transfer]:
         """The transfers of one transaction to watched addresses, exactly as a scan would have found them
         (in a block: its height, hash, time and the transaction's position; unconfirmed: seen `now`).
-        An empty list: the transaction pays none of them. Raises TransactionNotFound."""
+        An empty list: the transaction pays none of them. `block_hash`: where it was last seen, a hint for
+        a node that indexes only its wallet's transactions. Raises TransactionNotFound."""
         ...

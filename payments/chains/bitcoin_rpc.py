@@ -38,6 +38,7 @@ from .utxo import (
 
 COIN = Decimal(10) ** 8
 RPC_INVALID_ADDRESS_OR_KEY = -5  # e.g. getrawtransaction of a txid that has just left the mempool
+RPC_INVALID_PARAMETER = -8  # e.g. getrawtransaction naming a block the node does not have
 
 
 class BitcoinRpcError(ChainNodeError):
@@ -225,7 +226,9 @@ class BitcoinCoreBackend(TransfersFromActivity):
         """scriptPubKey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
         return {output_script_hex(address, self.hrp): address for address in watched}
 
-    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+    def balances(
+        self, addresses: Collection[str], token_contract: str = "", *, height: int | None = None
+    ) -> tuple[int, dict[str, int]]:
         """`scantxoutset` over the addresses' scripts: the node's UTXO set (confirmed outputs only), at the
         height it reports, needing no wallet."""
         if token_contract:
@@ -314,19 +317,32 @@ class BitcoinCoreBackend(TransfersFromActivity):
                 self._raise("getrawtransaction", (txid, True), error, self.network_code)
         return live
 
-    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+    def transaction_transfers(
+        self, tx_hash: str, watched: Collection[str], now: datetime, *, block_hash: str = ""
+    ) -> list[Transfer]:
         """One transaction by its id (`getrawtransaction` verbose: the node needs `txindex=1` for a mined
-        transaction that is not its wallet's), parsed as the block scan and the mempool scan parse it."""
+        transaction that is not its wallet's, unless `block_hash` names the block that holds it), parsed
+        as the block scan and the mempool scan parse it."""
         scripts = self.watched_scripts(watched)
-        try:
-            tx = self.rpc("getrawtransaction", tx_hash, True)
-        except BitcoinRpcError as exc:
-            if exc.code == RPC_INVALID_ADDRESS_OR_KEY:
-                raise TransactionNotFound(
-                    f"{self.network_code}: the node knows no transaction {tx_hash} (in a block or its "
-                    "mempool; a node without txindex=1 finds only its mempool's)"
-                ) from None
-            raise
+        tx = None
+        if block_hash:
+            try:
+                tx = self.rpc("getrawtransaction", tx_hash, True, block_hash)
+            except BitcoinRpcError as exc:
+                if exc.code not in (RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER):
+                    raise
+            if tx is not None and not tx.get("in_active_chain", True):
+                tx = None  # that block left the best chain: where is the transaction now?
+        if tx is None:
+            try:
+                tx = self.rpc("getrawtransaction", tx_hash, True)
+            except BitcoinRpcError as exc:
+                if exc.code == RPC_INVALID_ADDRESS_OR_KEY:
+                    raise TransactionNotFound(
+                        f"{self.network_code}: the node knows no transaction {tx_hash} (in a block or its "
+                        "mempool; a node without txindex=1 finds only its mempool's)"
+                    ) from None
+                raise
         if not tx.get("blockhash") or int(tx.get("confirmations") or 0) < 1:
             return list(tx_transfers(self.network_code, utxo_tx(tx), scripts, seen_at=now))
         block = self.rpc("getblock", tx["blockhash"], 1)

@@ -144,7 +144,9 @@ class EsploraBackend(TransfersFromActivity):
         """scriptpubkey hex -> the watched address as given (so a Transfer names it as the gateway does)."""
         return {output_script_hex(address, self.hrp): address for address in watched}
 
-    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
+    def balances(
+        self, addresses: Collection[str], token_contract: str = "", *, height: int | None = None
+    ) -> tuple[int, dict[str, int]]:
         """Each address's `/address/<a>/utxo`, confirmed outputs up to the tip read first (a block found
         meanwhile is left out, as a node's scan at that height would)."""
         height = int(self._text("/blocks/tip/height"))
@@ -251,7 +253,9 @@ class EsploraBackend(TransfersFromActivity):
                 live.add(txid)  # mined since we looked; the next block scan records it
         return live
 
-    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+    def transaction_transfers(
+        self, tx_hash: str, watched: Collection[str], now: datetime, *, block_hash: str = ""
+    ) -> list[Transfer]:
         """One transaction by its id (`/tx/<id>`, its block's `/txids` for its position), parsed as the
         block scan and the mempool scan parse it."""
         scripts = self.watched_scripts(watched)

@@ -24,6 +24,7 @@ from .base import (
     Spend,
     SpendWatch,
     TransactionNotFound,
+    TransactionPending,
     Transfer,
 )
 from .redaction import redact_text, redact_url
@@ -141,9 +142,12 @@ class EvmBackend:
     def live_transactions(self, tx_hashes: Collection[str]) -> set[str]:
         return set(tx_hashes)  # nothing unconfirmed is ever recorded on EVM networks
 
-    def balances(self, addresses: Collection[str], token_contract: str = "") -> tuple[int, dict[str, int]]:
-        """`eth_getBalance` (native) or the token's `balanceOf` for each address, all at one block."""
-        height = int(self.w3.eth.block_number)
+    def balances(
+        self, addresses: Collection[str], token_contract: str = "", *, height: int | None = None
+    ) -> tuple[int, dict[str, int]]:
+        """`eth_getBalance` (native) or the token's `balanceOf` for each address, all at one block (`height`,
+        else the best)."""
+        height = int(self.w3.eth.block_number) if height is None else height
         held: dict[str, int] = {}
         for address in addresses:
             account = Web3.to_checksum_address(address)
@@ -159,7 +163,9 @@ class EvmBackend:
                 held[address] = amount
         return height, held
 
-    def transaction_transfers(self, tx_hash: str, watched: Collection[str], now: datetime) -> list[Transfer]:
+    def transaction_transfers(
+        self, tx_hash: str, watched: Collection[str], now: datetime, *, block_hash: str = ""
+    ) -> list[Transfer]:
         """One transaction by its hash: its receipt's ERC-20 Transfer logs to watched addresses (as the
         log scan reads them) and its native value to one (as the block scan does), once it is in a block
         and did not revert. A transaction only in a mempool is refused: EVM payments count in a block."""
@@ -173,7 +179,7 @@ class EvmBackend:
                 raise TransactionNotFound(
                     f"{self.network_code}: the node knows no transaction {tx_hash}"
                 ) from None
-            raise TransactionNotFound(
+            raise TransactionPending(
                 f"{self.network_code}: transaction {tx_hash} is not in a block yet; try again once it is"
             ) from None
         if int(receipt["status"]) != 1:

@@ -7,11 +7,13 @@ payment, a support case."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from web3 import Web3
 
 from devchain.anvil import send_eth, token_transfer, token_units
 from payments.models import ChainObservation, ScanCursor
@@ -19,12 +21,14 @@ from payments.treasury import treasury_address_add
 from payments.webhooks.delivery import events_dispatch
 from reconciliation.close import close_day
 from reconciliation.models import DailyClose
+from reconciliation.selectors import RowFilter, reconciliation_rows
 from support.cases import cases_open
 from support.models import SupportCase
 from tests.factories import make_merchant
 from tests.integration.test_outflows_evm import GAS_FUNDING, new_intent, sweep
 from tests.integration.test_outflows_evm import scan as evm_scan
 from tests.integration.test_outflows_litecoin import FEE, NETWORK, import_keys, paid_intents, scan, spend
+from tests.nodes.merchant_keys import evm_account
 
 pytestmark = pytest.mark.django_db
 
@@ -99,8 +103,11 @@ def test_litecoin_closes_against_the_nodes_utxo_set_and_an_unseen_outflow_differ
     cases_open(now=timezone.now())
     case = SupportCase.objects.get(kind="close_difference")
     assert (case.intent_id, case.merchant_id) == (kept.pk, merchant.pk)
-    # Closing again tells nothing new.
+    # Closing again, or the next day with the difference unchanged, tells nothing new.
     close_today(backend, merchant_id=merchant.pk)
+    tomorrow = timezone.now().date() + timedelta(days=1)
+    close_day(day=tomorrow, now=timezone.now(), backend_for=lambda network: backend, merchant_id=merchant.pk)
+    assert DailyClose.objects.get(merchant=merchant, day=tomorrow).status == "difference"
     assert kept.events.filter(type="payment.close_difference").count() == 1
 
 
@@ -121,9 +128,36 @@ def test_evm_closes_against_eth_get_balance_and_balance_of(evm_chain):
     node.mine(1)
     evm_scan(backend)
 
+    # A payment in ETH, swept whole to the treasury: its address pays the gas out of what it holds.
+    in_eth = new_intent(merchant, "0.01", asset="ETH")
+    send_eth(node.w3, node.accounts[1], in_eth.address.address, Web3.to_wei("0.01", "ether"))
+    node.mine(2)
+    evm_scan(backend)
+    signer = evm_account(in_eth.address.derivation_index)
+    price = Web3.to_wei(2, "gwei")
+    value = Web3.to_wei("0.01", "ether") - 21_000 * price
+    raw = signer.sign_transaction(
+        {
+            "to": treasury,
+            "value": value,
+            "gas": 21_000,
+            "gasPrice": price,
+            "nonce": 0,
+            "chainId": node.w3.eth.chain_id,
+        }
+    )
+    node.w3.eth.wait_for_transaction_receipt(node.w3.eth.send_raw_transaction(raw.raw_transaction))
+    node.mine(1)
+    evm_scan(backend)
+    assert node.w3.eth.get_balance(Web3.to_checksum_address(in_eth.address.address)) == 0
+    [row] = [
+        r for r in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,))) if r["payment_id"] == in_eth.pk
+    ]
+    assert (row["amount_on_address"], row["reconciliation_status"]) == ("0.000000000000000000", "reconciled")
+
     closes = close_today(backend, merchant_id=merchant.pk)
     usdc, eth = closes["USDC"], closes["ETH"]
-    addresses = [first.address.address, second.address.address]
+    addresses = [first.address.address, second.address.address, in_eth.address.address]
     on_chain_usdc = sum(token.functions.balanceOf(node.w3.to_checksum_address(a)).call() for a in addresses)
     on_chain_eth = sum(node.w3.eth.get_balance(node.w3.to_checksum_address(a)) for a in addresses)
     assert on_chain_usdc == token_units("20") and on_chain_eth < 2 * GAS_FUNDING  # gas was paid
@@ -134,4 +168,5 @@ def test_evm_closes_against_eth_get_balance_and_balance_of(evm_chain):
     )
     assert (int(usdc.received), int(usdc.swept), int(usdc.fees)) == (token_units("30"), token_units("10"), 0)
     assert (eth.status, int(eth.chain_balance), int(eth.closing)) == ("balanced", on_chain_eth, on_chain_eth)
-    assert int(eth.received) == 2 * GAS_FUNDING and int(eth.fees) == 2 * GAS_FUNDING - on_chain_eth
+    assert int(eth.received) == 2 * GAS_FUNDING + Web3.to_wei("0.01", "ether")
+    assert int(eth.swept) == value and int(eth.fees) == 2 * GAS_FUNDING - on_chain_eth + 21_000 * price

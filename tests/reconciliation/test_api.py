@@ -131,6 +131,12 @@ def test_a_key_without_reports_read_gets_403_and_a_merchant_sees_only_its_own(sh
         ("cursor=not-a-cursor", "invalid_cursor", "cursor"),
         ("limit=0", "invalid_parameter", "limit"),
         ("limit=1001", "invalid_parameter", "limit"),
+        ("from=2026-02-30", "invalid_parameter", "from"),  # well-formed, impossible
+        ("to=2026-13-01", "invalid_parameter", "to"),
+        ("from=0001-01-01T00:00:00%2B01:00", "invalid_parameter", "from"),  # would overflow in UTC
+        ("to=9999-12-31T23:00:00-05:00", "invalid_parameter", "to"),
+        # a cursor naming a payment id with a NUL byte, well-formed base64 JSON otherwise
+        ("cursor=WyIyMDI2LTExLTAxVDAwOjAwOjAwKzAwOjAwIiwgInBpX1x1MDAwMCJd", "invalid_cursor", "cursor"),
     ],
 )
 def test_bad_parameters_are_400_with_a_stable_code(shop, query, code, param):
@@ -162,7 +168,7 @@ def test_the_totals_equal_the_sums_of_the_exported_file(shop):
             "amount_on_address",
         ):
             group[column] = group.get(column, Decimal(0)) + Decimal(cell_original(record[column]) or "0")
-    response = api.get("/api/v1/reports/totals")
+    response = api.get(f"/api/v1/reports/totals?from={(timezone.now() - timedelta(days=5)).date()}")
     assert response.status_code == 200, response.json()
     report = {
         (g["merchant_id"], g["day"], g["asset"], g["network"]): {
@@ -172,6 +178,8 @@ def test_the_totals_equal_the_sums_of_the_exported_file(shop):
         for g in response.json()["data"]
     }
     assert report == sums and len(report) == 2
+    default = api.get("/api/v1/reports/totals").json()
+    assert default["from"].startswith(timezone.now().strftime("%Y-%m-01"))  # this month by default
     today = api.get("/api/v1/reports/totals?preset=today&group=range").json()["data"]
     assert [g["payments"] for g in today] == [len(intents)]
     assert today[0]["statuses"]["unattributed_funds"] == 1
@@ -183,6 +191,8 @@ def test_the_totals_equal_the_sums_of_the_exported_file(shop):
         ("preset=yesterday", "invalid_choice", "preset"),
         ("preset=today&from=2026-11-01", "invalid_range", "preset"),
         ("group=week", "invalid_choice", "group"),
+        ("from=2020-01-01", "range_too_long", "from"),  # summed in the request: at most 366 days
+        ("to=2026-01-01", "range_too_long", "from"),
     ],
 )
 def test_bad_totals_parameters_are_400(shop, query, code, param):

@@ -109,6 +109,32 @@ def test_the_service_fee_follows_the_schedule_valid_when_paid():
     assert row(merchant, unpaid)["service_fee"] == "0"  # nothing paid, nothing billed
 
 
+def test_a_fee_is_on_the_price_even_when_the_rate_moved_before_it_was_paid(settings):
+    merchant = make_merchant()
+    ServiceFeeSchedule.objects.create(
+        merchant=merchant, valid_from=timezone.now() - timedelta(days=1), currency="USD", percent_bps=150
+    )
+    intent = usd_intent(merchant, "25.00")  # quoted at 80 USD/LTC: 0.3125 LTC
+    settings.GATEWAY_FIXED_RATES = "LTC-USD=100"  # LTC rose before it was paid
+    pay_and_value(intent, "a1" * 32)
+    r = row(merchant, intent)
+    assert r["fiat_value_when_paid"] == "31.25"  # 0.3125 x 100
+    assert r["service_fee"] == "0.38"  # on the price: 25.00 x 1.5% = 0.375, not on the value when paid
+
+
+def test_a_payment_the_source_could_not_value_in_time_stays_unvalued(settings):
+    settings.GATEWAY_FIXED_RATES = "BTC-USD=60000"  # nothing for LTC
+    merchant = make_merchant()
+    intent = ltc_intent(merchant)
+    pay_and_value(intent, "a1" * 32)
+    PaidValuation.objects.filter(pk=intent.pk).update(paid_at=timezone.now() - timedelta(hours=2))
+    settings.GATEWAY_FIXED_RATES = "LTC-USD=81.5"  # back, but two hours later: not the rate when paid
+    assert value_paid_payments() == 0
+    valuation = PaidValuation.objects.get(pk=intent.pk)
+    assert valuation.rate is None and valuation.last_error.startswith("not valued: no rate within 3600 s")
+    assert row(merchant, intent)["fiat_value_when_paid"] is None
+
+
 def test_a_schedule_in_another_currency_than_the_payment_leaves_the_fee_empty():
     merchant = make_merchant()
     ServiceFeeSchedule.objects.create(

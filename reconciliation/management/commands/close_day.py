@@ -2,10 +2,10 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from django.utils.dateparse import parse_date
 
 from payments.scanning import backend_for
 from reconciliation.close import close_day
+from reconciliation.moments import day_parse
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         now = timezone.now()
-        day = parse_date(options["day"]) if options["day"] else (now - timedelta(days=1)).date()
+        day = day_parse(options["day"]) if options["day"] else (now - timedelta(days=1)).date()
         if day is None:
             raise CommandError(f"{options['day']!r}: a date, YYYY-MM-DD")
         closes = close_day(day=day, now=now, backend_for=backend_for, merchant_id=options["merchant"])
