@@ -1,6 +1,7 @@
-"""The reconciliation in the merchant API (scope `reports:read`): `GET /api/v1/reports/reconciliation.json`
-(pages of rows, a keyset cursor) and `.csv` (the whole range streamed). Same filters, same rows, same
-columns. Parse, read the selector, render."""
+"""Finance reports in the merchant API (scope `reports:read`): the per-order reconciliation and the movements
+behind it (settlement legs, refunds), each as `.json` (pages of rows, a keyset cursor) and `.csv` (the
+whole range streamed), with the same filters, rows and columns; and the totals. Parse, read the selector,
+render."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
@@ -26,6 +29,7 @@ from payments.models import PaymentState
 
 from .exports import csv_filename, csv_rows
 from .moments import MOMENT_HELP, moment_parse
+from .movements import MOVEMENT_COLUMN_SET, MOVEMENT_COLUMNS, movement_rows
 from .reports import ASSET_AMOUNTS, FIAT_AMOUNTS, PRESETS, preset_range, totals
 from .selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS, RowFilter, reconciliation_rows
 
@@ -51,18 +55,17 @@ class MomentField(serializers.Field):
         return value.isoformat()
 
 
-class ReconciliationQuery(serializers.Serializer):
+class RangeQuery(serializers.Serializer):
     network = serializers.CharField(max_length=40, required=False, help_text="a network code")
     asset = serializers.CharField(max_length=20, required=False, help_text="an asset code")
-    state = serializers.ChoiceField(choices=PaymentState.choices, required=False)
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = MomentField(
-            required=False, help_text="payments created at or after (a date: midnight UTC)"
-        )
-        fields["to"] = MomentField(required=False, help_text="payments created before (excluded)")
+        fields["from"] = MomentField(required=False, help_text=f"from (included): {self.moment_of}")
+        fields["to"] = MomentField(required=False, help_text=f"before (excluded): {self.moment_of}")
         return fields
+
+    moment_of = "when the movement was seen"
 
     def validate(self, attrs):
         if "from" in attrs and "to" in attrs and attrs["from"] >= attrs["to"]:
@@ -70,6 +73,11 @@ class ReconciliationQuery(serializers.Serializer):
                 {"to": [serializers.ErrorDetail("`to` comes after `from`", code="invalid_range")]}
             )
         return attrs
+
+
+class ReconciliationQuery(RangeQuery):
+    state = serializers.ChoiceField(choices=PaymentState.choices, required=False)
+    moment_of = "when the payment was created (a date: midnight UTC)"
 
 
 def row_filter(merchant_id: str, query: dict) -> RowFilter:
@@ -83,98 +91,169 @@ def row_filter(merchant_id: str, query: dict) -> RowFilter:
     )
 
 
-def encode_cursor(position: tuple[datetime, str]) -> str:
-    raw = json.dumps([position[0].isoformat(), position[1]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+@dataclass(frozen=True)
+class Feed:
+    """A report read as pages or as one CSV: its columns, its rows and how a page's cursor names a row."""
+
+    column_set: str
+    columns: tuple[str, ...]
+    lists: frozenset[str]
+    rows: Callable[..., Iterator[dict]]
+    key: re.Pattern  # each part of a row's key after its time, in a cursor
+    key_parts: int
+    order: str
+
+    def encode(self, position: tuple) -> str:
+        when, key = position
+        parts = list(key) if isinstance(key, tuple) else [key]
+        raw = json.dumps([when.isoformat(), *parts]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, token: str) -> tuple:
+        try:
+            moment, *parts = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            parsed = datetime.fromisoformat(moment)
+            if parsed.tzinfo is None or len(parts) != self.key_parts:
+                raise ValueError(token)
+            if not all(isinstance(p, str) and self.key.fullmatch(p) for p in parts):
+                raise ValueError(token)
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidRequest("the cursor is not valid", code="invalid_cursor", param="cursor") from None
+        return parsed, (parts[0] if self.key_parts == 1 else tuple(parts))
+
+    def schema_rows(self, name: str):
+        return inline_serializer(
+            name,
+            {
+                c: serializers.ListField(child=serializers.CharField(allow_null=True))
+                if c in self.lists
+                else serializers.CharField(allow_null=True)
+                for c in self.columns
+            },
+            many=True,
+        )
 
 
-def decode_cursor(token: str) -> tuple[datetime, str]:
-    try:
-        moment, payment_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None or not isinstance(payment_id, str) or not PAYMENT_ID.fullmatch(payment_id):
-            raise ValueError(token)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest("the cursor is not valid", code="invalid_cursor", param="cursor") from None
-    return parsed, payment_id
-
-
-def json_row(row: dict) -> dict:
-    return {name: row[name] for name in COLUMNS}
-
-
-ROWS = inline_serializer(
-    "ReconciliationRow",
-    {
-        name: serializers.ListField(child=serializers.CharField(allow_null=True))
-        if name in LIST_COLUMNS
-        else serializers.CharField(allow_null=True)
-        for name in COLUMNS
-    },
-    many=True,
+RECONCILIATION = Feed(
+    COLUMN_SET, COLUMNS, LIST_COLUMNS, reconciliation_rows, PAYMENT_ID, 1, "oldest payment first"
 )
+MOVEMENTS = Feed(
+    MOVEMENT_COLUMN_SET,
+    MOVEMENT_COLUMNS,
+    frozenset(),
+    movement_rows,
+    re.compile(r"[a-z_:]{1,40}|[A-Za-z0-9_/]{1,60}"),
+    2,
+    "in the order they were seen",
+)
+
+
+def json_row(row: dict, columns: tuple[str, ...] = COLUMNS) -> dict:
+    return {name: row[name] for name in columns}
+
+
+def page_parameters():
+    return [
+        OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": PAGE_MAX},
+            description=f"rows per page, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
+        ),
+        CURSOR,
+    ]
+
+
+def page_schema(feed: Feed, name: str):
+    return inline_serializer(
+        f"{name}Page",
+        {
+            "object": serializers.ChoiceField(choices=["list"]),
+            "column_set": serializers.CharField(help_text=f"the columns' version: {feed.column_set}"),
+            "data": feed.schema_rows(f"{name}Row"),
+            "next": next_link(),
+        },
+    )
+
+
+def json_page(request, feed: Feed, query_class) -> Response:
+    query = list_query(query_class, request)
+    limit = page_limit(request, PAGE_DEFAULT, PAGE_MAX)
+    f = row_filter(request.user.merchant.pk, query)
+    token = request.query_params.get("cursor")
+    if token:
+        f = RowFilter(**{**f.__dict__, "after": feed.decode(token)})
+    rows = list(feed.rows(f, limit=limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_url = None
+    if more:
+        next_url = replace_query_param(
+            request.build_absolute_uri(), "cursor", feed.encode(rows[-1]["_position"])
+        )
+    data = [json_row(r, feed.columns) for r in rows]
+    response = Response({"object": "list", "column_set": feed.column_set, "data": data, "next": next_url})
+    response[COLUMN_SET_HEADER] = feed.column_set
+    return response
+
+
+def csv_download(request, feed: Feed, query_class):
+    query = list_query(query_class, request)
+    label = "-".join(
+        query[k].astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if k in query else "all" for k in ("from", "to")
+    )
+    rows = feed.rows(row_filter(request.user.merchant.pk, query))
+    response = csv_response(
+        csv_filename(label, feed.column_set), feed.columns, csv_rows(rows, feed.columns, feed.lists)
+    )
+    response[COLUMN_SET_HEADER] = feed.column_set
+    return response
 
 
 class ReconciliationJsonView(APIView):
     read_scope = "reports:read"
 
     @extend_schema(
-        parameters=[
-            ReconciliationQuery,
-            OpenApiParameter(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": PAGE_MAX},
-                description=f"rows per page, 1 to {PAGE_MAX} (default {PAGE_DEFAULT})",
-            ),
-            CURSOR,
-        ],
-        responses={
-            200: inline_serializer(
-                "ReconciliationPage",
-                {
-                    "object": serializers.ChoiceField(choices=["list"]),
-                    "column_set": serializers.CharField(help_text=f"the columns' version: {COLUMN_SET}"),
-                    "data": ROWS,
-                    "next": next_link(),
-                },
-            ),
-            **ERRORS,
-        },
+        parameters=[ReconciliationQuery, *page_parameters()],
+        responses={200: page_schema(RECONCILIATION, "Reconciliation"), **ERRORS},
         summary="The per-order reconciliation, a page of rows (oldest payment first)",
         operation_id="v1_reports_reconciliation_json",
     )
     def get(self, request):
-        query = list_query(ReconciliationQuery, request)
-        limit = page_limit(request, PAGE_DEFAULT, PAGE_MAX)
-        token = request.query_params.get("cursor")
-        f = row_filter(request.user.merchant.pk, query)
-        if token:
-            f = RowFilter(**{**f.__dict__, "after": decode_cursor(token)})
-        rows = list(reconciliation_rows(f, limit=limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_url = None
-        if more:
-            next_url = replace_query_param(
-                request.build_absolute_uri(), "cursor", encode_cursor(rows[-1]["_position"])
-            )
-        response = Response(
-            {
-                "object": "list",
-                "column_set": COLUMN_SET,
-                "data": [json_row(r) for r in rows],
-                "next": next_url,
-            }
-        )
-        response[COLUMN_SET_HEADER] = COLUMN_SET
-        return response
+        return json_page(request, RECONCILIATION, ReconciliationQuery)
+
+
+class MovementsJsonView(APIView):
+    read_scope = "reports:read"
+
+    @extend_schema(
+        parameters=[RangeQuery, *page_parameters()],
+        responses={200: page_schema(MOVEMENTS, "Movements"), **ERRORS},
+        summary="Every settlement leg and refund of your payments, a page of rows (in the order seen)",
+        operation_id="v1_reports_movements_json",
+    )
+    def get(self, request):
+        return json_page(request, MOVEMENTS, RangeQuery)
+
+
+class MovementsCsvView(APIView):
+    read_scope = "reports:read"
+
+    @extend_schema(
+        parameters=[RangeQuery],
+        responses={(200, "text/csv"): bytes, **ERRORS},
+        summary="Every settlement leg and refund of your payments as CSV, the whole range streamed",
+        operation_id="v1_reports_movements_csv",
+    )
+    def get(self, request):
+        return csv_download(request, MOVEMENTS, RangeQuery)
 
 
 class TotalsQuery(ReconciliationQuery):
     preset = serializers.ChoiceField(
         choices=PRESETS,
         required=False,
-        help_text="instead of from/to: today, 7d (with today), this_month, last_month",
+        help_text="instead of from/to: today, 7d (with today), this_month (the default), last_month; "
+        "a from/to range spans at most 366 days",
     )
     group = serializers.ChoiceField(
         choices=["day", "range"], required=False, help_text="totals per day (default) or over the whole range"
@@ -270,12 +349,4 @@ class ReconciliationCsvView(APIView):
         operation_id="v1_reports_reconciliation_csv",
     )
     def get(self, request):
-        query = list_query(ReconciliationQuery, request)
-        label = "-".join(
-            query[k].astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if k in query else "all"
-            for k in ("from", "to")
-        )
-        rows = reconciliation_rows(row_filter(request.user.merchant.pk, query))
-        response = csv_response(csv_filename(label), COLUMNS, csv_rows(rows))
-        response[COLUMN_SET_HEADER] = COLUMN_SET
-        return response
+        return csv_download(request, RECONCILIATION, ReconciliationQuery)

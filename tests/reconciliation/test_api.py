@@ -17,6 +17,7 @@ from gateway.csvexport import cell_original, safe_cell
 from payments import services
 from payments.chains.base import Destination
 from payments.models import PaymentIntent
+from reconciliation.movements import MOVEMENT_COLUMNS
 from reconciliation.selectors import COLUMN_SET, COLUMNS, LIST_COLUMNS
 from tests.factories import make_api_key, make_merchant
 from tests.ledger import NETWORK, STRANGER, ltc_intent, paid, spent
@@ -33,13 +34,13 @@ def client(merchant, scopes=("reports:read",)) -> APIClient:
     return api
 
 
-def pages(api, url: str) -> list[dict]:
+def pages(api, url: str, column_set: str = COLUMN_SET) -> list[dict]:
     rows = []
     while url:
         response = api.get(url)
         assert response.status_code == 200, response.json()
         body = response.json()
-        assert body["column_set"] == COLUMN_SET and response["Gateway-Column-Set"] == COLUMN_SET
+        assert body["column_set"] == column_set and response["Gateway-Column-Set"] == column_set
         rows += body["data"]
         url = body["next"]
     return rows
@@ -201,3 +202,48 @@ def test_bad_totals_parameters_are_400(shop, query, code, param):
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert (error["code"], error.get("param")) == (code, param)
+
+
+def test_the_movements_list_each_settlement_leg_and_refund(shop):
+    merchant, intents = shop
+    services.refund_create(
+        intent_id=intents[0].pk,
+        amount_kind="custom",
+        value="0.1",
+        reason="one item came back",
+        requested_by="test",
+        approved=True,
+        destination=STRANGER,
+        now=timezone.now(),
+    )
+    api = client(merchant)
+    rows = pages(api, "/api/v1/reports/movements.json?limit=1", "movements/1")
+    assert [(r["movement"], r["payment_id"]) for r in rows] == [
+        ("settlement:unknown_outflow", intents[0].pk),
+        ("refund", intents[0].pk),
+    ]
+    leg, refund = rows
+    assert (leg["amount"], leg["network_fee"], leg["network_fee_asset"]) == (
+        "0.50000000",
+        "0.00001000",
+        "LTC",
+    )
+    assert (leg["status"], leg["transaction_hash"]) == ("canonical", "b1" * 32)
+    assert (refund["amount"], refund["status"], refund["transaction_hash"]) == (
+        "0.10000000",
+        "awaiting_payment",
+        None,
+    )
+    assert refund["merchant_order_id"] == '=HYPERLINK("http://evil","x")'
+    response = api.get("/api/v1/reports/movements.csv")
+    assert response["Gateway-Column-Set"] == "movements/1"
+    assert "movements-v1-all-all.csv" in response["Content-Disposition"]
+    parsed = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert parsed[0] == list(MOVEMENT_COLUMNS)
+    assert parsed[1:] == [[safe_cell(r[c]) for c in MOVEMENT_COLUMNS] for r in rows]
+    assert (
+        client(make_merchant("Another shop", account=1)).get("/api/v1/reports/movements.json").json()["data"]
+        == []
+    )
+    bad = api.get("/api/v1/reports/movements.json?cursor=WyIyMDI2LTExLTAxVDAwOjAwOjAwKzAwOjAwIl0")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
