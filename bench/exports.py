@@ -31,7 +31,6 @@ same rows in the same run.
 from __future__ import annotations
 
 import argparse
-from contextlib import nullcontext
 import json
 import os
 import resource
@@ -41,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ INSERT INTO payments_chainobservation (
     intent_id, recorded_at, updated_at)
 SELECT %(obs_base)s + i * 2 + k, %(network)s, '0x' || md5('tx' || i || ':' || k) || md5('ty' || i || ':' || k),
        CASE WHEN is_eth THEN -1 ELSE 0 END,
-       '0x' || substr(md5('a' || i) || md5('b' || i), 1, 40), na_id, CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s END,
+       '0x' || substr(md5('a' || i) || md5('b' || i), 1, 40), na_id, CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s::text END,
        CASE WHEN two_obs THEN CASE WHEN k = 0 THEN due - round(due / 3) ELSE round(due / 3) END ELSE due END,
        %(height0)s + i / 20 + k, '0x' || md5('blk' || (i / 20 + k)) || md5('blk2' || (i / 20 + k)),
        created_at + interval '2 minutes' + k * interval '3 minutes', i %% 150,
@@ -190,7 +190,7 @@ SELECT %(otx_base)s + grp, %(network)s, '0x' || md5('sweep' || grp) || md5('swee
        %(height0)s + max(i) / 20 + 30, '0x' || md5('sblk' || grp) || md5('sblk2' || grp),
        max(created_at) + interval '1 day', 1, max(created_at) + interval '1 day', TRUE,
        21000 * 20000000000::numeric * count(*), '',
-       jsonb_build_array(jsonb_build_object('index', 0, 'address', %(treasury)s, 'amount', sum(due)::text,
+       jsonb_build_array(jsonb_build_object('index', 0, 'address', %(treasury)s::text, 'amount', sum(due)::text,
                                             'token_contract', '', 'script', '')),
        max(created_at) + interval '1 day', max(created_at) + interval '1 day'
 FROM sw GROUP BY grp
@@ -203,7 +203,7 @@ INSERT INTO payments_outflow (transaction_id, network_id, tx_hash, index, addres
                               token_contract, amount_base_units, spent_observation_id, recorded_at)
 SELECT %(otx_base)s + grp, %(network)s, '0x' || md5('sweep' || grp) || md5('sweep2' || grp), pos,
        '0x' || substr(md5('a' || i) || md5('b' || i), 1, 40), id, na_id,
-       CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s END, due, NULL, created_at + interval '1 day'
+       CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s::text END, due, NULL, created_at + interval '1 day'
 FROM sw
 """,
     ),
@@ -224,7 +224,7 @@ FROM sw GROUP BY grp
 INSERT INTO payments_settlementleg (settlement_id, position, intent_id, network_asset_id, token_contract,
                                     amount_base_units, fee_base_units, fiat_currency, fiat_value, rate,
                                     rate_source, rate_time)
-SELECT 'stl_bench' || lpad(grp::text, 12, '0'), pos, id, na_id, CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s END,
+SELECT 'stl_bench' || lpad(grp::text, 12, '0'), pos, id, na_id, CASE WHEN is_eth THEN '' ELSE %(usdc_contract)s::text END,
        due, 21000 * 20000000000::numeric, 'USD', usd, rate, 'coingecko', created_at + interval '1 day'
 FROM sw
 """,
@@ -473,7 +473,8 @@ def http_export(bench: Bench, key: str) -> dict:
         sock.sendall(request)
         head = b""
         first_byte = first_row = None
-        nbytes = newlines = 0
+        nbytes = 0
+        tail = b""
         while True:
             data = sock.recv(1 << 18)
             if not data:
@@ -487,18 +488,18 @@ def http_export(bench: Bench, key: str) -> dict:
                 head, _, data = head.partition(b"\r\n\r\n")
                 head += b"\r\n\r\n"
             nbytes += len(data)
-            newlines += data.count(b"\n")
+            tail = (tail + data)[-5:]
             if first_row is None and nbytes > 4096:  # past the header's chunk: rows are flowing
                 first_row = time.perf_counter() - t0
         seconds = time.perf_counter() - t0
         sock.close()
         status = int(head.split(b" ", 2)[1]) if head else 0
         chunked = b"transfer-encoding: chunked" in head.lower()
+        complete = tail == b"0\r\n\r\n" if chunked else None  # the last chunk arrived
         rss = max((_vm_hwm_mb(p) or 0) for p in workers)
     finally:
         bench.stop_gunicorn()
-    # chunk-size lines of a chunked body are counted in the newlines: 2 per chunk; rows are counted by
-    # the in-process export, this is the transfer
+    # bytes include the chunked framing (about 10 bytes per 64 KB block); rows are the in-process export's
     return dict(
         kind="http",
         status=status,
@@ -508,6 +509,7 @@ def http_export(bench: Bench, key: str) -> dict:
         bytes=nbytes,
         rows=None,
         chunked=chunked,
+        complete=complete,
         peak_rss_mb=rss,
         rss_before_mb=rss_idle,
     )
@@ -599,7 +601,8 @@ def print_report(bench, args, data: dict, runs: dict, cpu: dict, others: list) -
     if "http" in runs:
         r = runs["http"][0]
         print(
-            f"http: status {[x['status'] for x in runs['http']]}, chunked {r['chunked']}, idle worker VmHWM "
+            f"http: status {[x['status'] for x in runs['http']]}, chunked {r['chunked']}, complete (last chunk "
+            f"received) {[x['complete'] for x in runs['http']]}, idle worker VmHWM "
             f"{r['rss_before_mb']:.1f} MB"
         )
     if "export" in runs:
