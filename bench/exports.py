@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from create_intents import Bench, git_state, log  # noqa: E402
+from create_intents import Bench, CpuMeter, git_state, log  # noqa: E402
 
 CSV_PATH = "/api/v1/reports/reconciliation.csv"
 TARGET_SECONDS = 30.0
@@ -424,7 +424,8 @@ def child(kind: str, merchant: str) -> dict:
         rows -= 1
         first_row = first_byte
     out.update(seconds=time.perf_counter() - t0, first_byte=first_byte, first_row=first_row, bytes=nbytes)
-    out.update(rows=rows, peak_rss_mb=_peak_rss_mb())
+    t = os.times()
+    out.update(rows=rows, peak_rss_mb=_peak_rss_mb(), cpu_s=t.user + t.system)
     return out
 
 
@@ -497,11 +498,14 @@ def http_export(bench: Bench, key: str) -> dict:
         chunked = b"transfer-encoding: chunked" in head.lower()
         complete = tail == b"0\r\n\r\n" if chunked else None  # the last chunk arrived
         rss = max((_vm_hwm_mb(p) or 0) for p in workers)
+        cpu_s = sum(CpuMeter._cpu(p) for p in workers)
     finally:
         bench.stop_gunicorn()
     # bytes include the chunked framing (about 10 bytes per 64 KB block); rows are the in-process export's
     return dict(
         kind="http",
+        worker_class=bench.args.worker_class,
+        cpu_s=cpu_s,
         status=status,
         seconds=seconds,
         first_byte=first_byte,
@@ -515,6 +519,26 @@ def http_export(bench: Bench, key: str) -> dict:
     )
 
 
+def measured(bench: Bench, kind: str, run) -> dict:
+    """One run with the machine's CPU around it: the measured process's own share, PostgreSQL's, and what
+    the rest of the machine used meanwhile (another user's test suite, say), in cores."""
+    meter = bench.meter()
+    meter.start()
+    t0 = time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - t0
+    shares = meter.stop()
+    own = result.get("cpu_s", 0.0) / wall
+    result["cpu"] = {
+        "measured": round(own, 2),
+        "postgres": round(shares["postgres"], 2),
+        "other": round(max(0.0, shares["machine"] - own - shares["postgres"] - shares["loadgen"]), 2),
+        "machine": round(shares["machine"], 2),
+    }
+    result["other_processes"] = meter.top_others
+    return result
+
+
 # --- report -----------------------------------------------------------------------------------------------
 
 LABELS = {
@@ -522,6 +546,7 @@ LABELS = {
     "http": "GET reconciliation.csv, gunicorn 1 sync worker",
     "query": "the SELECT alone (chunked_cursor, no formatting)",
     "copy": "COPY (same SELECT) TO STDOUT WITH CSV (baseline)",
+    "http_gthread": "GET reconciliation.csv, 1 gthread worker (once)",
     "export_atomic": "export inside transaction.atomic() (once)",
 }
 
@@ -568,13 +593,15 @@ def print_report(bench, args, data: dict, runs: dict, cpu: dict, others: list) -
     )
     print("-" * width)
     summary = {}
-    for kind in ("export", "http", "query", "copy", "export_atomic"):
+    for kind in ("export", "http", "http_gthread", "query", "copy", "export_atomic"):
         rs = runs.get(kind)
         if not rs:
             continue
         sec = median([r["seconds"] for r in rs])
         nbytes = median([r["bytes"] for r in rs])
         rows = median([r["rows"] for r in rs]) or median([r["rows"] for r in runs.get("export", [])])
+        if any(r.get("complete") is False for r in rs):
+            rows = None  # cut short: no rate
         row = dict(
             seconds=sec,
             mb_s=(nbytes / 1e6 / sec) if nbytes else None,
@@ -584,6 +611,7 @@ def print_report(bench, args, data: dict, runs: dict, cpu: dict, others: list) -
             peak_rss_mb=median([r["peak_rss_mb"] for r in rs]),
             ratio=(sec / copy_s) if copy_s else None,
             each=[round(r["seconds"], 2) for r in rs],
+            cpu=[r.get("cpu") for r in rs],
             runs=rs,
         )
         summary[kind] = row
@@ -598,6 +626,10 @@ def print_report(bench, args, data: dict, runs: dict, cpu: dict, others: list) -
         " read); first row = first data row."
     )
     print("peak RSS: VmHWM of the measuring process (the gunicorn worker for HTTP; idle worker shown below).")
+    for kind, rs in runs.items():
+        print(f"CPU in cores (measured process / PostgreSQL / other / machine) {kind}: "
+              + "; ".join(" / ".join(str(r['cpu'][k]) for k in ('measured', 'postgres', 'other', 'machine'))
+                          + (f" {r['other_processes']}" if r['other_processes'] else "") for r in rs))  # fmt: skip
     if "http" in runs:
         r = runs["http"][0]
         print(
@@ -702,17 +734,28 @@ def main() -> int:
                 if kind == "http":
                     if args.skip_http:
                         continue
-                    result = http_export(bench, key)
+                    result = measured(bench, kind, lambda: http_export(bench, key))
                 else:
-                    result = run_child(kind, bench.bench_url, merchant.pk)
+                    result = measured(bench, kind, lambda k=kind: run_child(k, bench.bench_url, merchant.pk))
                 runs.setdefault(kind, []).append(result)
                 log(
                     f"round {rnd + 1} {kind}: {result['seconds']:.2f} s, first byte {fmt(result['first_byte'], '.3f')} s, "
                     f"first row {fmt(result['first_row'], '.3f')} s, {result['bytes'] / 1e6:.1f} MB, "
-                    f"peak RSS {fmt(result['peak_rss_mb'], '.1f')} MB"
+                    f"peak RSS {fmt(result['peak_rss_mb'], '.1f')} MB, CPU {result['cpu']} {result['other_processes']}"
                 )
+        if not args.skip_http and args.worker_class != "gthread":
+            # a gthread worker's heartbeat runs beside the request: the download is not cut at --timeout
+            args.worker_class = "gthread"
+            result = measured(bench, "http_gthread", lambda: http_export(bench, key))
+            args.worker_class = "sync"
+            runs["http_gthread"] = [result]
+            log(
+                f"http, gthread worker: {result['seconds']:.2f} s, complete {result['complete']}, CPU {result['cpu']}"
+            )
         if not args.skip_atomic:
-            result = run_child("export_atomic", bench.bench_url, merchant.pk)
+            result = measured(
+                bench, "export_atomic", lambda: run_child("export_atomic", bench.bench_url, merchant.pk)
+            )
             runs["export_atomic"] = [result]
             log(f"export in atomic: {result['seconds']:.2f} s, first row {fmt(result['first_row'], '.3f')} s")
         cpu = {k: round(v, 2) for k, v in meter.stop().items() if k in ("postgres", "machine", "other")}
