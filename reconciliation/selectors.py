@@ -134,6 +134,7 @@ LEFT JOIN LATERAL (
                ) AS gas_funding
         FROM payments_chainobservation co
         WHERE co.intent_id = pi.id AND co.canonical
+        OFFSET 0  -- a fence: each flag computed once per observation, not once per aggregate using it
     ) o
 ) obs ON TRUE
 LEFT JOIN LATERAL (
