@@ -19,6 +19,7 @@ from django.utils import timezone
 from gateway.csvexport import csv_response
 from payments.admin_access import staff_merchants
 from payments.models import Asset, Network, PaymentState
+from payments.pricing import format_amount
 from support.admin_config import AuditedAdminMixin
 from support.audit import audit_record, request_audit_context
 from support.roles import roles_of
@@ -108,6 +109,29 @@ class ReportForm(forms.Form):
         )
 
 
+CLOSE_AMOUNTS = (
+    "opening",
+    "received",
+    "swept",
+    "refunded",
+    "other_out",
+    "fees",
+    "closing",
+    "chain_balance",
+    "evidence_balance",
+)
+
+
+def close_display(close: DailyClose) -> dict:
+    """A close as people read it: amounts in the asset's units (`0.50000000`), not base units."""
+    decimals = close.network_asset.decimals
+    shown = {
+        name: format_amount(int(getattr(close, name)), decimals) if getattr(close, name) is not None else ""
+        for name in CLOSE_AMOUNTS
+    }
+    return {"close": close, **shown}
+
+
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     """Not a table: the finance reports page and its download, in place of a list and a change form."""
@@ -166,7 +190,20 @@ class ReportAdmin(admin.ModelAdmin):
             groups = totals(kept(rows), by_day=False)
             for group in groups:
                 group["merchant_name"] = names.get(group["merchant_id"], group["merchant_id"])
+            closes = DailyClose.objects.filter(merchant__in=merchants).select_related(
+                "merchant", "network_asset__asset", "network_asset__network"
+            )
+            if start:
+                closes = closes.filter(day__gte=start.date())
+            if end:
+                closes = closes.filter(
+                    day__lt=end.date() if end.time() == time() else end.date() + timedelta(days=1)
+                )
             context.update(
+                closes=[
+                    close_display(c)
+                    for c in closes.order_by("-day", "merchant__name", "network_asset_id")[:PREVIEW_ROWS]
+                ],
                 totals=groups,
                 preview=preview,
                 columns=COLUMNS,
@@ -245,25 +282,21 @@ class PaidValuationAdmin(_ReadOnly):
         return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
 
 
+def _in_units(name: str):
+    def shown(self, close: DailyClose) -> str:
+        return close_display(close)[name]
+
+    shown.short_description = name.replace("_", " ")
+    return shown
+
+
 @admin.register(DailyClose)
 class DailyCloseAdmin(_ReadOnly):
-    list_display = (
-        "day",
-        "merchant",
-        "network_asset",
-        "status",
-        "opening",
-        "received",
-        "swept",
-        "refunded",
-        "other_out",
-        "fees",
-        "closing",
-        "check_height",
-        "evidence_balance",
-        "chain_balance",
-        "difference",
-    )
+    """Amounts in the asset's units in the list (the stored base units on the record's page)."""
+
+    list_display = ("day", "merchant", "network_asset", "status", *(f"{n}_units" for n in CLOSE_AMOUNTS))
+    list_select_related = ("merchant", "network_asset__asset", "network_asset__network")
+    locals().update({f"{n}_units": _in_units(n) for n in CLOSE_AMOUNTS})
     list_filter = ("status", "day", "network_asset__network")
     readonly_fields = [f.name for f in DailyClose._meta.fields]
 

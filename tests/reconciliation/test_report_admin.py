@@ -124,3 +124,52 @@ def test_who_sees_the_closes_and_the_verification(role, shops, monkeypatch):
         ("/admin/reconciliation/paidvaluation/", SEES),
     ):
         assert client.get(path).status_code == (200 if role in allowed else 403), (role, path)
+
+
+def test_the_page_and_the_list_show_the_closes_in_the_assets_units(shops, monkeypatch):
+    from datetime import date
+
+    from payments.models import NetworkAsset
+    from reconciliation.models import DailyClose
+
+    own, _ = shops["own"]
+    ltc = NetworkAsset.objects.get(asset__code="LTC", network__code="litecoin-regtest")
+    today = timezone.now().date()
+    DailyClose.objects.create(
+        merchant=own,
+        network_asset=ltc,
+        day=today,
+        opening=0,
+        received=75_000_000,
+        swept=24_980_000,
+        refunded=0,
+        other_out=0,
+        fees=20_000,
+        closing=50_000_000,
+        check_height=120,
+        evidence_balance=50_000_000,
+        chain_balance=0,
+        difference=-50_000_000,
+        status="difference",
+        computed_at=timezone.now(),
+    )
+    DailyClose.objects.create(
+        merchant=shops["other"][0],
+        network_asset=ltc,
+        day=date(2026, 1, 1),
+        opening=0,
+        received=1,
+        swept=0,
+        refunded=0,
+        other_out=0,
+        fees=0,
+        closing=1,
+        status="balanced",
+        computed_at=timezone.now(),
+    )
+    client = staff("finance", own, monkeypatch)
+    html = client.get(PAGE, {"preset": "today"}).content.decode()
+    assert '<td class="closing">0.50000000</td>' in html and "the chain&#x27;s balance differs" in html
+    listed = client.get("/admin/reconciliation/dailyclose/").content.decode()
+    assert "0.50000000" in listed and "0.00020000" in listed and ">50000000<" not in listed
+    assert listed.count('class="field-opening_units"') == 1  # the other merchant's close is not listed
