@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from gateway.csvexport import csv_response
-from payments.admin_access import staff_merchants
+from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin, staff_merchants
 from payments.models import Asset, Network, PaymentState
 from payments.pricing import format_amount
 from support.admin_config import AuditedAdminMixin
@@ -248,38 +248,17 @@ class ReportAdmin(admin.ModelAdmin):
 
 
 @admin.register(ServiceFeeSchedule)
-class ServiceFeeScheduleAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class ServiceFeeScheduleAdmin(AuditedAdminMixin, MerchantScopedAdmin, admin.ModelAdmin):
     list_display = ("merchant", "valid_from", "percent_bps", "fixed_amount", "currency", "note")
     list_filter = ("currency",)
     ordering = ("merchant", "-valid_from")
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(merchant__in=staff_merchants(request.user))
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "merchant":
-            kwargs["queryset"] = staff_merchants(request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(PaidValuation)
-class PaidValuationAdmin(_ReadOnly):
+class PaidValuationAdmin(MerchantScopedAdmin, EvidenceAdmin):
+    merchant_path = "intent__merchant"
     list_display = ("intent", "paid_at", "currency", "rate", "rate_source", "rate_time", "attempts")
     readonly_fields = [f.name for f in PaidValuation._meta.fields]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
 
 
 def _in_units(name: str):
@@ -291,7 +270,7 @@ def _in_units(name: str):
 
 
 @admin.register(DailyClose)
-class DailyCloseAdmin(_ReadOnly):
+class DailyCloseAdmin(MerchantScopedAdmin, EvidenceAdmin):
     """Amounts in the asset's units in the list (the stored base units on the record's page)."""
 
     list_display = ("day", "merchant", "network_asset", "status", *(f"{n}_units" for n in CLOSE_AMOUNTS))
@@ -300,22 +279,17 @@ class DailyCloseAdmin(_ReadOnly):
     list_filter = ("status", "day", "network_asset__network")
     readonly_fields = [f.name for f in DailyClose._meta.fields]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(merchant__in=staff_merchants(request.user))
-
 
 @admin.register(VerificationMismatch)
-class VerificationMismatchAdmin(_ReadOnly):
+class VerificationMismatchAdmin(MerchantScopedAdmin, EvidenceAdmin):
+    merchant_path = "intent__merchant"
     list_display = ("found_at", "intent", "problem", "detail", "stored_state", "evidence_state", "cleared_at")
     list_filter = ("problem", ("cleared_at", admin.EmptyFieldListFilter))
     readonly_fields = [f.name for f in VerificationMismatch._meta.fields]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).filter(intent__merchant__in=staff_merchants(request.user))
-
 
 @admin.register(VerificationRun)
-class VerificationRunAdmin(_ReadOnly):
+class VerificationRunAdmin(EvidenceAdmin):
     """Runs cover every merchant: their counts are the operator's (superusers and the auditor see them)."""
 
     list_display = ("started_at", "since", "until", "payments", "transactions", "mismatches")

@@ -9,14 +9,13 @@ its own versioned column set. Ordered by the time the movement was seen, then ki
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
 
 from payments.pricing import FIAT_CURRENCIES, format_amount
 
-from .selectors import RowFilter
+from .selectors import RowFilter, time_text
 
 MOVEMENT_COLUMN_SET = "movements/1"
 MOVEMENT_COLUMNS = (
@@ -115,10 +114,6 @@ def movement_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) 
                 yield _row(record)
 
 
-def _text(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 def _fiat(value, currency: str) -> str | None:
     if value is None:
         return None
@@ -159,7 +154,7 @@ def _row(r: tuple) -> dict:
         "asset": asset,
         "network": network,
         "transaction_hash": tx_hash or None,
-        "seen_at": _text(seen_at),
+        "seen_at": time_text(seen_at),
         "amount": format_amount(int(amount), decimals) if decimals is not None else str(int(amount)),
         "network_fee": format_amount(int(fee), fee_decimals)
         if fee is not None and fee_decimals is not None
@@ -169,6 +164,6 @@ def _row(r: tuple) -> dict:
         "fiat_currency": fiat_currency or None,
         "rate": f"{rate.normalize():f}" if rate is not None else None,
         "rate_source": rate_source or None,
-        "rate_time": _text(rate_time),
+        "rate_time": time_text(rate_time),
         "_position": (seen_at, (movement, movement_id)),
     }

@@ -257,7 +257,7 @@ def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 
                 yield _row(record)
 
 
-def _text(value: datetime | None) -> str | None:
+def time_text(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -384,9 +384,9 @@ def _row(r: tuple) -> dict:
         "state": state,
         "asset": asset,
         "network": network,
-        "created_at": _text(created_at),
-        "first_seen_at": _text(first_seen_at),
-        "paid_at": _text(paid_at) if state in rules.KEPT_STATES else None,
+        "created_at": time_text(created_at),
+        "first_seen_at": time_text(first_seen_at),
+        "paid_at": time_text(paid_at) if state in rules.KEPT_STATES else None,
         "price_amount": f"{price_amount.normalize():f}" if price_amount is not None else None,
         "price_currency": price_currency,
         "amount_requested": _amount(due, decimals),
@@ -397,12 +397,12 @@ def _row(r: tuple) -> dict:
         "amount_on_address": _amount(on_address, decimals),
         "quote_rate": f"{quote_rate.normalize():f}" if quote_rate is not None else None,
         "quote_rate_source": quote_source,
-        "quote_rate_time": _text(quote_time),
+        "quote_rate_time": time_text(quote_time),
         "fiat_value_at_quote": at_quote,
         "paid_value_currency": paid_currency if kept else None,
         "paid_rate": f"{paid_rate.normalize():f}" if kept and paid_rate is not None else None,
         "paid_rate_source": (paid_source or None) if kept else None,
-        "paid_rate_time": _text(paid_rate_time) if kept else None,
+        "paid_rate_time": time_text(paid_rate_time) if kept else None,
         "fiat_value_when_paid": when_paid,
         "transaction_hashes": _unique(tx_hashes),
         "confirmations": str(confirmations),
@@ -412,12 +412,12 @@ def _row(r: tuple) -> dict:
         "service_fee": service_fee,
         "service_fee_currency": fee_currency,
         "settlement_ids": list(settlement_ids or []),
-        "settled_at": _text(max(settlement_seen)) if settlement_seen else None,
+        "settled_at": time_text(max(settlement_seen)) if settlement_seen else None,
         "refund_ids": list(refund_ids or []),
         "refund_states": list(refund_states or []),
         "refund_amounts": [_amount(v, decimals) for v in refund_amounts or []],
         "refund_transaction_hashes": list(refund_txs or []),
-        "fulfilled_at": _text(fulfilled_at),
+        "fulfilled_at": time_text(fulfilled_at),
         "reconciliation_status": verdict.status,
         "reconciliation_reason": verdict.reason,
         "_position": (created_at, payment_id),
