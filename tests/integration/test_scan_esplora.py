@@ -19,6 +19,11 @@ from payments.chains.base import NO_SPENDS, Destination, Spend, SpendWatch, Tran
 from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
 from payments.chains.esplora import PAGE_SIZE, EsploraBackend, EsploraError
 from payments.models import Network, NetworkAsset
+from payments.scanning import network_scan
+from payments.services import payment_intent_create
+from payments.services.intents import IntentInput
+from reconciliation.close import close_day
+from tests.factories import make_merchant
 from tests.integration.test_scan_litecoin import NETWORK, mempool_then_blocks_then_reorg_and_back
 from tests.nodes.esplora_server import EsploraServer
 from tests.nodes.litecoind import REGTEST_HRP
@@ -368,3 +373,35 @@ def test_payment_and_its_spend_in_one_range_from_an_empty_spend_watch(litecoind,
     # NO_SPENDS, by contrast, looks for no outflows at all: only the payment.
     assert list(backend.activity([address], NO_SPENDS, start, end)) == [transfer]
     assert list(core.activity([address], NO_SPENDS, start, end)) == [transfer]
+
+
+def test_a_daily_close_through_esplora_balances_against_its_unspent_outputs(regtest, esplora):
+    """The close's check asks Esplora (`/address/<a>/utxo`) for the payment addresses' balances."""
+    node, backend = regtest
+    merchant = make_merchant()
+    na = NetworkAsset.objects.get(network__code=NETWORK, asset__code="LTC")
+    intents = [
+        payment_intent_create(
+            merchant=merchant,
+            data=IntentInput(price_amount=Decimal(a), price_currency="LTC", network_asset=na),
+            now=timezone.now(),
+        )
+        for a in ("0.5", "0.25")
+    ]
+    for intent, amount in zip(intents, ("0.5", "0.25"), strict=True):
+        node.send(intent.address.address, amount)
+    node.mine(2)
+    network_scan(backend=backend, now=timezone.now())
+    now = timezone.now()
+    [close] = [
+        c
+        for c in close_day(day=now.date(), now=now, backend_for=lambda n: backend, merchant_id=merchant.pk)
+        if c.network_asset_id == na.pk
+    ]
+    assert (close.status, int(close.chain_balance), int(close.received)) == (
+        "balanced",
+        75_000_000,
+        75_000_000,
+    )
+    asked = [p for p in esplora.requests if p.startswith("/address/")]
+    assert sorted(asked) == sorted(f"/address/{i.address.address}/utxo" for i in intents)

@@ -8,7 +8,8 @@ satoshi). Nothing here needs Django. Typical use::
 
 Endpoints: /blocks/tip/height, /blocks/tip/hash, /block-height/:height, /block/:hash,
 /block/:hash/status, /block/:hash/txids, /block/:hash/txs[/:start_index] (25 per page),
-/mempool/txids, /tx/:txid, /tx/:txid/status. `requests` records the paths asked, in order.
+/mempool/txids, /tx/:txid, /tx/:txid/status, /address/:address/utxo. `requests` records the paths asked,
+in order.
 
 Transactions are complete as Esplora gives them: each non-coinbase input's `prevout` (the output it spends,
 in the `vout` shape) is resolved from the node (`getrawtransaction`, txindex=1) and the transaction carries
@@ -264,7 +265,43 @@ class EsploraServer:
             (re.compile(r"/mempool/txids"), lambda: self.rpc("getrawmempool", False)),
             (re.compile(rf"/tx/{hex64}"), self._tx),
             (re.compile(rf"/tx/{hex64}/status"), lambda t: self._tx_status(self._raw_tx(t))),
+            (re.compile(r"/address/([0-9a-zA-Z]{14,90})/utxo"), self._address_utxo),
         ]
+
+    def _address_utxo(self, address: str) -> list[dict]:
+        """As Esplora answers it: the address's unspent outputs, confirmed (the node's UTXO set) and in the
+        mempool, leaving out those a mempool transaction already spends."""
+        scan = self.rpc("scantxoutset", "start", [f"addr({address})"])
+        mempool = self.rpc("getrawmempool", True)
+        spent, unconfirmed = set(), []
+        for txid in mempool:
+            tx = self.rpc("getrawtransaction", txid, True)
+            spent |= {(i["txid"], int(i["vout"])) for i in tx.get("vin", ()) if "txid" in i}
+            for out in tx["vout"]:
+                if out["scriptPubKey"].get("address") == address or address in out["scriptPubKey"].get(
+                    "addresses", ()
+                ):
+                    unconfirmed.append((txid, int(out["n"]), out["value"]))
+        utxos = []
+        for u in scan.get("unspents", ()):
+            if (u["txid"], int(u["vout"])) in spent:
+                continue
+            block_hash = self.rpc("getblockhash", int(u["height"]))
+            status = {"confirmed": True, "block_height": int(u["height"]), "block_hash": block_hash}
+            utxos.append(
+                {
+                    "txid": u["txid"],
+                    "vout": int(u["vout"]),
+                    "value": to_satoshi(u["amount"]),
+                    "status": status,
+                }
+            )
+        for txid, n, value in unconfirmed:
+            if (txid, n) not in spent:
+                utxos.append(
+                    {"txid": txid, "vout": n, "value": to_satoshi(value), "status": {"confirmed": False}}
+                )
+        return utxos
 
     def _block_height(self, height: str) -> str:
         return self._rpc_or_404("Block", "getblockhash", int(height))
