@@ -103,6 +103,15 @@ LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
 LEFT JOIN payments_asset a ON a.id = na.asset_id
 LEFT JOIN payments_network n ON n.id = na.network_id
 LEFT JOIN payments_paymentaddress pa ON pa.id = pi.address_id
+-- An EVM address pays its transactions' gas in the native coin, beside their value: summed once per
+-- (network, payer) and hash-joined (a sub-select per payment scanned every outflow transaction each time).
+LEFT JOIN (
+    SELECT t.network_id, t.fee_payer, SUM(t.fee_base_units) AS paid
+    FROM payments_outflowtransaction t
+    WHERE t.canonical AND t.block_height IS NOT NULL AND t.fee_payer <> ''
+    GROUP BY t.network_id, t.fee_payer
+) gas ON n.chain = 'evm' AND na.contract_address = '' AND gas.network_id = na.network_id
+     AND gas.fee_payer = pa.address
 LEFT JOIN LATERAL (
     SELECT nn.decimals, nac.code FROM payments_networkasset nn JOIN payments_asset nac ON nac.id = nn.asset_id
     WHERE nn.network_id = na.network_id AND nn.contract_address = '' ORDER BY nn.id LIMIT 1
@@ -138,12 +147,7 @@ LEFT JOIN LATERAL (
     ) o
 ) obs ON TRUE
 LEFT JOIN LATERAL (
-    SELECT COALESCE(SUM(ofl.amount_base_units), 0) + COALESCE((
-               -- an EVM address pays its transactions' gas in the native coin, beside their value
-               SELECT SUM(gas.fee_base_units) FROM payments_outflowtransaction gas
-               WHERE n.chain = 'evm' AND na.contract_address = '' AND gas.network_id = na.network_id
-                 AND gas.canonical AND gas.block_height IS NOT NULL AND gas.fee_payer = pa.address
-           ), 0) AS debited
+    SELECT COALESCE(SUM(ofl.amount_base_units), 0) + COALESCE(gas.paid, 0) AS debited
     FROM payments_outflow ofl
     JOIN payments_outflowtransaction ot ON ot.id = ofl.transaction_id
     WHERE ofl.intent_id = pi.id AND ot.canonical AND ot.block_height IS NOT NULL
