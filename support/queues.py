@@ -175,6 +175,19 @@ def _flag_queue(flag: str, label: str, help: str) -> Queue:
     )
 
 
+def _case_kind_queue(name: str, label: str, kind: str, help: str) -> Queue:
+    """The unresolved cases of one kind (age: since the case opened)."""
+    return Queue(
+        name=name,
+        label=label,
+        model=SupportCase,
+        rows=lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(kind=kind),
+        query={"kind__exact": kind, "status": "unresolved"},
+        oldest="opened_at",
+        help=help,
+    )
+
+
 # The console's queues, in the order shown.
 QUEUES: list[Queue | CaseQueue] = [
     Queue(
@@ -293,33 +306,22 @@ QUEUES: list[Queue | CaseQueue] = [
         "updated_at",
         "not paid in time (or only with a wrong amount): ask again or settle with the merchant",
     ),
-    Queue(
+    _case_kind_queue(
         "unknown_outflows",
         "Unknown outflows",
-        SupportCase,
-        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(kind=SupportCase.Kind.UNKNOWN_OUTFLOW),
-        {"kind__exact": SupportCase.Kind.UNKNOWN_OUTFLOW, "status": "unresolved"},
-        "opened_at",
+        SupportCase.Kind.UNKNOWN_OUTFLOW,
         "money left a payment address for an address the merchant never declared",
     ),
-    Queue(
+    _case_kind_queue(
         "chain_mismatches",
         "Chain mismatches",
-        SupportCase,
-        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(kind=SupportCase.Kind.CHAIN_MISMATCH),
-        {"kind__exact": SupportCase.Kind.CHAIN_MISMATCH, "status": "unresolved"},
-        "opened_at",
+        SupportCase.Kind.CHAIN_MISMATCH,
         "the nightly re-verification found the chain disagreeing with a payment's stored evidence",
     ),
-    Queue(
+    _case_kind_queue(
         "close_differences",
         "Close differences",
-        SupportCase,
-        lambda scope: cases_unresolved(scope.rows(SupportCase)).filter(
-            kind=SupportCase.Kind.CLOSE_DIFFERENCE
-        ),
-        {"kind__exact": SupportCase.Kind.CLOSE_DIFFERENCE, "status": "unresolved"},
-        "opened_at",
+        SupportCase.Kind.CLOSE_DIFFERENCE,
         "the daily close found the chain's balance of payment addresses differing from the evidence",
     ),
     CaseQueue(
