@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from django.db import connection, transaction
-
 from payments.pricing import FIAT_CURRENCIES, format_amount
 
-from .selectors import RowFilter, time_text
+from .selectors import FilterColumns, RowFilter, stream_rows, time_text, where_sql
 
 MOVEMENT_COLUMN_SET = "movements/1"
 MOVEMENT_COLUMNS = (
@@ -74,44 +72,16 @@ ORDER BY m.seen_at, m.movement, m.movement_id
 """
 
 
-def _where(f: RowFilter) -> tuple[str, dict]:
-    clauses, params = ["m.merchant_id = ANY(%(merchants)s)"], {"merchants": list(f.merchant_ids)}
-    if f.created_from is not None:
-        clauses.append("m.seen_at >= %(created_from)s")
-        params["created_from"] = f.created_from
-    if f.created_to is not None:
-        clauses.append("m.seen_at < %(created_to)s")
-        params["created_to"] = f.created_to
-    if f.network:
-        clauses.append("m.network = %(network)s")
-        params["network"] = f.network
-    if f.asset:
-        clauses.append("m.asset = %(asset)s")
-        params["asset"] = f.asset
-    if f.after is not None:
-        clauses.append(
-            "(m.seen_at, m.movement, m.movement_id) > (%(after_time)s, %(after_kind)s, %(after_id)s)"
-        )
-        params["after_time"], (params["after_kind"], params["after_id"]) = f.after[0], f.after[1]
-    return " AND ".join(clauses), params
+MOVEMENT_FILTER = FilterColumns(
+    "m.merchant_id", "m.seen_at", "m.network", "m.asset", None, ("m.movement", "m.movement_id")
+)
 
 
 def movement_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
     """The movements of `f`'s merchants seen in its range (`created_from`/`created_to` apply to the time
-    the movement was seen; `after` is ((seen_at), (movement, movement_id)))."""
-    where, params = _where(f)
-    sql = _SQL.format(where=where, limit="LIMIT %(limit)s" if limit is not None else "")
-    if limit is not None:
-        params["limit"] = limit
-    with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.itersize = chunk
-        cursor.execute(sql, params)
-        while True:
-            batch = cursor.fetchmany(chunk)
-            if not batch:
-                return
-            for record in batch:
-                yield _row(record)
+    the movement was seen; `after` is (seen_at, (movement, movement_id))), streamed (`stream_rows`)."""
+    where, params = where_sql(f, MOVEMENT_FILTER)
+    return stream_rows(_SQL, where, params, _row, limit=limit, chunk=chunk)
 
 
 def _fiat(value, currency: str) -> str | None:

@@ -10,7 +10,7 @@ a name never changes meaning. docs/FINANCE.md defines every column."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -213,43 +213,71 @@ class RowFilter:
     network: str = ""
     asset: str = ""
     state: str = ""
-    after: tuple[datetime, str] | None = None
+    after: tuple[datetime, str | tuple[str, ...]] | None = None  # (time, key): a payment id, or a tuple
 
 
-def _where(f: RowFilter) -> tuple[str, dict]:
-    clauses, params = ["pi.merchant_id = ANY(%(merchants)s)"], {"merchants": list(f.merchant_ids)}
+@dataclass(frozen=True)
+class FilterColumns:
+    """Which SQL columns a report's `RowFilter` applies to: the merchant, the time `from`/`to` and the
+    keyset start with, the network and asset codes, the state (None: the report has none), and the keyset's
+    tie-breakers after the time."""
+
+    merchant: str
+    time: str
+    network: str
+    asset: str
+    state: str | None
+    key: tuple[str, ...]
+
+
+def where_sql(f: RowFilter, c: FilterColumns) -> tuple[str, dict]:
+    """The WHERE clause of a report (fixed fragments, every value bound) and its parameters."""
+    clauses, params = [f"{c.merchant} = ANY(%(merchants)s)"], {"merchants": list(f.merchant_ids)}
     if f.created_from is not None:
-        clauses.append("pi.created_at >= %(created_from)s")
+        clauses.append(f"{c.time} >= %(created_from)s")
         params["created_from"] = f.created_from
     if f.created_to is not None:
-        clauses.append("pi.created_at < %(created_to)s")
+        clauses.append(f"{c.time} < %(created_to)s")
         params["created_to"] = f.created_to
     if f.network:
-        clauses.append("n.code = %(network)s")
+        clauses.append(f"{c.network} = %(network)s")
         params["network"] = f.network
     if f.asset:
-        clauses.append("a.code = %(asset)s")
+        clauses.append(f"{c.asset} = %(asset)s")
         params["asset"] = f.asset
-    if f.state:
-        clauses.append("pi.state = %(state)s")
+    if f.state and c.state:
+        clauses.append(f"{c.state} = %(state)s")
         params["state"] = f.state
     if f.after is not None:
-        clauses.append("(pi.created_at, pi.id) > (%(after_time)s, %(after_id)s)")
-        params["after_time"], params["after_id"] = f.after
+        when, key = f.after
+        parts = key if isinstance(key, tuple) else (key,)
+        names = [f"after_{i}" for i in range(len(parts))]
+        columns = ", ".join((c.time, *c.key))
+        bound = ", ".join(f"%({n})s" for n in ("after_time", *names))
+        clauses.append(f"({columns}) > ({bound})")
+        params["after_time"] = when
+        params.update(zip(names, parts, strict=True))
     return " AND ".join(clauses), params
 
 
-def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
-    """The rows in order (created_at, id), each a dict over COLUMNS (plus `_position`, the keyset of the
-    row). Read from a server-side cursor `chunk` rows at a time, in a transaction of its own (a savepoint in
-    the caller's) that ends when the rows do or the generator is closed."""
-    where, params = _where(f)
-    params["open_refunds"] = list(_OPEN_REFUNDS)
-    sql = _SQL.format(where=where, limit="LIMIT %(limit)s" if limit is not None else "")
+PAYMENT_FILTER = FilterColumns("pi.merchant_id", "pi.created_at", "n.code", "a.code", "pi.state", ("pi.id",))
+
+
+def _where(f: RowFilter) -> tuple[str, dict]:
+    return where_sql(f, PAYMENT_FILTER)
+
+
+def stream_rows(
+    template: str, where: str, params: dict, row: Callable[[tuple], dict], *, limit: int | None, chunk: int
+) -> Iterator[dict]:
+    """Run a report's statement (`template` with its {where} and {limit}) and yield `row` of each record,
+    read from a server-side cursor `chunk` rows at a time, in a transaction of its own (a savepoint in the
+    caller's) that ends when the rows do or the generator is closed. In a transaction the named cursor
+    streams; without one Django declares it WITH HOLD, and PostgreSQL runs the whole query and keeps its
+    result before the first row comes back."""
+    sql = template.format(where=where, limit="LIMIT %(limit)s" if limit is not None else "")
     if limit is not None:
-        params["limit"] = limit
-    # In a transaction, the named cursor streams (without one Django declares it WITH HOLD, and PostgreSQL
-    # runs the whole query and keeps its result before the first row comes back).
+        params = {**params, "limit": limit}
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.itersize = chunk
         cursor.execute(sql, params)
@@ -258,7 +286,15 @@ def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 
             if not batch:
                 return
             for record in batch:
-                yield _row(record)
+                yield row(record)
+
+
+def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
+    """The rows in order (created_at, id), each a dict over COLUMNS (plus `_position`, the keyset of the
+    row), streamed (`stream_rows`)."""
+    where, params = _where(f)
+    params["open_refunds"] = list(_OPEN_REFUNDS)
+    return stream_rows(_SQL, where, params, _row, limit=limit, chunk=chunk)
 
 
 def time_text(value: datetime | None) -> str | None:
