@@ -568,6 +568,13 @@ class Bench:
                 self.postmaster_pid = psutil.Process(backend).ppid()
             except Exception:
                 self.postmaster_pid = None
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [self.args.db_name]
+            ).fetchone()
+            self.reused = bool(exists) and getattr(self.args, "reuse_db", False)
+            if self.reused:  # a database an earlier run of the same bench kept (--keep-db)
+                log(f"PostgreSQL {self.info['postgres_version']}; database {self.args.db_name} reused")
+                return
             conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{self.args.db_name}"')
             self.db_created = True
@@ -602,6 +609,8 @@ class Bench:
             call_command(*argv, stdout=out)
             return out.getvalue().strip()
 
+        if getattr(self, "reused", False):
+            return
         merchant = run("create_merchant", "Bench merchant")
         wallet = run("add_wallet", merchant, "--chain", "evm", "--xpub", ETH_XPUB)
         # Intents are accepted only on watched networks; nothing scans during the bench.

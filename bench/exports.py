@@ -14,15 +14,15 @@ same rows in the same run.
    chain tip, a treasury address and a service fee schedule. ANALYZE.
 2. Measured in the same run, interleaved, --repeat times (median and each run), each in a process of its own
    so that its peak RSS (VmHWM) is its own:
-   - export: Django set up against the bench database, then
-     `csv_lines(COLUMNS, csv_rows(reconciliation_rows(RowFilter(merchant_ids=(m,)))))` written to /dev/null,
-     in autocommit as the view runs it;
+   - export: Django set up against the bench database, then `reconciliation_csv(RowFilter(merchant_ids=(m,)))`
+     (what the API's and the admin's download return: PostgreSQL writes the CSV, in GATEWAY_EXPORT_PARALLEL
+     slices of one snapshot) written to /dev/null, in autocommit as the view runs it;
+   - export_one: the same in one COPY (parts=1);
    - http: gunicorn (1 sync worker) serving GET /api/v1/reports/reconciliation.csv, read by a streaming
-     client; the worker's VmHWM;
-   - copy: `COPY (<the same SELECT, same filter>) TO STDOUT WITH CSV` through psycopg (the baseline);
-   - query: the same SELECT through Django's chunked_cursor (as reconciliation_rows reads it), every row
-     fetched, no Python formatting: how much is SQL and transfer, how much is Python.
-   Once (unless --skip-atomic): the export inside transaction.atomic() (a cursor without WITH HOLD).
+     client; the worker's VmHWM; once more with a gthread worker;
+   - copy: `COPY (<the rows' SELECT, same filter>) TO STDOUT WITH CSV` through psycopg (the baseline: the
+     statement's raw columns, nothing formatted).
+   With --python, once: the Python writer (`csv_lines` over `reconciliation_rows`, the JSON rows' path).
    First byte: the first bytes the consumer gets (the CSV header leaves before any row is read, in the
    process and over HTTP); first row: the first data row, which is what waits for the database.
 3. Prints a table (seconds, MB/s, rows/s, first byte, first row, peak RSS, ratio to COPY) and the targets.
@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,6 +321,14 @@ def load_data(url: str, merchant: str, wallet: int, n: int) -> dict:
         t0 = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
         timings["vacuum analyze"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    return data_summary(url, timings)
+
+
+def data_summary(url: str, timings: dict) -> dict:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
         counts = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (
@@ -334,7 +341,6 @@ def load_data(url: str, merchant: str, wallet: int, n: int) -> dict:
             )
         }
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    timings["total"] = time.perf_counter() - t_all
     return {"timings": timings, "counts": counts, "db_bytes": size}
 
 
@@ -363,9 +369,10 @@ def child(kind: str, merchant: str) -> dict:
     import django
 
     django.setup()
-    from django.db import connection, transaction
+    from django.db import connection
 
     from gateway.csvexport import csv_lines
+    from reconciliation.csvcopy import reconciliation_csv
     from reconciliation.exports import csv_rows
     from reconciliation.selectors import COLUMNS, RowFilter, reconciliation_rows
 
@@ -373,28 +380,27 @@ def child(kind: str, merchant: str) -> dict:
     first_byte = first_row = None
     nbytes = rows = 0
     t0 = time.perf_counter()
-    if kind in ("export", "export_atomic"):
+    if kind in ("export", "export_one", "export_python"):
         profile = None
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
 
             profile = cProfile.Profile()
             profile.enable()
-        with (
-            open(os.devnull, "wb") as sink,
-            transaction.atomic() if kind == "export_atomic" else nullcontext(),
-        ):
-            for i, block in enumerate(
-                csv_lines(COLUMNS, csv_rows(reconciliation_rows(RowFilter(merchant_ids=(merchant,)))))
-            ):
-                data = block.encode()
+        f = RowFilter(merchant_ids=(merchant,))
+        if kind == "export_python":  # the Python writer (the JSON rows' path), for comparison
+            body = (b.encode() for b in csv_lines(COLUMNS, csv_rows(reconciliation_rows(f))))
+        else:  # what the API and admin download run, in autocommit as the view runs it
+            body = reconciliation_csv(f, parts=1 if kind == "export_one" else None)
+        with open(os.devnull, "wb") as sink:
+            for i, data in enumerate(body):
                 sink.write(data)
                 nbytes += len(data)
                 if first_byte is None:
                     first_byte = time.perf_counter() - t0
                 elif i == 1:
                     first_row = time.perf_counter() - t0
-                rows += block.count("\r\n")
+                rows += data.count(b"\n")
         rows -= 1  # the header
         if profile:
             profile.disable()
@@ -542,12 +548,13 @@ def measured(bench: Bench, kind: str, run) -> dict:
 # --- report -----------------------------------------------------------------------------------------------
 
 LABELS = {
-    "export": "export (csv_lines over reconciliation_rows), process",
+    "export": "export (reconciliation_csv, sliced COPY), process",
+    "export_one": "export in one COPY (parts=1), process",
+    "export_python": "Python writer (csv_lines over rows), once",
     "http": "GET reconciliation.csv, gunicorn 1 sync worker",
     "query": "the SELECT alone (chunked_cursor, no formatting)",
     "copy": "COPY (same SELECT) TO STDOUT WITH CSV (baseline)",
     "http_gthread": "GET reconciliation.csv, 1 gthread worker (once)",
-    "export_atomic": "export inside transaction.atomic() (once)",
 }
 
 
@@ -593,7 +600,7 @@ def print_report(bench, args, data: dict, runs: dict, cpu: dict, others: list) -
     )
     print("-" * width)
     summary = {}
-    for kind in ("export", "http", "http_gthread", "query", "copy", "export_atomic"):
+    for kind in ("export", "export_one", "http", "http_gthread", "query", "copy", "export_python"):
         rs = runs.get(kind)
         if not rs:
             continue
@@ -690,10 +697,13 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=1_000_000, help="payments to insert (1,000,000)")
     parser.add_argument("--repeat", type=int, default=3, help="measured rounds, interleaved (3)")
     parser.add_argument("--skip-http", action="store_true", help="no gunicorn download")
-    parser.add_argument("--skip-atomic", action="store_true", help="no export inside transaction.atomic()")
+    parser.add_argument("--python", action="store_true", help="also time the Python writer once (~80 s)")
     parser.add_argument("--profile", metavar="PATH", help="cProfile one extra export run into PATH")
     parser.add_argument("--db-name", default="bench_exports")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the bench database at the end")
+    parser.add_argument(
+        "--reuse-db", action="store_true", help="measure a database kept by --keep-db, no set-up"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--merchant", help=argparse.SUPPRESS)
@@ -725,15 +735,18 @@ def main() -> int:
         call_command("create_api_key", merchant.pk, "--scopes", "reports:read", stdout=out)
         key = out.getvalue().strip()
         connections.close_all()
-        log(f"inserting {args.payments:,} payments (set-based SQL)")
-        data = load_data(bench.bench_url, merchant.pk, wallet.pk, args.payments)
+        if bench.reused:
+            data = data_summary(bench.bench_url, {"total": 0.0})
+        else:
+            log(f"inserting {args.payments:,} payments (set-based SQL)")
+            data = load_data(bench.bench_url, merchant.pk, wallet.pk, args.payments)
         log(f"set-up done in {data['timings']['total']:.1f} s: {data['counts']}")
 
         runs: dict[str, list] = {}
         meter = bench.meter()
         meter.start()
         for rnd in range(args.repeat):
-            for kind in ("copy", "export", "query", "http"):
+            for kind in ("copy", "export", "export_one", "http"):
                 if kind == "http":
                     if args.skip_http:
                         continue
@@ -755,12 +768,12 @@ def main() -> int:
             log(
                 f"http, gthread worker: {result['seconds']:.2f} s, complete {result['complete']}, CPU {result['cpu']}"
             )
-        if not args.skip_atomic:
+        if args.python:
             result = measured(
-                bench, "export_atomic", lambda: run_child("export_atomic", bench.bench_url, merchant.pk)
+                bench, "export_python", lambda: run_child("export_python", bench.bench_url, merchant.pk)
             )
-            runs["export_atomic"] = [result]
-            log(f"export in atomic: {result['seconds']:.2f} s, first row {fmt(result['first_row'], '.3f')} s")
+            runs["export_python"] = [result]
+            log(f"Python writer: {result['seconds']:.2f} s, first row {fmt(result['first_row'], '.3f')} s")
         cpu = {k: round(v, 2) for k, v in meter.stop().items() if k in ("postgres", "machine", "other")}
         others = meter.top_others
         if args.profile:

@@ -31,9 +31,10 @@ BLOCK = 64 * 1024  # what one streamed chunk holds: fewer, larger writes to the 
 
 def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
     """The header at once (a download starts before the first row is read), then the rows in blocks of
-    about BLOCK characters (RFC 4180, CRLF line ends)."""
+    about BLOCK characters (RFC 4180's quoting, LF line ends: as PostgreSQL's COPY writes the
+    reconciliation, so every file the gateway exports ends its lines alike)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     yield buffer.getvalue()
     buffer.seek(0)
@@ -52,7 +53,12 @@ def csv_response(
     filename: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> StreamingHttpResponse:
     """A download that starts at once and never holds the whole file (pass rows from `.iterator()`)."""
-    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+    return csv_download_response(filename, csv_lines(header, rows))
+
+
+def csv_download_response(filename: str, body: Iterable[str | bytes]) -> StreamingHttpResponse:
+    """A CSV download of `body`, a stream of ready blocks (`csv_lines`, or PostgreSQL's own CSV)."""
+    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response

@@ -391,6 +391,11 @@ GATEWAY_VALUATION_POLL_S = float(os.environ.get("GATEWAY_VALUATION_POLL_S", "30"
 # A payment the rate source could not value within this many seconds of being paid stays unvalued (a later
 # rate would not be the rate when paid).
 GATEWAY_VALUATION_MAX_DELAY_S = float(os.environ.get("GATEWAY_VALUATION_MAX_DELAY_S", "3600"))
+# A reconciliation CSV of at least GATEWAY_EXPORT_PARALLEL_MIN_ROWS payments is written by this many
+# PostgreSQL backends at once, each a slice of the rows in one shared snapshot (reconciliation/csvcopy.py):
+# about the number of cores the database may spend on one download.
+GATEWAY_EXPORT_PARALLEL = int(os.environ.get("GATEWAY_EXPORT_PARALLEL", "2"))
+GATEWAY_EXPORT_PARALLEL_MIN_ROWS = int(os.environ.get("GATEWAY_EXPORT_PARALLEL_MIN_ROWS", "50000"))
 CELERY_BEAT_SCHEDULE["value-paid-payments"] = {
     "task": "reconciliation.tasks.value_paid_payments",
     "schedule": GATEWAY_VALUATION_POLL_S,

@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from gateway.csvexport import csv_response
+from gateway.csvexport import csv_download_response
 from payments.admin_access import EvidenceAdmin, MerchantScopedAdmin, staff_merchants
 from payments.models import Asset, Network, PaymentState
 from payments.pricing import format_amount
@@ -24,7 +24,8 @@ from support.admin_config import AuditedAdminMixin
 from support.audit import audit_record, request_audit_context
 from support.roles import roles_of
 
-from .exports import csv_filename, csv_rows
+from .csvcopy import reconciliation_csv
+from .exports import csv_filename
 from .models import (
     DailyClose,
     PaidValuation,
@@ -244,7 +245,7 @@ class ReportAdmin(admin.ModelAdmin):
             **request_audit_context(request),
         )
         label = "-".join(d.strftime("%Y%m%d") if d else "all" for d in (f.created_from, f.created_to))
-        return csv_response(csv_filename(label), COLUMNS, csv_rows(reconciliation_rows(f)))
+        return csv_download_response(csv_filename(label), reconciliation_csv(f))
 
 
 @admin.register(ServiceFeeSchedule)

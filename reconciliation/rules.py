@@ -17,7 +17,8 @@ Amounts are integers in the payment asset's base units. The statuses, most urgen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+
+from payments.pricing import format_amount
 
 RECONCILED = "reconciled"
 AWAITING_SETTLEMENT = "awaiting_settlement"
@@ -55,9 +56,8 @@ class OrderFacts:
     unit: str = ""  # the asset's code
 
     def says(self, amount: int) -> str:
-        """An amount as people read it: `0.50000000 LTC`."""
-        text = f"{Decimal(amount).scaleb(-self.decimals):f}" if self.decimals else str(amount)
-        return f"{text} {self.unit}".strip()
+        """An amount as people read it: `0.50000000 LTC` (exact: a token's uint256 has 78 digits)."""
+        return f"{format_amount(amount, self.decimals)} {self.unit}".strip()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from django.db import connection, transaction
 
@@ -83,21 +83,25 @@ LIST_COLUMNS = frozenset(
 )
 LIST_SEPARATOR = " "
 
+# Decimal digits for fiat arithmetic: a uint256 amount times a 40-digit rate, exact (the default 28 rounds).
+EXACT = 120
+
 _OPEN_REFUNDS = ("requested", "approved", "awaiting_payment", "detected")
 
 # {where} is filled with fixed SQL fragments only (see `_where`); every value is a bound parameter.
 _SQL = """
-SELECT pi.id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi.created_at,
-       pi.price_amount, pi.price_currency, pi.amount_due_base_units, pi.amount_confirmed_base_units,
-       pi.amount_refunded_base_units, pi.flags, pi.fulfilled_at,
-       a.code, n.code, na.decimals, native.decimals, native.code,
-       q.rate, q.source, q.rate_time, tip.height,
-       obs.first_seen_at, obs.received, obs.credited, obs.tx_hashes, obs.unconfirmed, obs.highest_block,
-       obs.other_assets, deb.debited,
-       st.ids, st.seen, st.fee, st.moved_unknown, st.swept,
-       rf.ids, rf.states, rf.amounts, rf.tx_hashes, rf.open,
-       paid.paid_at, pv.currency, pv.rate, pv.rate_source, pv.rate_time,
-       fee.currency, fee.percent_bps, fee.fixed_amount, mm.detail
+SELECT pi.id AS payment_id, pi.merchant_id, pi.merchant_order_id, pi.customer_id, pi.state, pi.created_at,
+       pi.price_amount, pi.price_currency, pi.amount_due_base_units AS due,
+       pi.amount_confirmed_base_units AS counted, pi.amount_refunded_base_units AS refunded, pi.flags,
+       pi.fulfilled_at, a.code AS asset, n.code AS network, na.decimals, native.decimals AS native_decimals,
+       native.code AS native_code, q.rate AS quote_rate, q.source AS quote_source, q.rate_time AS quote_time,
+       tip.height AS tip, obs.first_seen_at, obs.received, obs.credited, obs.tx_hashes, obs.unconfirmed,
+       obs.highest_block, obs.other_assets, deb.debited, st.ids AS settlement_ids, st.seen AS settlement_seen,
+       st.fee, st.moved_unknown, st.swept, rf.ids AS refund_ids, rf.states AS refund_states,
+       rf.amounts AS refund_amounts, rf.tx_hashes AS refund_txs, rf.open AS refunds_open, paid.paid_at,
+       pv.currency AS paid_currency, pv.rate AS paid_rate, pv.rate_source AS paid_source,
+       pv.rate_time AS paid_rate_time, fee.currency AS fee_currency, fee.percent_bps AS fee_bps,
+       fee.fixed_amount AS fee_fixed, mm.detail AS mismatch
 FROM payments_paymentintent pi
 LEFT JOIN payments_networkasset na ON na.id = pi.network_asset_id
 LEFT JOIN payments_asset a ON a.id = na.asset_id
@@ -112,10 +116,14 @@ LEFT JOIN (
     GROUP BY t.network_id, t.fee_payer
 ) gas ON n.chain = 'evm' AND na.contract_address = '' AND gas.network_id = na.network_id
      AND gas.fee_payer = pa.address
-LEFT JOIN LATERAL (
-    SELECT nn.decimals, nac.code FROM payments_networkasset nn JOIN payments_asset nac ON nac.id = nn.asset_id
-    WHERE nn.network_id = na.network_id AND nn.contract_address = '' ORDER BY nn.id LIMIT 1
-) native ON TRUE
+-- No LIMIT in a per-payment sub-select: a LIMIT keeps PostgreSQL from running the joins in parallel workers
+-- (the COPY of `csvcopy` is then spread over every core); the first of several is taken by DISTINCT ON or
+-- by an ordered ARRAY_AGG instead.
+LEFT JOIN (
+    SELECT DISTINCT ON (nn.network_id) nn.network_id, nn.decimals, nac.code
+    FROM payments_networkasset nn JOIN payments_asset nac ON nac.id = nn.asset_id
+    WHERE nn.contract_address = '' ORDER BY nn.network_id, nn.id
+) native ON native.network_id = na.network_id
 LEFT JOIN payments_quote q ON q.id = pi.quote_id
 LEFT JOIN payments_chaintip tip ON tip.network_id = na.network_id
 LEFT JOIN LATERAL (
@@ -185,17 +193,21 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT MAX(t.created_at) AS paid_at FROM payments_statetransition t
     WHERE t.intent_id = pi.id AND t.to_state IN ('paid', 'overpaid')
+      AND pi.state IN ('paid', 'overpaid', 'refunded')  -- shown, and the fee's date, only when kept
 ) paid ON TRUE
 LEFT JOIN reconciliation_paidvaluation pv ON pv.intent_id = pi.id
-LEFT JOIN LATERAL (
-    SELECT f.currency, f.percent_bps, f.fixed_amount FROM reconciliation_servicefeeschedule f
-    WHERE f.merchant_id = pi.merchant_id AND f.valid_from <= COALESCE(paid.paid_at, pi.created_at)
-    ORDER BY f.valid_from DESC LIMIT 1
-) fee ON TRUE
-LEFT JOIN LATERAL (
-    SELECT m.detail FROM reconciliation_verificationmismatch m
-    WHERE m.intent_id = pi.id AND m.cleared_at IS NULL ORDER BY m.found_at DESC, m.id DESC LIMIT 1
-) mm ON TRUE
+-- The fee schedule in force when paid (or created): each schedule runs until the merchant's next one.
+LEFT JOIN (
+    SELECT f.merchant_id, f.currency, f.percent_bps, f.fixed_amount, f.valid_from,
+           LEAD(f.valid_from) OVER (PARTITION BY f.merchant_id ORDER BY f.valid_from) AS valid_to
+    FROM reconciliation_servicefeeschedule f
+) fee ON fee.merchant_id = pi.merchant_id AND fee.valid_from <= COALESCE(paid.paid_at, pi.created_at)
+     AND (fee.valid_to IS NULL OR COALESCE(paid.paid_at, pi.created_at) < fee.valid_to)
+-- The latest finding of re-verification not cleared since, if any.
+LEFT JOIN (
+    SELECT DISTINCT ON (m.intent_id) m.intent_id, m.detail FROM reconciliation_verificationmismatch m
+    WHERE m.cleared_at IS NULL ORDER BY m.intent_id, m.found_at DESC, m.id DESC
+) mm ON mm.intent_id = pi.id
 WHERE {where}
 ORDER BY pi.created_at, pi.id
 {limit}
@@ -205,7 +217,7 @@ ORDER BY pi.created_at, pi.id
 @dataclass(frozen=True)
 class RowFilter:
     """Which payments: those of `merchant_ids`, created in [`created_from`, `created_to`), optionally of
-    one network, asset or state, after the keyset position `after` (created_at, id)."""
+    one network, asset or state, after the keyset position `after` (created_at, id) and up to `until`."""
 
     merchant_ids: tuple[str, ...]
     created_from: datetime | None = None
@@ -214,6 +226,7 @@ class RowFilter:
     asset: str = ""
     state: str = ""
     after: tuple[datetime, str | tuple[str, ...]] | None = None  # (time, key): a payment id, or a tuple
+    until: tuple[datetime, str | tuple[str, ...]] | None = None  # up to and including this keyset position
 
 
 @dataclass(frozen=True)
@@ -248,14 +261,16 @@ def where_sql(f: RowFilter, c: FilterColumns) -> tuple[str, dict]:
     if f.state and c.state:
         clauses.append(f"{c.state} = %(state)s")
         params["state"] = f.state
-    if f.after is not None:
-        when, key = f.after
+    for name, position, compare in (("after", f.after, ">"), ("until", f.until, "<=")):
+        if position is None:
+            continue
+        when, key = position
         parts = key if isinstance(key, tuple) else (key,)
-        names = [f"after_{i}" for i in range(len(parts))]
+        names = [f"{name}_{i}" for i in range(len(parts))]
         columns = ", ".join((c.time, *c.key))
-        bound = ", ".join(f"%({n})s" for n in ("after_time", *names))
-        clauses.append(f"({columns}) > ({bound})")
-        params["after_time"] = when
+        bound = ", ".join(f"%({n})s" for n in (f"{name}_time", *names))
+        clauses.append(f"({columns}) {compare} ({bound})")
+        params[f"{name}_time"] = when
         params.update(zip(names, parts, strict=True))
     return " AND ".join(clauses), params
 
@@ -311,8 +326,9 @@ def _fiat(amount: int, decimals: int, rate: Decimal | None, currency: str) -> st
     places = FIAT_CURRENCIES.get(currency)
     if rate is None or places is None:
         return None
-    value = from_base_units(amount, decimals) * rate
-    return str(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    with localcontext(prec=EXACT):  # exact, as PostgreSQL's numeric is in the CSV (`csvcopy`)
+        value = from_base_units(amount, decimals) * rate
+        return str(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def _service_fee(base, currency: str, bps: int, fixed: Decimal) -> str | None:
@@ -321,8 +337,9 @@ def _service_fee(base, currency: str, bps: int, fixed: Decimal) -> str | None:
     if base is None:
         return None
     places = Decimal(1).scaleb(-FIAT_CURRENCIES[currency])
-    fee = Decimal(base) * bps / Decimal(10_000) + fixed
-    return str(fee.quantize(places, rounding=ROUND_HALF_UP))
+    with localcontext(prec=EXACT):
+        fee = Decimal(base) * bps / Decimal(10_000) + fixed
+        return str(fee.quantize(places, rounding=ROUND_HALF_UP))
 
 
 def _unique(values: list | None) -> list[str]:

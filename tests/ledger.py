@@ -4,14 +4,20 @@ wallet's change chain from the private key, an address nobody declared)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from decimal import Decimal
 
 from bip_utils import Bip32Secp256k1, Bip39SeedGenerator, P2WPKHAddrEncoder
 from django.utils import timezone
 
+from gateway.csvexport import safe_cell
 from payments import services
 from payments.chains.base import Destination, Spend, Transfer
 from payments.models import NetworkAsset, PaymentIntent, Settlement
+from reconciliation.csvcopy import reconciliation_csv
+from reconciliation.exports import csv_cells
+from reconciliation.selectors import COLUMNS, RowFilter, reconciliation_rows
 from tests.factories import TEST_MNEMONIC
 
 NETWORK = "litecoin-regtest"
@@ -98,3 +104,18 @@ def change_address(index: int) -> str:
     seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
     key = Bip32Secp256k1.FromSeed(seed).DerivePath(f"m/84'/1'/0'/1/{index}")
     return P2WPKHAddrEncoder.EncodeKey(key.PublicKey().RawCompressed().ToBytes(), hrp="rltc", wit_ver=0)
+
+
+def reconciled(merchant) -> dict[str, dict]:
+    """The merchant's reconciliation rows by payment id, once the CSV PostgreSQL writes for them
+    (`reconciliation.csvcopy`) is checked to hold, read back with the csv module, cell for cell what the
+    Python rows say (lists joined by a space, formulas made inert): every flow a test builds checks both."""
+    f = RowFilter(merchant_ids=(merchant.pk,))
+    rows = list(reconciliation_rows(f))
+    body = b"".join(reconciliation_csv(f)).decode()
+    parsed = list(csv.reader(io.StringIO(body, newline="")))
+    assert parsed[0] == list(COLUMNS)
+    expected = [[safe_cell(cell) for cell in csv_cells(row)] for row in rows]
+    for got, want in zip(parsed[1:], expected, strict=True):
+        assert dict(zip(COLUMNS, got, strict=True)) == dict(zip(COLUMNS, want, strict=True))
+    return {row["payment_id"]: row for row in rows}

@@ -21,13 +21,13 @@ from payments.treasury import treasury_address_add
 from payments.webhooks.delivery import events_dispatch
 from reconciliation.close import close_day
 from reconciliation.models import DailyClose
-from reconciliation.selectors import RowFilter, reconciliation_rows
 from support.cases import cases_open
 from support.models import SupportCase
 from tests.factories import make_merchant
 from tests.integration.test_outflows_evm import GAS_FUNDING, new_intent, sweep
 from tests.integration.test_outflows_evm import scan as evm_scan
 from tests.integration.test_outflows_litecoin import FEE, NETWORK, import_keys, paid_intents, scan, spend
+from tests.ledger import reconciled
 from tests.nodes.merchant_keys import evm_account
 
 pytestmark = pytest.mark.django_db
@@ -150,9 +150,7 @@ def test_evm_closes_against_eth_get_balance_and_balance_of(evm_chain):
     node.mine(1)
     evm_scan(backend)
     assert node.w3.eth.get_balance(Web3.to_checksum_address(in_eth.address.address)) == 0
-    [row] = [
-        r for r in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,))) if r["payment_id"] == in_eth.pk
-    ]
+    row = reconciled(merchant)[in_eth.pk]
     assert (row["amount_on_address"], row["reconciliation_status"]) == ("0.000000000000000000", "reconciled")
 
     closes = close_today(backend, merchant_id=merchant.pk)

@@ -16,11 +16,10 @@ from payments import services
 from payments.models import ChainObservation, PaymentIntent, Refund
 from payments.treasury import treasury_address_add
 from reconciliation.reports import totals
-from reconciliation.selectors import RowFilter, reconciliation_rows
 from reconciliation.verification import reverify
 from tests.factories import make_merchant
 from tests.integration.test_outflows_litecoin import NETWORK, import_keys, scan
-from tests.ledger import change_address, ltc_intent
+from tests.ledger import change_address, ltc_intent, reconciled
 
 pytestmark = pytest.mark.django_db
 
@@ -154,7 +153,7 @@ def test_every_status_from_a_real_day(ltc_regtest):
     )
     assert run.mismatches == 1
 
-    rows = {r["payment_id"]: r for r in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,)))}
+    rows = reconciled(merchant)
     found = {pid: (r["state"], r["reconciliation_status"]) for pid, r in rows.items()}
     assert found == {
         swept.pk: ("paid", "reconciled"),

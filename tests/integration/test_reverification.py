@@ -18,11 +18,11 @@ from payments.models import ChainObservation, PaymentIntent
 from payments.scanning import network_scan
 from payments.webhooks.delivery import events_dispatch
 from reconciliation.models import VerificationMismatch, VerificationRun
-from reconciliation.selectors import RowFilter, reconciliation_rows
 from support.cases import cases_open
 from support.models import SupportCase
 from tests.factories import make_merchant
 from tests.integration.test_scan_evm_anvil import new_intent
+from tests.ledger import reconciled
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def reverify() -> tuple[int, str]:
 def statuses(merchant) -> dict[str, tuple[str, str]]:
     return {
         r["payment_id"]: (r["reconciliation_status"], r["reconciliation_reason"])
-        for r in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,)))
+        for r in reconciled(merchant).values()
     }
 
 

@@ -17,14 +17,14 @@ from payments.treasury import treasury_address_add
 from reconciliation import rules
 from reconciliation.selectors import COLUMNS, RowFilter, reconciliation_rows
 from tests.factories import make_merchant
-from tests.ledger import NETWORK, STRANGER, change_address, ltc_intent, paid, spent
+from tests.ledger import NETWORK, STRANGER, change_address, ltc_intent, paid, reconciled, spent
 
 HALF_LTC = 50_000_000
 TREASURY = change_address(5000)  # the merchant's cold wallet: far past the change gap, declared
 
 
 def rows(merchant) -> dict[str, dict]:
-    return {row["payment_id"]: row for row in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,)))}
+    return reconciled(merchant)
 
 
 def tip(height: int = 20) -> None:

@@ -14,10 +14,9 @@ from payments import services
 from payments.models import NetworkAsset
 from payments.webhooks.delivery import events_dispatch
 from reconciliation.models import PaidValuation, ServiceFeeSchedule
-from reconciliation.selectors import RowFilter, reconciliation_rows
 from reconciliation.tasks import value_paid_payments
 from tests.factories import make_merchant
-from tests.ledger import NETWORK, ltc_intent, paid
+from tests.ledger import NETWORK, ltc_intent, paid, reconciled
 
 pytestmark = pytest.mark.django_db
 
@@ -42,9 +41,7 @@ def pay_and_value(intent, tx_hash: str) -> None:
 
 
 def row(merchant, intent) -> dict:
-    return {r["payment_id"]: r for r in reconciliation_rows(RowFilter(merchant_ids=(merchant.pk,)))}[
-        intent.pk
-    ]
+    return reconciled(merchant)[intent.pk]
 
 
 def test_a_payment_in_ltc_is_valued_in_usd_at_the_rate_when_paid():
