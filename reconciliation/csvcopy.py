@@ -286,6 +286,11 @@ def _slices(cursor, f: RowFilter, parts: int, min_rows: int) -> list[RowFilter]:
     return [replace(f, after=a, until=u) for a, u in zip(starts, ends, strict=True)]
 
 
+# Each slice is one backend: no JIT (compiling this statement costs seconds and saves none), and no parallel
+# workers of its own (the slices are the parallelism; more processes than cores only contend).
+_SLICE_SETTINGS = ("SET LOCAL jit = off", "SET LOCAL max_parallel_workers_per_gather = 0")
+
+
 class _Slice(threading.Thread):
     """One slice of an export written by a connection of its own, in the snapshot the exporting
     transaction exported (`pg_export_snapshot`, as pg_dump's parallel jobs do), into a temporary file that
@@ -308,7 +313,8 @@ class _Slice(threading.Thread):
             with self.pg.cursor() as cursor:
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cursor.execute(f"SET TRANSACTION SNAPSHOT {_literal(self.snapshot)}")
-                cursor.execute("SET LOCAL jit = off")
+                for setting in _SLICE_SETTINGS:
+                    cursor.execute(setting)
                 if self.stopping.is_set():
                     return
                 with cursor.copy(sql, params) as copy:
@@ -360,6 +366,8 @@ def reconciliation_csv(
         slices = _slices(cursor, f, parts, min_rows) if shared else [f]
         helpers = []
         if len(slices) > 1:
+            for setting in _SLICE_SETTINGS:
+                cursor.execute(setting)
             cursor.execute("SELECT pg_export_snapshot()")
             snapshot = cursor.fetchone()[0]
             helpers = [_Slice(s, snapshot) for s in slices[1:]]
