@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -32,6 +33,8 @@ from payments.pricing import FIAT_CURRENCIES
 
 from . import rules
 from .selectors import _OPEN_REFUNDS, _SQL, COLUMNS, RowFilter, _where
+
+logger = logging.getLogger(__name__)
 
 
 def _literal(text: str) -> str:
@@ -289,12 +292,21 @@ def _slices(cursor, f: RowFilter, parts: int, min_rows: int) -> list[RowFilter]:
 # Each slice is one backend: no JIT (compiling this statement costs seconds and saves none), and no parallel
 # workers of its own (the slices are the parallelism; more processes than cores only contend).
 _SLICE_SETTINGS = ("SET LOCAL jit = off", "SET LOCAL max_parallel_workers_per_gather = 0")
+# A slice waits at most this long for a lock (one queued behind a migration's, say, which itself waits for
+# the exporting transaction): it gives up, and the exporting connection writes that slice itself.
+_SLICE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
+
+
+class _Stopped(Exception):
+    pass
 
 
 class _Slice(threading.Thread):
     """One slice of an export written by a connection of its own, in the snapshot the exporting
     transaction exported (`pg_export_snapshot`, as pg_dump's parallel jobs do), into a temporary file that
-    is read back once the slices before it have been sent."""
+    is read back once the slices before it have been sent. A slice that fails (no connection to be had, a
+    lock not granted in time, a full disk) is written by the exporting connection instead, in the same
+    snapshot: the file is never silently short."""
 
     def __init__(self, f: RowFilter, snapshot: str):
         super().__init__(name="reconciliation-csv-slice", daemon=True)
@@ -313,34 +325,37 @@ class _Slice(threading.Thread):
             with self.pg.cursor() as cursor:
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cursor.execute(f"SET TRANSACTION SNAPSHOT {_literal(self.snapshot)}")
-                for setting in _SLICE_SETTINGS:
+                for setting in (*_SLICE_SETTINGS, _SLICE_LOCK_TIMEOUT):
                     cursor.execute(setting)
-                if self.stopping.is_set():
-                    return
                 with cursor.copy(sql, params) as copy:
                     for data in copy:
+                        if self.stopping.is_set():  # also after a cancel that came before the COPY began
+                            raise _Stopped
                         self.file.write(data)
                 cursor.execute("COMMIT")
-        except BaseException as error:  # handed to the reader, who raises it
+        except BaseException as error:  # the reader writes the slice itself
             self.error = error
         finally:
             wrapper.close()
 
-    def blocks(self) -> Iterator[bytes]:
+    def spooled(self) -> Iterator[bytes] | None:
+        """The slice's blocks once it is written; None if it failed."""
         self.join()
         if self.error is not None:
-            raise self.error
+            logger.warning("export slice failed (%r); the exporting connection writes it", self.error)
+            return None
         self.file.seek(0)
-        while block := self.file.read(BLOCK):
-            yield block
+        return iter(lambda: self.file.read(BLOCK), b"")
 
     def close(self) -> None:
         """Stop the slice if it still runs (the download was abandoned) and drop its file."""
         self.stopping.set()
-        if self.is_alive() and self.pg is not None:
-            self.pg.cancel_safe()
-        self.join()
-        self.file.close()
+        try:
+            if self.is_alive() and self.pg is not None:
+                self.pg.cancel_safe()
+        finally:
+            self.join()
+            self.file.close()
 
 
 def reconciliation_csv(
@@ -358,27 +373,37 @@ def reconciliation_csv(
     parts = settings.GATEWAY_EXPORT_PARALLEL if parts is None else parts
     min_rows = settings.GATEWAY_EXPORT_PARALLEL_MIN_ROWS if min_rows is None else min_rows
     # A snapshot can be shared only from a transaction this export begins (not a caller's savepoint).
-    shared = parts > 1 and not connection.in_atomic_block
+    own = not connection.in_atomic_block
+    shared = parts > 1 and own
     with transaction.atomic(), connection.cursor() as cursor:
         if shared:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursor.execute("SET LOCAL jit = off")  # compiling this statement costs seconds and saves none
+        if own:  # in its own transaction the setting ends with it (in a caller's it would outlive it)
+            cursor.execute("SET LOCAL jit = off")
         slices = _slices(cursor, f, parts, min_rows) if shared else [f]
-        helpers = []
-        if len(slices) > 1:
-            for setting in _SLICE_SETTINGS:
-                cursor.execute(setting)
-            cursor.execute("SELECT pg_export_snapshot()")
-            snapshot = cursor.fetchone()[0]
-            helpers = [_Slice(s, snapshot) for s in slices[1:]]
-            for helper in helpers:
-                helper.start()
+        helpers: list[_Slice] = []
         try:
-            sql, params = copy_statement(slices[0])
-            with cursor.cursor.copy(sql, params) as copy:
-                yield from _blocks(copy)
+            if len(slices) > 1:
+                for setting in _SLICE_SETTINGS:
+                    cursor.execute(setting)
+                cursor.execute("SELECT pg_export_snapshot()")
+                snapshot = cursor.fetchone()[0]
+                for part in slices[1:]:
+                    helpers.append(_Slice(part, snapshot))
+                    helpers[-1].start()
+            yield from _copy(cursor, slices[0])
             for helper in helpers:
-                yield from helper.blocks()
+                blocks = helper.spooled()
+                yield from blocks if blocks is not None else _copy(cursor, helper.f)
         finally:
             for helper in helpers:
-                helper.close()
+                try:
+                    helper.close()
+                except Exception:
+                    logger.exception("could not stop an export slice")
+
+
+def _copy(cursor, f: RowFilter) -> Iterator[bytes]:
+    sql, params = copy_statement(f)
+    with cursor.cursor.copy(sql, params) as copy:
+        yield from _blocks(copy)

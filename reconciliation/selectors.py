@@ -429,6 +429,10 @@ def _row(r: tuple) -> dict:
             else None
         )
         service_fee = _service_fee(base, fee_currency, fee_bps, fee_fixed)
+    with localcontext(prec=EXACT):  # a price in the asset itself may have 40 digits; 28 would round it
+        price_text = f"{price_amount.normalize():f}" if price_amount is not None else None
+        quote_text = f"{quote_rate.normalize():f}" if quote_rate is not None else None
+        paid_rate_text = f"{paid_rate.normalize():f}" if kept and paid_rate is not None else None
     if unconfirmed or highest_block is None or tip is None:
         confirmations = 0
     else:
@@ -444,7 +448,7 @@ def _row(r: tuple) -> dict:
         "created_at": time_text(created_at),
         "first_seen_at": time_text(first_seen_at),
         "paid_at": time_text(paid_at) if state in rules.KEPT_STATES else None,
-        "price_amount": f"{price_amount.normalize():f}" if price_amount is not None else None,
+        "price_amount": price_text,
         "price_currency": price_currency,
         "amount_requested": _amount(due, decimals),
         "amount_received": _amount(received, decimals),
@@ -452,12 +456,12 @@ def _row(r: tuple) -> dict:
         "amount_refunded": _amount(refunded, decimals),
         "amount_swept": _amount(int(swept or 0), decimals),
         "amount_on_address": _amount(on_address, decimals),
-        "quote_rate": f"{quote_rate.normalize():f}" if quote_rate is not None else None,
+        "quote_rate": quote_text,
         "quote_rate_source": quote_source,
         "quote_rate_time": time_text(quote_time),
         "fiat_value_at_quote": at_quote,
         "paid_value_currency": paid_currency if kept else None,
-        "paid_rate": f"{paid_rate.normalize():f}" if kept and paid_rate is not None else None,
+        "paid_rate": paid_rate_text,
         "paid_rate_source": (paid_source or None) if kept else None,
         "paid_rate_time": time_text(paid_rate_time) if kept else None,
         "fiat_value_when_paid": when_paid,

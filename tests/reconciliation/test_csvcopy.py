@@ -156,3 +156,28 @@ def test_an_abandoned_sliced_export_stops_its_slices():
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT r.merchant_id%%'"
         )
         assert cursor.fetchone() == (0,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slice_that_fails_is_written_by_the_exporting_connection(monkeypatch):
+    """A slice's own connection fails (here: a setting the server refuses; in life no connection to be had,
+    a lock not granted in time, a full disk): the file is still whole, the same as one COPY."""
+    merchant = make_merchant()
+    for n in range(6):
+        ltc_intent(merchant, merchant_order_id=f"order-{n}")
+    f = RowFilter(merchant_ids=(merchant.pk,))
+    one = b"".join(reconciliation_csv(f, parts=1))
+    failed = []
+    monkeypatch.setattr(csvcopy, "_SLICE_LOCK_TIMEOUT", "SET LOCAL lock_timeout = 'never'")
+    real = csvcopy._Slice.spooled
+    monkeypatch.setattr(csvcopy._Slice, "spooled", lambda self: failed.append(self.error) or real(self))
+    assert b"".join(reconciliation_csv(f, parts=3, min_rows=2)) == one
+    assert len(failed) == 2 and all(error is not None for error in failed)
+    assert threading.active_count() == 1
+
+
+def test_a_price_in_the_asset_with_more_digits_than_a_decimal_context_holds_is_exact():
+    merchant = make_merchant()
+    intent = ltc_intent(merchant, amount="100000000000000000000.00000001", customer_id="=cmd")
+    row = reconciled(merchant)[intent.pk]  # the CSV PostgreSQL writes equals these rows, cell for cell
+    assert row["price_amount"] == "100000000000000000000.00000001" and row["customer_id"] == "=cmd"
