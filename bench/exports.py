@@ -356,11 +356,9 @@ def _peak_rss_mb() -> float:
 
 def _select_sql(merchant: str) -> tuple[str, dict]:
     """The statement reconciliation_rows executes for this filter, and its parameters."""
-    from reconciliation.selectors import _OPEN_REFUNDS, _SQL, RowFilter, _where
+    from reconciliation.selectors import RowFilter, rows_statement
 
-    where, params = _where(RowFilter(merchant_ids=(merchant,)))
-    params["open_refunds"] = list(_OPEN_REFUNDS)
-    return _SQL.format(where=where, limit=""), params
+    return rows_statement(RowFilter(merchant_ids=(merchant,)))
 
 
 def child(kind: str, merchant: str) -> dict:

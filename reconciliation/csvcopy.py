@@ -32,7 +32,7 @@ from gateway.csvexport import BLOCK, ESCAPED_STARTS
 from payments.pricing import FIAT_CURRENCIES
 
 from . import rules
-from .selectors import _OPEN_REFUNDS, _SQL, COLUMNS, RowFilter, _where
+from .selectors import COLUMNS, RowFilter, _where, rows_statement
 
 logger = logging.getLogger(__name__)
 
@@ -235,9 +235,7 @@ _COPY = (
 
 def copy_statement(f: RowFilter) -> tuple[str, dict]:
     """The COPY statement for the payments `f` selects and its parameters (bound client-side by psycopg)."""
-    where, params = _where(f)
-    params["open_refunds"] = list(_OPEN_REFUNDS)
-    core = _SQL.format(where=where, limit="")
+    core, params = rows_statement(f)
     cells = ",\n       ".join(f"{sql} AS {name}" for name, sql in CELLS.items())
     return _COPY.format(cells=cells, core=core), params
 

@@ -304,6 +304,13 @@ def stream_rows(
                 yield row(record)
 
 
+def rows_statement(f: RowFilter) -> tuple[str, dict]:
+    """The rows' statement for `f` without a LIMIT (as `reconciliation_rows` runs it, and the CSV's COPY
+    reads it) and its parameters."""
+    where, params = _where(f)
+    return _SQL.format(where=where, limit=""), {**params, "open_refunds": list(_OPEN_REFUNDS)}
+
+
 def reconciliation_rows(f: RowFilter, *, limit: int | None = None, chunk: int = 2000) -> Iterator[dict]:
     """The rows in order (created_at, id), each a dict over COLUMNS (plus `_position`, the keyset of the
     row), streamed (`stream_rows`)."""

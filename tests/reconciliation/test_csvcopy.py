@@ -103,6 +103,15 @@ def test_the_header_names_the_columns_and_an_abandoned_download_cancels_its_copy
             assert cursor.fetchone() == (1,)
 
 
+def payments_and_one_copy(count: int) -> tuple:
+    """A merchant with `count` payments committed, their filter, and their CSV as one COPY writes it."""
+    merchant = make_merchant()
+    for n in range(count):
+        ltc_intent(merchant, merchant_order_id=f"order-{n}")
+    f = RowFilter(merchant_ids=(merchant.pk,))
+    return merchant, f, b"".join(reconciliation_csv(f, parts=1))
+
+
 def slice_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "reconciliation-csv-slice"]
 
@@ -119,11 +128,7 @@ def test_a_large_export_is_written_in_slices_of_one_snapshot_and_equals_one_copy
     """Outside a transaction (as a view runs it), an export over `min_rows` is cut into slices written
     at once by separate backends in one exported snapshot; the file is byte for byte the single COPY's,
     the Python rows' cell for cell, and a payment created while it is written is in neither."""
-    merchant = make_merchant()
-    for n in range(7):
-        ltc_intent(merchant, merchant_order_id=f"order-{n}")
-    f = RowFilter(merchant_ids=(merchant.pk,))
-    one = b"".join(reconciliation_csv(f, parts=1))
+    merchant, f, one = payments_and_one_copy(7)
     started = []
     monkeypatch.setattr(
         csvcopy._Slice, "start", lambda self: started.append(self.f) or threading.Thread.start(self)
@@ -166,11 +171,7 @@ def test_an_abandoned_sliced_export_stops_its_slices():
 def test_a_slice_that_fails_is_written_by_the_exporting_connection(monkeypatch):
     """A slice's own connection fails (here: a setting the server refuses; in life no connection to be had,
     a lock not granted in time, a full disk): the file is still whole, the same as one COPY."""
-    merchant = make_merchant()
-    for n in range(6):
-        ltc_intent(merchant, merchant_order_id=f"order-{n}")
-    f = RowFilter(merchant_ids=(merchant.pk,))
-    one = b"".join(reconciliation_csv(f, parts=1))
+    _, f, one = payments_and_one_copy(6)
     failed = []
     monkeypatch.setattr(csvcopy, "_SLICE_LOCK_TIMEOUT", "SET LOCAL lock_timeout = 'never'")
     real = csvcopy._Slice.spooled
