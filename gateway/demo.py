@@ -124,29 +124,11 @@ def main() -> int:
 
 
 def worker_command(python: str) -> list[str]:
-    """The demo's one Celery worker, consuming every queue the settings route tasks to (scans go to
-    `scan`) as well as the default queue."""
-    from gateway.celery import app
+    """The demo's one Celery worker, consuming every queue the settings route work to (`default`, `scan`,
+    `webhooks`), on threads."""
+    from gateway.worker import command, queues_routed
 
-    queues = {app.conf.task_default_queue} | {
-        route["queue"] for route in (app.conf.task_routes or {}).values() if "queue" in route
-    }
-    return [
-        python,
-        "-m",
-        "celery",
-        "-A",
-        "gateway",
-        "worker",
-        "--queues",
-        ",".join(sorted(queues)),
-        "--pool",
-        "threads",
-        "--concurrency",
-        "4",
-        "--loglevel",
-        "INFO",
-    ]
+    return command(queues_routed(), python=python, pool="threads", concurrency=4)
 
 
 def demo_confirmations(*, scan_interval_s: float, block_time_s: float) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / ".state"))
+# Metrics that processes count go to files here (prometheus-client's multiprocess mode: /metrics sums every
+# process of the host). Set before anything imports prometheus_client, which reads it once.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(STATE_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Temporary files (a large export's spooled slices): here, not in the system's /tmp.
+GATEWAY_TMP_DIR = STATE_DIR / "tmp"
+GATEWAY_TMP_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -69,7 +77,8 @@ for _key in GATEWAY_SECRETS_KEYS:
 # tests serve plain http on 127.0.0.1 and turn these off explicitly. HSTS is sticky in browsers for its
 # whole lifetime, so it is opted into (README: Production).
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers' probes may speak plain http to the app
+# load balancers' probes and the metrics scraper may speak plain http to the app
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
@@ -97,12 +106,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "gateway",  # its management commands (metrics_serve)
     "payments",
     "support",
     "reconciliation",
 ]
 
 MIDDLEWARE = [
+    "gateway.logs.RequestIdMiddleware",  # first: every log line of the request carries its id
     "django.middleware.security.SecurityMiddleware",
     "payments.api.edge.InputGuardMiddleware",  # NUL bytes and lone surrogates: a 400 before any view
     "whitenoise.middleware.WhiteNoiseMiddleware",  # the app serves its own static files (checkout)
@@ -150,6 +161,10 @@ if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
 # parsing and planning the hot statements (API key lookup, address claim, create) on every request.
 if os.environ.get("DB_SERVER_SIDE_BINDING", "1") == "1":
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
+# A database that does not answer fails a connection (and `/readyz`) after this long, rather than hanging.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT_S", "5"))
+)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME", "test_gateway")
 
 AUTHENTICATION_BACKENDS = [
@@ -225,13 +240,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Scans run on their own queue (workers: `-Q celery,scan`, or scan-only workers with `-Q scan`), one task
-# per network per tick, so a slow or dead node holds up neither other networks nor webhooks.
+# Three queues, each scaled on its own (docs/OPERATIONS.md): `scan` (one task per network per tick, so a
+# slow or dead node holds up neither other networks nor webhooks), `webhooks` (delivery) and `default`
+# (everything else: expiry, refunds, cases, valuations, the close, re-verification). A worker takes the
+# queues its `-Q` names: `-Q default,scan,webhooks` for one that does it all.
 GATEWAY_SCAN_INTERVAL_S = float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5"))
+CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "payments.tasks.scan_networks": {"queue": "scan"},
     "payments.tasks.scan_network": {"queue": "scan"},
+    "payments.tasks.deliver_webhooks": {"queue": "webhooks"},
 }
+# Every file a gateway process writes lives under GATEWAY_STATE_DIR: the beat's schedule, the metrics of
+# each process (prometheus-client's multiprocess files), export spools.
+CELERY_BEAT_SCHEDULE_FILENAME = str(STATE_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "scan-networks": {
         "task": "payments.tasks.scan_networks",
@@ -311,11 +333,27 @@ GATEWAY_RATE_SOURCE_URL = os.environ.get("GATEWAY_RATE_SOURCE_URL", "https://api
 GATEWAY_RATE_SOURCE_TIMEOUT_S = float(os.environ.get("GATEWAY_RATE_SOURCE_TIMEOUT_S", "5"))
 GATEWAY_FIXED_RATES = os.environ.get("GATEWAY_FIXED_RATES", "")
 
+# Logs go to stderr, one line per record: plain text, or with GATEWAY_LOG_FORMAT=json one JSON object per
+# line (time, level, logger, message, request_id, exception). Every record made while a request or a
+# Celery task runs carries its id (gateway/logs.py): the X-Request-ID a proxy sent, or a new one.
+GATEWAY_LOG_FORMAT = os.environ.get("GATEWAY_LOG_FORMAT", "plain")
+if GATEWAY_LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("GATEWAY_LOG_FORMAT is plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "gateway.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": GATEWAY_LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -424,3 +462,25 @@ CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),
     "options": {"expires": 5},
 }
+
+# Health and metrics (gateway/health.py, gateway/metrics.py; docs/OPERATIONS.md). /readyz fails (503) when a
+# watched network has had no successful scan for GATEWAY_READY_SCAN_MAX_AGE_S or is more than
+# GATEWAY_READY_SCAN_MAX_LAG_BLOCKS behind its node, or when due webhook work has waited longer than
+# GATEWAY_READY_WEBHOOK_BACKLOG_S; 0 leaves that check out. Each check gives up after GATEWAY_READY_TIMEOUT_S.
+GATEWAY_READY_TIMEOUT_S = float(os.environ.get("GATEWAY_READY_TIMEOUT_S", "2"))
+GATEWAY_READY_SCAN_MAX_AGE_S = float(
+    os.environ.get("GATEWAY_READY_SCAN_MAX_AGE_S", str(max(120.0, 12 * GATEWAY_SCAN_INTERVAL_S)))
+)
+GATEWAY_READY_SCAN_MAX_LAG_BLOCKS = int(os.environ.get("GATEWAY_READY_SCAN_MAX_LAG_BLOCKS", "50"))
+GATEWAY_READY_WEBHOOK_BACKLOG_S = float(os.environ.get("GATEWAY_READY_WEBHOOK_BACKLOG_S", "300"))
+# /metrics answers a bearer token or clients in these networks (CIDRs), and nobody else (404): off until set.
+GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")
+GATEWAY_METRICS_ALLOWED_NETWORKS = env_list("GATEWAY_METRICS_ALLOWED_NETWORKS")
+for _network in GATEWAY_METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GATEWAY_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network"
+        ) from None
+GATEWAY_METRICS_QUERY_TIMEOUT_S = float(os.environ.get("GATEWAY_METRICS_QUERY_TIMEOUT_S", "5"))

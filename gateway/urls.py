@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.http import JsonResponse
 from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from gateway import health, metrics
 from payments import checkout, refund_page
 from payments.api.edge import PublicIdConverter
 
@@ -10,10 +10,6 @@ register_converter(PublicIdConverter, "public_id")
 handler400 = "payments.api.edge.bad_request"
 handler404 = "payments.api.edge.not_found"
 handler500 = "payments.api.edge.server_error"
-
-
-def health(request):
-    return JsonResponse({"status": "ok"})
 
 
 urlpatterns = [
@@ -28,5 +24,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
-    path("healthz", health, name="health"),
+    path("healthz", health.healthz, name="health"),
+    path("readyz", health.readyz, name="ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -164,8 +164,20 @@ def network_scan_once(*, network_code: str, now: datetime) -> ScanReport:
     except Exception as exc:  # counted, stored and logged (redacted) below: reported, not hidden
         return _scan_failure_record(network=network, exc=exc, now=now)
     if not report.locked_out:
-        ScanStatus.objects.filter(network=network, errors_in_a_row__gt=0).update(errors_in_a_row=0)
+        _scan_success_record(network=network, report=report, now=now)
     return report
+
+
+def _scan_success_record(*, network: Network, report: ScanReport, now: datetime) -> None:
+    """A batch that succeeded: the errors in a row end, its time and lag are what readiness and metrics
+    read."""
+    updated = ScanStatus.objects.filter(network=network).update(
+        errors_in_a_row=0, last_success_at=now, lag_blocks=report.lag
+    )
+    if not updated:
+        ScanStatus.objects.get_or_create(
+            network=network, defaults={"last_success_at": now, "lag_blocks": report.lag}
+        )
 
 
 def _scan_failure_record(*, network: Network, exc: Exception, now: datetime) -> ScanReport:

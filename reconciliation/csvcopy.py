@@ -309,7 +309,7 @@ class _Slice(threading.Thread):
     def __init__(self, f: RowFilter, snapshot: str):
         super().__init__(name="reconciliation-csv-slice", daemon=True)
         self.f, self.snapshot = f, snapshot
-        self.file = tempfile.TemporaryFile(prefix="reconciliation-csv-")
+        self.file = tempfile.TemporaryFile(prefix="reconciliation-csv-", dir=settings.GATEWAY_TMP_DIR)
         self.error: BaseException | None = None
         self.stopping = threading.Event()
         self.pg = None

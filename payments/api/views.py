@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -9,6 +12,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gateway.metrics import INTENT_CREATE_SECONDS, INTENTS_CREATED
 from payments import services
 from payments.errors import InvalidRequest, NotFound
 from payments.models import NetworkAsset
@@ -113,6 +117,14 @@ def _network_asset(asset_code: str, network_code: str) -> NetworkAsset:
 
 
 class PaymentIntentListCreateView(APIView):
+    def dispatch(self, request, *args, **kwargs):
+        if request.method != "POST":
+            return super().dispatch(request, *args, **kwargs)
+        started = time.perf_counter()
+        response = super().dispatch(request, *args, **kwargs)
+        INTENT_CREATE_SECONDS.labels(str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
     @extend_schema(
         request=PaymentIntentCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
@@ -142,6 +154,8 @@ class PaymentIntentListCreateView(APIView):
                 ),
                 now=timezone.now(),
             )
+            chosen = (network_asset.network.code, network_asset.asset.code) if network_asset else ("", "")
+            transaction.on_commit(INTENTS_CREATED.labels(*chosen).inc)
             return Response(_rendered(intent), status=status.HTTP_201_CREATED)
 
         return idempotent(request, merchant, create)

@@ -43,6 +43,10 @@ class ScanStatus(models.Model):
     errors_in_a_row = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # The last batch that succeeded, and how many blocks it left behind the node's tip: what `/readyz` and
+    # `/metrics` report as the network's scan health.
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    lag_blocks = models.PositiveBigIntegerField(null=True, blank=True)
 
 
 class ScannedBlock(models.Model):

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
+from gateway.metrics import OBSERVATIONS_RECORDED
+
 from .. import policy
 from ..chains.base import Transfer
 from ..models import (
@@ -95,7 +97,7 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
                     """
                 + BLOCK_FIELDS_UPSERT
                 + """
-                RETURNING id
+                RETURNING id, (xmax = 0) AS inserted
                 """,
                 [
                     network.pk,
@@ -116,7 +118,9 @@ def observation_record(*, transfer: Transfer, now: datetime) -> ChainObservation
                     now,
                 ],
             )
-            (observation_id,) = cursor.fetchone()
+            observation_id, inserted = cursor.fetchone()
+        if inserted:
+            transaction.on_commit(OBSERVATIONS_RECORDED.labels(network.code).inc)
         if paid_to is not None:
             payment_settle(intent_id=paid_to, now=now)
         else:

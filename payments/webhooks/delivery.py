@@ -33,6 +33,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from gateway.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS
 from payments.models import WebhookAttempt, WebhookEndpoint
 
 from .endpoints import Reason, State, endpoint_disable, secrets_active
@@ -292,9 +293,16 @@ def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
     _endpoints_health(health, now=now)
     applied = _deliveries_update(updates)
     # the attempts of results applied (a result that lost its lease is dropped with its attempt)
-    WebhookAttempt.objects.bulk_create(
-        [a for a in attempts if a.delivery_id in applied], ignore_conflicts=True
-    )
+    kept = [a for a in attempts if a.delivery_id in applied]
+    WebhookAttempt.objects.bulk_create(kept, ignore_conflicts=True)
+    transaction.on_commit(partial(_attempts_count, kept))
+
+
+def _attempts_count(attempts: list[WebhookAttempt]) -> None:
+    for attempt in attempts:
+        WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
+        if attempt.latency_ms is not None and attempt.outcome != WebhookAttempt.Outcome.LOST:
+            WEBHOOK_ATTEMPT_SECONDS.observe(attempt.latency_ms / 1000)
 
 
 def _deliveries_update(updates: list[tuple]) -> set[int]:

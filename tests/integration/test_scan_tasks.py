@@ -54,6 +54,9 @@ def test_dead_node_does_not_stop_other_networks(local_usdc, eager_celery, caplog
     assert ScanCursor.objects.get(network__code="evm-local").height == node.block_number()
     status = ScanStatus.objects.get(network=dead)
     assert (status.errors_total, status.errors_in_a_row) == (1, 1)
+    assert status.last_success_at is None  # what /readyz reports as "never scanned"
+    live = ScanStatus.objects.get(network__code="evm-local")
+    assert live.last_success_at is not None and live.lag_blocks == 0 and live.errors_in_a_row == 0
     assert "127.0.0.1" in status.last_error and status.last_error_at is not None
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "ethereum" in errors[0] and "1 in a row" in errors[0]

@@ -1,0 +1,208 @@
+"""Liveness and readiness, for load balancers, orchestrators and the operator's monitoring.
+
+`/healthz` answers as long as the web process can answer at all: it touches nothing else, so a restart
+is never triggered by a database or broker outage that restarting would not fix.
+
+`/readyz` says whether this deployment can do its job now, check by check (JSON; 200 when all pass, 503
+when any fails):
+
+- `database`: PostgreSQL answers;
+- `migrations`: every migration this code has is applied (a web process started before `migrate` ran on
+  an upgrade is not ready);
+- `broker`: the Celery broker accepts a connection (scans, webhooks and the beat's work go through it);
+- `scan`: each watched network (enabled, with a node) had a successful scan within
+  GATEWAY_READY_SCAN_MAX_AGE_S and is at most GATEWAY_READY_SCAN_MAX_LAG_BLOCKS behind its node's tip;
+- `webhooks`: the oldest webhook work that is due (an event not yet dispatched, an attempt past its time)
+  waits at most GATEWAY_READY_WEBHOOK_BACKLOG_S.
+
+A threshold of 0 leaves its check out. No check shows a credential: errors are redacted as node URLs are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
+from django.db.models import Count, Min
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from payments.chains.redaction import redact_text
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, **self.detail}
+
+
+def _url_of(database: BaseDatabaseWrapper) -> str:
+    """The connection's own settings as a URL, for redaction (its password may differ from DATABASE_URL's)."""
+    d = database.settings_dict
+    return f"postgresql://{d.get('USER') or ''}:{d.get('PASSWORD') or ''}@{d.get('HOST') or ''}/{d.get('NAME') or ''}"
+
+
+def _error(exc: BaseException, *urls: str) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    for url in urls:
+        text = redact_text(text, url=url)
+    return text[:300]
+
+
+def database_check(database: BaseDatabaseWrapper) -> Check:
+    started = time.monotonic()
+    try:
+        with database.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        database.close()  # the next probe connects afresh rather than reusing a broken connection
+        return Check(False, {"error": _error(exc, settings.DATABASE_URL, _url_of(database))})
+    return Check(True, {"ms": round((time.monotonic() - started) * 1000, 1)})
+
+
+def migrations_check() -> Check:
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        first = plan[0][0]
+        return Check(False, {"unapplied": len(plan), "first": f"{first.app_label}.{first.name}"})
+    return Check(True)
+
+
+def broker_check() -> Check:
+    from gateway.celery import app
+
+    started = time.monotonic()
+    timeout = settings.GATEWAY_READY_TIMEOUT_S
+    try:
+        with app.connection_for_write(
+            settings.CELERY_BROKER_URL,
+            connect_timeout=timeout,
+            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        ) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    except Exception as exc:  # any transport's failure means "not reachable"; shown redacted
+        return Check(False, {"error": _error(exc, settings.CELERY_BROKER_URL)})
+    return Check(True, {"ms": round((time.monotonic() - started) * 1000, 1)})
+
+
+def scan_check(now: datetime) -> Check:
+    from payments.models import Network
+
+    max_age = settings.GATEWAY_READY_SCAN_MAX_AGE_S
+    max_lag = settings.GATEWAY_READY_SCAN_MAX_LAG_BLOCKS
+    networks: dict[str, dict[str, Any]] = {}
+    watched = (
+        Network.objects.filter(enabled=True)
+        .exclude(rpc_url="")
+        .order_by("code")
+        .values_list(
+            "code", "scan_status__last_success_at", "scan_status__lag_blocks", "scan_status__errors_in_a_row"
+        )
+    )
+    for code, last_success_at, lag, errors_in_a_row in watched:
+        age = None if last_success_at is None else round((now - last_success_at).total_seconds(), 1)
+        problems = []
+        if max_age and (age is None or age > max_age):
+            problems.append("never scanned" if age is None else f"no successful scan for {age:g} s")
+        if max_lag and lag is not None and lag > max_lag:
+            problems.append(f"{lag} blocks behind the node")
+        networks[code] = {
+            "ok": not problems,
+            "last_success_age_s": age,
+            "lag_blocks": lag,
+            "errors_in_a_row": errors_in_a_row or 0,
+            **({"problem": "; ".join(problems)} if problems else {}),
+        }
+    return Check(all(n["ok"] for n in networks.values()), {"networks": networks})
+
+
+def webhooks_check(now: datetime) -> Check:
+    from payments.models import Event, WebhookDelivery
+
+    events = Event.objects.filter(position__isnull=True).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    due = WebhookDelivery.objects.filter(
+        state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
+    ).aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
+    oldest = min((t for t in (events["oldest"], due["oldest"]) if t is not None), default=None)
+    age = 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 1))
+    detail: dict[str, Any] = {
+        "undispatched_events": events["count"],
+        "attempts_due": due["count"],
+        "backlog_age_s": age,
+    }
+    ok = age <= settings.GATEWAY_READY_WEBHOOK_BACKLOG_S
+    if not ok:
+        detail["problem"] = f"webhook work has waited {age:g} s (workers on the webhooks queue running?)"
+    return Check(ok, detail)
+
+
+def _in_database(check: Callable[[], Check]) -> Check:
+    """A check that reads tables: bounded by a statement timeout, its failure reported, not raised."""
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SET LOCAL statement_timeout = {int(settings.GATEWAY_READY_TIMEOUT_S * 1000)}"
+                )
+            return check()
+    except DatabaseError as exc:
+        return Check(False, {"error": _error(exc, settings.DATABASE_URL)})
+
+
+def readiness(now: datetime, database: BaseDatabaseWrapper | None = None) -> dict[str, Check]:
+    """Every check, by name. The checks that need the database are skipped (failed) when it is down."""
+    checks = {"database": database_check(database or connection)}
+    if checks["database"].ok:
+        checks["migrations"] = _in_database(migrations_check)
+    else:
+        checks["migrations"] = Check(False, {"error": "skipped: the database is not reachable"})
+    checks["broker"] = broker_check()
+    readers: list[tuple[str, bool, Callable[[], Check]]] = [
+        (
+            "scan",
+            bool(settings.GATEWAY_READY_SCAN_MAX_AGE_S or settings.GATEWAY_READY_SCAN_MAX_LAG_BLOCKS),
+            lambda: scan_check(now),
+        ),
+        ("webhooks", bool(settings.GATEWAY_READY_WEBHOOK_BACKLOG_S), lambda: webhooks_check(now)),
+    ]
+    for name, wanted, check in readers:
+        if not wanted:
+            continue
+        if checks["database"].ok:
+            checks[name] = _in_database(check)
+        else:
+            checks[name] = Check(False, {"error": "skipped: the database is not reachable"})
+    return checks
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = readiness(timezone.now())
+    ready = all(check.ok for check in checks.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "not_ready", "checks": {n: c.as_json() for n, c in checks.items()}},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,261 @@
+"""Prometheus metrics at `/metrics`.
+
+Two kinds:
+
+- **What processes count** as they work (intents created, create latency, observations recorded, webhook
+  attempts by outcome and their latency). Every gateway process on a host (gunicorn's workers, Celery's
+  worker processes) writes them to files under `PROMETHEUS_MULTIPROC_DIR` (set by the settings to
+  `GATEWAY_STATE_DIR/metrics`): prometheus-client's multiprocess mode, so that `/metrics`, whichever
+  worker answers it, sums the whole host. A host that runs only Celery workers serves its own with
+  `manage.py metrics_serve`.
+- **What the database knows** at scrape time (intents by state, each network's scan lag, last success
+  and errors, the webhook backlog and its age, open support cases per kind): the same from every host.
+
+`/metrics` is answered only to a client whose address is in GATEWAY_METRICS_ALLOWED_NETWORKS or that
+sends `Authorization: Bearer <GATEWAY_METRICS_TOKEN>`; anyone else gets a 404. Neither is set by default:
+metrics are off until an operator says who may read them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Min, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+INTENTS_CREATED = Counter(
+    "gateway_payment_intents_created",
+    "Payment intents created (an idempotent replay is not counted), by network and asset chosen at creation",
+    ["network", "asset"],
+)
+INTENT_CREATE_SECONDS = Histogram(
+    "gateway_payment_intent_create_seconds",
+    "Time to answer POST /api/v1/payment-intents, by HTTP status",
+    ["status"],
+    buckets=LATENCY_BUCKETS,
+)
+OBSERVATIONS_RECORDED = Counter(
+    "gateway_chain_observations_recorded",
+    "Chain observations recorded for the first time (a transfer seen again is not counted), by network",
+    ["network"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "gateway_webhook_attempts", "Webhook delivery attempts by outcome (succeeded, failed, lost)", ["outcome"]
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "gateway_webhook_attempt_seconds",
+    "Time from sending a webhook to its endpoint's answer (or the attempt's failure)",
+    buckets=LATENCY_BUCKETS,
+)
+_COUNTED = (
+    INTENTS_CREATED,
+    INTENT_CREATE_SECONDS,
+    OBSERVATIONS_RECORDED,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_ATTEMPT_SECONDS,
+)
+
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def multiprocess_dir_tidy() -> int:
+    """Remove the files of processes that no longer run (a gunicorn master or Celery worker calls this
+    as it starts): their counts end, as a restarted process's do. Files of live processes on this host
+    (the other services sharing the directory) are kept. Returns how many files went."""
+    directory = multiprocess_dir()
+    if directory is None or not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.glob("*.db"):
+        match = _PID_FILE.search(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def process_dead(pid: int) -> None:
+    """A worker process ended (gunicorn's child_exit, Celery's worker_process_shutdown): its live gauges
+    go; its counts stay in the sums."""
+    if multiprocess_dir() is not None:
+        mark_process_dead(pid)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DatabaseCollector(Collector):
+    """What the database says at scrape time. A failed query makes `gateway_metrics_database_up` 0 and
+    leaves the rest out, rather than failing the scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("gateway_metrics_database_up", "1 when the database answered this scrape")
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        f"SET LOCAL statement_timeout = {int(settings.GATEWAY_METRICS_QUERY_TIMEOUT_S * 1000)}"
+                    )
+                metrics = list(self._read())
+        except DatabaseError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _read(self) -> Iterator[Metric]:
+        from payments.models import Event, Network, PaymentIntent, WebhookDelivery
+        from support.models import SupportCase
+
+        now = timezone.now()
+        intents = GaugeMetricFamily("gateway_payment_intents", "Payment intents by state", labels=["state"])
+        for state, n in PaymentIntent.objects.order_by().values_list("state").annotate(n=Count("id")):
+            intents.add_metric([state], n)
+        yield intents
+
+        lag = GaugeMetricFamily(
+            "gateway_scan_lag_blocks",
+            "Blocks the last successful scan left behind the tip",
+            labels=["network"],
+        )
+        last = GaugeMetricFamily(
+            "gateway_scan_last_success_timestamp_seconds",
+            "When the network's last scan succeeded (Unix time)",
+            labels=["network"],
+        )
+        errors = CounterMetricFamily(
+            "gateway_scan_errors", "Scans that failed, by network", labels=["network"]
+        )
+        in_a_row = GaugeMetricFamily(
+            "gateway_scan_errors_in_a_row", "Scans failed since the last success", labels=["network"]
+        )
+        watched = (
+            Network.objects.filter(enabled=True)
+            .exclude(rpc_url="")
+            .order_by("code")
+            .values_list(
+                "code",
+                "scan_status__lag_blocks",
+                "scan_status__last_success_at",
+                "scan_status__errors_total",
+                "scan_status__errors_in_a_row",
+            )
+        )
+        for code, lag_blocks, last_success_at, errors_total, errors_row in watched:
+            if lag_blocks is not None:
+                lag.add_metric([code], lag_blocks)
+            if last_success_at is not None:
+                last.add_metric([code], last_success_at.timestamp())
+            errors.add_metric([code], errors_total or 0)
+            in_a_row.add_metric([code], errors_row or 0)
+        yield from (lag, last, errors, in_a_row)
+
+        pending = WebhookDelivery.objects.filter(state=WebhookDelivery.State.PENDING).aggregate(
+            total=Count("id"),
+            due=Count("id", filter=Q(next_attempt_at__lte=now)),
+            oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
+        )
+        undispatched = Event.objects.filter(position__isnull=True).aggregate(
+            n=Count("id"), oldest=Min("created_at")
+        )
+        backlog = GaugeMetricFamily(
+            "gateway_webhook_backlog",
+            "Webhook work waiting: events not yet dispatched, attempts due now, deliveries pending in all",
+            labels=["kind"],
+        )
+        backlog.add_metric(["undispatched_events"], undispatched["n"])
+        backlog.add_metric(["attempts_due"], pending["due"])
+        backlog.add_metric(["deliveries_pending"], pending["total"])
+        yield backlog
+        oldest = min((t for t in (undispatched["oldest"], pending["oldest_due"]) if t), default=None)
+        yield GaugeMetricFamily(
+            "gateway_webhook_backlog_age_seconds",
+            "How long the oldest due webhook work has waited",
+            value=0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        )
+
+        cases = GaugeMetricFamily(
+            "gateway_support_cases_open", "Unresolved support cases by kind", labels=["kind"]
+        )
+        open_cases = dict(
+            SupportCase.objects.exclude(status=SupportCase.Status.RESOLVED)
+            .order_by()
+            .values_list("kind")
+            .annotate(n=Count("id"))
+        )
+        for kind in SupportCase.Kind.values:
+            cases.add_metric([kind], open_cases.get(kind, 0))
+        yield cases
+
+
+def allowed(request: HttpRequest) -> bool:
+    """The token (constant-time), or a client address in the allowed networks (the address the rate
+    limits use: the peer, or behind GATEWAY_TRUSTED_PROXIES the client they forward for)."""
+    from payments.ratelimit import client_address
+
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token:
+        sent = request.META.get("HTTP_AUTHORIZATION", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return True
+    networks = settings.GATEWAY_METRICS_ALLOWED_NETWORKS
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(client_address(request))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def exposition() -> bytes:
+    registry = CollectorRegistry()
+    if multiprocess_dir() is not None:
+        MultiProcessCollector(registry)
+    else:
+        for metric in _COUNTED:
+            registry.register(metric)
+    registry.register(DatabaseCollector())
+    return generate_latest(registry)
+
+
+@never_cache
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not allowed(request):
+        raise Http404
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
