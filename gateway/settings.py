@@ -457,6 +457,14 @@ CELERY_BEAT_SCHEDULE["close-yesterday"] = {
     "schedule": crontab(hour=int(GATEWAY_CLOSE_AT.split(":")[0]), minute=int(GATEWAY_CLOSE_AT.split(":")[1])),
     "options": {"expires": 3600},
 }
+# The delivery log (deliveries delivered or failed for good, with their attempts) is kept this many days,
+# then purged hourly; 0 keeps it for ever. Events themselves are never purged.
+GATEWAY_WEBHOOK_LOG_DAYS = float(os.environ.get("GATEWAY_WEBHOOK_LOG_DAYS", "90"))
+CELERY_BEAT_SCHEDULE["purge-webhook-log"] = {
+    "task": "payments.tasks.purge_webhook_log",
+    "schedule": 3600.0,
+    "options": {"expires": 1800},
+}
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "payments.tasks.deliver_webhooks",
     "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),

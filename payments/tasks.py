@@ -35,6 +35,16 @@ def purge_idempotency_records() -> int:
     return deleted
 
 
+@shared_task(name="payments.tasks.purge_webhook_log")
+def purge_webhook_log() -> int:
+    """Finished deliveries and their attempts older than GATEWAY_WEBHOOK_LOG_DAYS (0: kept for ever)."""
+    from .webhooks.retention import webhook_log_purge
+
+    if settings.GATEWAY_WEBHOOK_LOG_DAYS <= 0:
+        return 0
+    return webhook_log_purge(now=timezone.now(), keep=timedelta(days=settings.GATEWAY_WEBHOOK_LOG_DAYS))
+
+
 @shared_task(name="payments.tasks.scan_networks")
 def scan_networks() -> list[str]:
     """The beat's tick: one `scan_network` task per enabled network with a node, so a dead or slow node
