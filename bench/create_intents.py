@@ -101,7 +101,7 @@ def _build_bare_app():
                 {"id": row_id, "created_at": created_at, **serializer.data}, status=status.HTTP_201_CREATED
             )
 
-    from gateway.urls import health
+    from gateway.health import healthz as health
 
     urlpatterns[:] = [path(BARE_PATH.lstrip("/"), BareView.as_view()), path("healthz", health)]
     settings.ROOT_URLCONF = __name__
