@@ -1,4 +1,5 @@
 import os
+import sys
 
 from celery import Celery, signals
 
@@ -10,14 +11,19 @@ app.autodiscover_tasks()
 
 
 @signals.setup_logging.connect
-def _logging(**_):
+def _logging(loglevel=None, **_):
     """The workers and beat log as the settings say (LOGGING: plain or JSON, with task ids), not in Celery's
     own format: connecting this signal keeps Celery from configuring the root logger itself."""
+    import logging
     from logging.config import dictConfig
 
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+    # The level is LOG_LEVEL's (the settings'), unless the command line asks for one (`celery worker
+    # --loglevel DEBUG`, `python -m gateway.worker scan -- -l DEBUG`): Celery passes its own default otherwise.
+    if loglevel and any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in sys.argv):
+        logging.getLogger().setLevel(loglevel)
 
 
 @signals.task_prerun.connect
@@ -36,14 +42,7 @@ def _task_ended(**_):
 
 @signals.worker_init.connect
 def _worker_started(**_):
-    """The metrics files of this host's processes that no longer run go (docs/OPERATIONS.md)."""
+    """The metrics files of this host's processes that no longer run are folded (docs/OPERATIONS.md)."""
     from gateway.metrics import multiprocess_dir_tidy
 
     multiprocess_dir_tidy()
-
-
-@signals.worker_process_shutdown.connect
-def _worker_process_ended(pid=None, **_):
-    from gateway.metrics import process_dead
-
-    process_dead(pid or os.getpid())

@@ -42,14 +42,14 @@ forwarded_allow_ips = ""
 
 
 def on_starting(server) -> None:
-    """The master starts: metrics files of this host's processes that no longer run go."""
+    """The master starts: the metrics files of this host's processes that no longer run are folded."""
     from gateway.metrics import multiprocess_dir_tidy
 
     multiprocess_dir_tidy()
 
 
 def child_exit(server, worker) -> None:
-    """A worker ended (recycled, killed, timed out): its live gauges leave the sums."""
-    from gateway.metrics import process_dead
+    """A worker ended (recycled, killed, timed out): its counts are folded into the archive."""
+    from gateway.metrics import multiprocess_dir_tidy
 
-    process_dead(worker.pid)
+    multiprocess_dir_tidy()

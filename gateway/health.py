@@ -10,16 +10,20 @@ when any fails):
 - `migrations`: every migration this code has is applied (a web process started before `migrate` ran on
   an upgrade is not ready);
 - `broker`: the Celery broker accepts a connection (scans, webhooks and the beat's work go through it);
+- `caches`: each Redis the caches use answers (the rate limits' counts live there), when Redis is used;
 - `scan`: each watched network (enabled, with a node) had a successful scan within
   GATEWAY_READY_SCAN_MAX_AGE_S and is at most GATEWAY_READY_SCAN_MAX_LAG_BLOCKS behind its node's tip;
 - `webhooks`: the oldest webhook work that is due (an event not yet dispatched, an attempt past its time)
   waits at most GATEWAY_READY_WEBHOOK_BACKLOG_S.
 
-A threshold of 0 leaves its check out. No check shows a credential: errors are redacted as node URLs are.
+A threshold of 0 leaves its check out. No check shows a credential: errors are redacted as node URLs are,
+and the checks' details are shown only to the clients allowed to read the metrics. The checks run at most
+once per GATEWAY_READY_CACHE_S (1 s) per process.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, Min
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -91,12 +95,44 @@ def broker_check() -> Check:
         with app.connection_for_write(
             settings.CELERY_BROKER_URL,
             connect_timeout=timeout,
-            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+            # Redis: connect_timeout bounds only the TCP connect; a server that accepts and never answers
+            # would hold the probe (and its web thread) for good without a socket timeout.
+            transport_options={
+                **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            },
         ) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
     except Exception as exc:  # any transport's failure means "not reachable"; shown redacted
         return Check(False, {"error": _error(exc, settings.CELERY_BROKER_URL)})
     return Check(True, {"ms": round((time.monotonic() - started) * 1000, 1)})
+
+
+def caches_check() -> Check:
+    """Each Redis the caches use (the rate limits' counts: the checkout and the API answer 500 without
+    them) answers a PING."""
+    import redis
+
+    timeout = settings.GATEWAY_READY_TIMEOUT_S
+    servers: dict[str, Any] = {}
+    for alias, config in settings.CACHES.items():
+        if not config["BACKEND"].endswith("RedisCache"):
+            continue
+        started = time.monotonic()
+        try:
+            client = redis.Redis.from_url(
+                config["LOCATION"], socket_connect_timeout=timeout, socket_timeout=timeout
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:  # unreachable, refused, auth: not ready; shown redacted
+            servers[alias] = {"ok": False, "error": _error(exc, config["LOCATION"])}
+            continue
+        servers[alias] = {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
+    return Check(all(c["ok"] for c in servers.values()), {"caches": servers})
 
 
 def scan_check(now: datetime) -> Check:
@@ -136,8 +172,12 @@ def webhooks_check(now: datetime) -> Check:
     events = Event.objects.filter(position__isnull=True).aggregate(
         count=Count("id"), oldest=Min("created_at")
     )
+    # only what a worker would take: endpoints disabled or deleted keep their pending deliveries unsent
     due = WebhookDelivery.objects.filter(
-        state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
+        state=WebhookDelivery.State.PENDING,
+        next_attempt_at__lte=now,
+        endpoint__enabled=True,
+        endpoint__deleted_at__isnull=True,
     ).aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
     oldest = min((t for t in (events["oldest"], due["oldest"]) if t is not None), default=None)
     age = 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 1))
@@ -173,6 +213,8 @@ def readiness(now: datetime, database: BaseDatabaseWrapper | None = None) -> dic
     else:
         checks["migrations"] = Check(False, {"error": "skipped: the database is not reachable"})
     checks["broker"] = broker_check()
+    if any(c["BACKEND"].endswith("RedisCache") for c in settings.CACHES.values()):
+        checks["caches"] = caches_check()
     readers: list[tuple[str, bool, Callable[[], Check]]] = [
         (
             "scan",
@@ -191,6 +233,23 @@ def readiness(now: datetime, database: BaseDatabaseWrapper | None = None) -> dic
     return checks
 
 
+_last: tuple[float, dict[str, Check]] | None = None
+_last_lock = threading.Lock()
+
+
+def readiness_cached(now: datetime) -> dict[str, Check]:
+    """The checks, run at most once per GATEWAY_READY_CACHE_S in this process: a flood of probes costs
+    one round of checks a second, not one each."""
+    global _last
+    ttl = settings.GATEWAY_READY_CACHE_S
+    with _last_lock:
+        if _last is not None and ttl > 0 and time.monotonic() - _last[0] < ttl:
+            return _last[1]
+        checks = readiness(now)
+        _last = (time.monotonic(), checks)
+        return checks
+
+
 @never_cache
 @require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -200,9 +259,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = readiness(timezone.now())
+    """200 or 503 for anyone (load balancers); each check's figures only for the clients that may read the
+    metrics (GATEWAY_METRICS_ALLOWED_NETWORKS or the token): they name networks, backlogs and addresses."""
+    from gateway.metrics import allowed
+
+    checks = readiness_cached(timezone.now())
     ready = all(check.ok for check in checks.values())
-    return JsonResponse(
-        {"status": "ready" if ready else "not_ready", "checks": {n: c.as_json() for n, c in checks.items()}},
-        status=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if allowed(request):
+        body["checks"] = {n: c.as_json() for n, c in checks.items()}
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+class ProbeMiddleware:
+    """`/healthz`, `/readyz` and `/metrics` answered before Django validates the Host header: probes and
+    scrapers address the process by its IP (`http://10.0.0.7:8000/readyz`), which DJANGO_ALLOWED_HOSTS
+    (the public name) rightly refuses for everything else."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        from gateway.metrics import metrics_view
+
+        self.get_response = get_response
+        self.views = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = self.views.get(request.path_info)
+        return view(request) if view is not None else self.get_response(request)

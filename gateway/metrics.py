@@ -7,7 +7,8 @@ Two kinds:
   worker processes) writes them to files under `PROMETHEUS_MULTIPROC_DIR` (set by the settings to
   `GATEWAY_STATE_DIR/metrics`): prometheus-client's multiprocess mode, so that `/metrics`, whichever
   worker answers it, sums the whole host. A host that runs only Celery workers serves its own with
-  `manage.py metrics_serve`.
+  `manage.py metrics_serve`. The files of processes that ended are folded into one archive file per kind,
+so the host's counts never go backwards.
 - **What the database knows** at scrape time (intents by state, each network's scan lag, last success
   and errors, the webhook backlog and its age, open support cases per kind): the same from every host.
 
@@ -18,6 +19,8 @@ metrics are off until an operator says who may read them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import ipaddress
 import os
@@ -28,13 +31,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Min, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -80,26 +84,46 @@ def multiprocess_dir() -> Path | None:
 
 
 def multiprocess_dir_tidy() -> int:
-    """Remove the files of processes that no longer run (a gunicorn master or Celery worker calls this
-    as it starts): their counts end, as a restarted process's do. Files of live processes on this host
-    (the other services sharing the directory) are kept. Returns how many files went."""
+    """Fold the files of processes that no longer run into one archive file per kind (`counter_archive.db`,
+    `histogram_archive.db`) and remove them: the host's sums keep every count a dead process made (a
+    counter never goes backwards when a sibling service restarts), and the directory stays one file per
+    live process. gunicorn calls this as it starts and as each worker exits, Celery as a worker starts.
+    Scrapes read under the same lock, so none sees a count twice or not at all. Returns the files folded."""
     directory = multiprocess_dir()
     if directory is None or not directory.is_dir():
         return 0
-    removed = 0
-    for path in directory.glob("*.db"):
-        match = _PID_FILE.search(path.name)
-        if match and not _alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    folded = 0
+    with _locked(directory, fcntl.LOCK_EX):
+        archives: dict[str, MmapedDict] = {}
+        try:
+            for path in sorted(directory.glob("*.db")):
+                match = _PID_FILE.search(path.name)
+                if not match or _alive(int(match.group(1))):
+                    continue
+                kind = path.name.split("_", 1)[0]
+                if kind in ("counter", "histogram"):
+                    if kind not in archives:
+                        archives[kind] = MmapedDict(str(directory / f"{kind}_archive.db"))
+                    archive = archives[kind]
+                    for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
+                        current, _ = archive.read_value(key)
+                        archive.write_value(key, current + value, 0.0)
+                path.unlink(missing_ok=True)  # a dead process's gauges go with it
+                folded += 1
+        finally:
+            for archive in archives.values():
+                archive.close()
+    return folded
 
 
-def process_dead(pid: int) -> None:
-    """A worker process ended (gunicorn's child_exit, Celery's worker_process_shutdown): its live gauges
-    go; its counts stay in the sums."""
-    if multiprocess_dir() is not None:
-        mark_process_dead(pid)
+@contextlib.contextmanager
+def _locked(directory: Path, mode: int) -> Iterator[None]:
+    with open(directory / ".lock", "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
@@ -182,7 +206,9 @@ class DatabaseCollector(Collector):
             in_a_row.add_metric([code], errors_row or 0)
         yield from (lag, last, errors, in_a_row)
 
-        pending = WebhookDelivery.objects.filter(state=WebhookDelivery.State.PENDING).aggregate(
+        pending = WebhookDelivery.objects.filter(
+            state=WebhookDelivery.State.PENDING, endpoint__enabled=True, endpoint__deleted_at__isnull=True
+        ).aggregate(
             total=Count("id"),
             due=Count("id", filter=Q(next_attempt_at__lte=now)),
             oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
@@ -243,19 +269,26 @@ def allowed(request: HttpRequest) -> bool:
 
 
 def exposition() -> bytes:
-    registry = CollectorRegistry()
-    if multiprocess_dir() is not None:
-        MultiProcessCollector(registry)
+    directory = multiprocess_dir()
+    processes = CollectorRegistry()
+    if directory is not None:
+        MultiProcessCollector(processes)
     else:
         for metric in _COUNTED:
-            registry.register(metric)
-    registry.register(DatabaseCollector())
-    return generate_latest(registry)
+            processes.register(metric)
+    database = CollectorRegistry()
+    database.register(DatabaseCollector())
+    if directory is None:
+        counted = generate_latest(processes)
+    else:
+        with _locked(directory, fcntl.LOCK_SH):  # never halfway through a tidy
+            counted = generate_latest(processes)
+    return counted + generate_latest(database)
 
 
 @never_cache
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not allowed(request):
-        raise Http404
+        return HttpResponseNotFound(b"", content_type="text/plain")
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -114,6 +114,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "gateway.logs.RequestIdMiddleware",  # first: every log line of the request carries its id
+    "gateway.health.ProbeMiddleware",  # /healthz, /readyz, /metrics: before Host validation
     "django.middleware.security.SecurityMiddleware",
     "payments.api.edge.InputGuardMiddleware",  # NUL bytes and lone surrogates: a 400 before any view
     "whitenoise.middleware.WhiteNoiseMiddleware",  # the app serves its own static files (checkout)
@@ -239,6 +240,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
+# A task whose worker process died under it (killed, out of memory) goes back to the queue for another
+# worker: every task is idempotent, and a lost one would be a lost scan, close or delivery round.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Three queues, each scaled on its own (docs/OPERATIONS.md): `scan` (one task per network per tick, so a
 # slow or dead node holds up neither other networks nor webhooks), `webhooks` (delivery) and `default`
@@ -476,6 +480,7 @@ CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
 # GATEWAY_READY_SCAN_MAX_LAG_BLOCKS behind its node, or when due webhook work has waited longer than
 # GATEWAY_READY_WEBHOOK_BACKLOG_S; 0 leaves that check out. Each check gives up after GATEWAY_READY_TIMEOUT_S.
 GATEWAY_READY_TIMEOUT_S = float(os.environ.get("GATEWAY_READY_TIMEOUT_S", "2"))
+GATEWAY_READY_CACHE_S = float(os.environ.get("GATEWAY_READY_CACHE_S", "1"))
 GATEWAY_READY_SCAN_MAX_AGE_S = float(
     os.environ.get("GATEWAY_READY_SCAN_MAX_AGE_S", str(max(120.0, 12 * GATEWAY_SCAN_INTERVAL_S)))
 )

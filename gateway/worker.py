@@ -50,7 +50,7 @@ def command(
         )
     argv = [python, "-m", "celery", "-A", "gateway", "worker"]
     argv += ["--queues", ",".join(queues), "--hostname", f"{'-'.join(queues)}@%h"]
-    argv += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
+    argv += ["--concurrency", str(concurrency)]
     if pool:
         argv += ["--pool", pool]
     return argv + (extra or [])

@@ -47,8 +47,8 @@ def client_address(request: HttpRequest) -> str:
     """The client's address: the peer, or, when the peer is a trusted reverse proxy
     (GATEWAY_TRUSTED_PROXIES: addresses or networks), the nearest address in X-Forwarded-For that is not
     one of them (read right to left, as each proxy appends the address it saw)."""
-    chain = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-    chain.append(request.META.get("REMOTE_ADDR", ""))
+    chain = [_plain(a.strip()) for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+    chain.append(_plain(request.META.get("REMOTE_ADDR", "")))
     for address in reversed(chain):
         if not _trusted(address):
             return address
@@ -67,6 +67,18 @@ def client_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def _plain(address: str) -> str:
+    """An IPv4 address written as IPv6 (`::ffff:127.0.0.1`, what a dual-stack socket reports for an IPv4
+    peer) as the IPv4 address it is, so that lists of IPv4 networks match it; anything else unchanged."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return address
 
 
 def _trusted(address: str) -> bool:

@@ -161,7 +161,7 @@ class Processes:
         self.commands = {
             "web": [str(bin_dir / "gunicorn"), "-c", "python:gateway.gunicorn"],
             **{f"worker-{q}": [python, "-m", "gateway.worker", q] for q in QUEUES},
-            "beat": [python, "-m", "celery", "-A", "gateway", "beat", "--loglevel", "INFO"],
+            "beat": [python, "-m", "celery", "-A", "gateway", "beat"],
         }
 
     def manage(self, *args: str) -> str:

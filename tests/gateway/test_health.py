@@ -4,6 +4,9 @@ Redis and RabbitMQ as brokers, a closed port as a broker or database that is dow
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -23,6 +26,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.networks_as_migrated]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture(autouse=True)
+def operator_view(settings):
+    """The tests read the checks' details as the operator's own host does, and every probe runs them."""
+    settings.GATEWAY_METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    settings.GATEWAY_READY_CACHE_S = 0
 
 
 def ready(client):
@@ -178,5 +188,96 @@ def test_webhook_backlog_age(client, settings, loopback_webhooks):
     assert status == 503 and body["checks"]["webhooks"]["backlog_age_s"] >= 301
     # an attempt scheduled for later (a failing endpoint's retry) is not backlog
     WebhookDelivery.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=30))
+    status, body = ready(client)
+    assert status == 200 and body["checks"]["webhooks"]["attempts_due"] == 0
+
+
+def test_details_only_for_the_clients_that_may_read_metrics(client):
+    response = client.get("/readyz", REMOTE_ADDR="203.0.113.5")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def test_probes_by_ip_pass_host_validation_that_the_app_keeps(client, settings):
+    settings.ALLOWED_HOSTS = ["pay.example.com"]
+    for path in ("/healthz", "/readyz"):
+        assert client.get(path, HTTP_HOST="10.0.0.7:8000").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.0.0.7:8000").status_code == 200  # 127.0.0.1 is allowed
+    assert client.get("/api/v1/payment-intents", HTTP_HOST="10.0.0.7:8000").status_code == 400
+
+
+def test_probes_are_answered_from_a_short_cache(client, settings):
+    settings.GATEWAY_READY_CACHE_S = 60
+    assert ready(client)[0] == 200
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"  # down, but within the cache's second
+    assert ready(client)[0] == 200
+    settings.GATEWAY_READY_CACHE_S = 0
+    assert ready(client)[0] == 503
+
+
+def test_a_redis_that_accepts_and_never_answers_fails_within_the_timeout(client, settings):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # never read, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        settings.GATEWAY_READY_TIMEOUT_S = 0.5
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        started = time.monotonic()
+        status, body = ready(client)
+        assert status == 503 and body["checks"]["broker"]["ok"] is False
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_the_caches_redis_is_checked(client, settings):
+    redis_cache = "django.core.cache.backends.redis.RedisCache"
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {"BACKEND": redis_cache, "LOCATION": REDIS_URL},
+    }
+    status, body = ready(client)
+    assert status == 200 and body["checks"]["caches"]["caches"]["ratelimit"]["ok"]
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {
+            "BACKEND": redis_cache,
+            "LOCATION": f"redis://:cache-secret-pw@127.0.0.1:{free_port()}/0",
+        },
+    }
+    status, body = ready(client)
+    assert status == 503 and body["checks"]["caches"]["ok"] is False
+    assert "cache-secret-pw" not in str(body)
+
+
+def test_deliveries_of_a_disabled_endpoint_are_not_backlog(client, settings, loopback_webhooks):
+    merchant = make_merchant()
+    endpoint, _ = endpoints.endpoint_create(
+        merchant=merchant,
+        url="http://127.0.0.1:9/hook",
+        event_types=(),
+        now=timezone.now() - timedelta(hours=1),
+    )
+    new_intent(merchant)
+    events_dispatch(now=timezone.now())
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert ready(client)[0] == 503
+    type(endpoint).objects.filter(pk=endpoint.pk).update(enabled=False)
     status, body = ready(client)
     assert status == 200 and body["checks"]["webhooks"]["attempts_due"] == 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,6 +73,12 @@ def test_allowed_networks_use_the_client_address_behind_trusted_proxies(client, 
     assert (
         client.get("/metrics", REMOTE_ADDR="192.0.2.7", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 404
     )
+    # a dual-stack socket reports the same proxy as ::ffff:192.0.2.7: still the proxy, not the client
+    forwarded = client.get("/metrics", REMOTE_ADDR="::ffff:192.0.2.7", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert forwarded.status_code == 404
+    settings.GATEWAY_METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    settings.GATEWAY_TRUSTED_PROXIES = []
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:127.0.0.1").status_code == 200
 
 
 def test_intents_created_by_state_and_create_latency(scrape, api, django_capture_on_commit_callbacks):
@@ -176,17 +183,29 @@ def test_scan_health_and_cases_from_the_database(scrape):
     assert ("gateway_support_cases_open", (("kind", "chain_mismatch"),)) in samples  # zero, but present
 
 
-def test_another_process_counts_are_summed_and_tidied_when_it_is_gone(scrape):
+def test_another_process_counts_are_summed_and_kept_when_it_is_gone(scrape):
     assert metrics.multiprocess_dir() is not None  # the settings turn multiprocess mode on
-    code = "from gateway.metrics import OBSERVATIONS_RECORDED as c; c.labels('other-process-net').inc(3)"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); " + code], check=True, env=env, timeout=60
+    net, status = f"net-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex[:8]}"  # the archive outlives a run
+    code = (
+        "from gateway.metrics import OBSERVATIONS_RECORDED as c, INTENT_CREATE_SECONDS as h; "
+        f"c.labels('{net}').inc(3); h.labels('{status}').observe(0.02)"
     )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    for _ in range(2):  # two processes, one after the other
+        subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); " + code], check=True, env=env, timeout=60
+        )
     name = "gateway_chain_observations_recorded_total"
-    assert value(scrape(), name, network="other-process-net") == 3
-    assert metrics.multiprocess_dir_tidy() >= 1  # the other process has ended: its file goes
-    assert value(scrape(), name, network="other-process-net") == 0
+    assert value(scrape(), name, network=net) == 6
+    pid_files = len(list(metrics.multiprocess_dir().glob("*.db")))
+    assert metrics.multiprocess_dir_tidy() >= 4  # both processes have ended: their files are folded
+    assert len(list(metrics.multiprocess_dir().glob("*.db"))) <= pid_files - 2
+    after = scrape()
+    assert value(after, name, network=net) == 6  # the host's count does not go backwards
+    assert value(after, "gateway_payment_intent_create_seconds_count", status=status) == 2
+    assert value(after, "gateway_payment_intent_create_seconds_bucket", status=status, le="0.025") == 2
+    assert metrics.multiprocess_dir_tidy() == 0  # nothing left to fold: counted once
+    assert value(scrape(), name, network=net) == 6
 
 
 def test_a_worker_host_serves_its_process_metrics(django_capture_on_commit_callbacks):
