@@ -205,10 +205,10 @@ class Processes:
 
     def stop(self) -> None:
         """SIGTERM as a service manager stops them (warm shutdown), then whatever is left of each group."""
-        for process in self.running.values():
+        for process in list(self.running.values()):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.running.values():
+        for process in list(self.running.values()):
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
