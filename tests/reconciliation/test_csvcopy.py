@@ -175,7 +175,13 @@ def test_a_slice_that_fails_is_written_by_the_exporting_connection(monkeypatch):
     failed = []
     monkeypatch.setattr(csvcopy, "_SLICE_LOCK_TIMEOUT", "SET LOCAL lock_timeout = 'never'")
     real = csvcopy._Slice.spooled
-    monkeypatch.setattr(csvcopy._Slice, "spooled", lambda self: failed.append(self.error) or real(self))
+
+    def spooled(self):
+        self.join()  # the slice's outcome is known only once its thread has ended
+        failed.append(self.error)
+        return real(self)
+
+    monkeypatch.setattr(csvcopy._Slice, "spooled", spooled)
     assert b"".join(reconciliation_csv(f, parts=3, min_rows=2)) == one
     assert len(failed) == 2 and all(error is not None for error in failed)
     assert not slice_threads()
