@@ -156,6 +156,9 @@ else:
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")))
 }
+# A kept connection is checked before a request (or task) reuses it: after a database restart each web
+# thread would otherwise fail its first request with a 500 on the dead connection.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
     raise RuntimeError("PostgreSQL is the only supported database (DATABASE_URL=postgres://...)")
 # Server-side binding lets psycopg prepare a statement after a few executions, so PostgreSQL stops
