@@ -176,7 +176,9 @@ class Event(models.Model):
     intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="events")
     type = models.CharField(max_length=60)
     sequence = models.PositiveIntegerField()
-    dedupe_key = models.CharField(max_length=100)
+    # "transition:<id>", or "<exception kind>:<network code>/<tx hash>/<output or log index>": up to
+    # 18 + 40 (Network.code) + 1 + 66 + 1 + 11 = 137 characters
+    dedupe_key = models.CharField(max_length=160)
     transition = models.OneToOneField(StateTransition, null=True, blank=True, on_delete=models.PROTECT)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

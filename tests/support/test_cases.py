@@ -262,3 +262,33 @@ def test_the_audit_log_admin_is_read_only_and_scoped(client):
         page.status_code == 200 and b'name="_save"' not in page.content and b"deletelink" not in page.content
     )
     assert client.post(f"/admin/support/auditentry/{entry.pk}/delete/").status_code == 403
+
+
+def test_a_litecoin_duplicate_payment_on_its_second_output_opens_a_case():
+    """An exception's dedupe key names network, txid and output: on litecoin-regtest with a 64-hex txid
+    and output 1 it is 101 characters (it once failed the event's insert, and the whole network's scan)."""
+    from tests.ledger import ltc_intent, paid
+
+    intent = ltc_intent(make_merchant())
+    first, again = "1f" * 32, "2e" * 32
+    paid(intent, first, index=1, height=10)
+    paid(intent, again, index=1, height=11)
+    intent = PaymentIntent.objects.get(pk=intent.pk)
+    assert intent.flags == ["duplicate_payment"]
+    key = f"duplicate_payment:litecoin-regtest/{again}/1"
+    assert intent.events.get(type="payment.duplicate_payment_detected").dedupe_key == key
+    dispatch_and_open()
+    assert cases() == [("duplicate_payment", intent.pk, [again])]
+
+
+def test_the_longest_exception_key_fits():
+    """The longest network code the model allows, an EVM hash and a large index still fit the event's and
+    the case's keys."""
+    from payments.models import Event, Network
+
+    code = "n" * Network._meta.get_field("code").max_length
+    event_key = f"duplicate_payment:{code}/0x{'ab' * 32}/{2**31}"
+    assert len(event_key) <= Event._meta.get_field("dedupe_key").max_length
+    kind = max(SupportCase.Kind.values, key=len)
+    case_key = f"{kind}:pi_{'x' * 24}:{event_key}"
+    assert len(case_key) <= SupportCase._meta.get_field("dedupe_key").max_length
