@@ -34,7 +34,6 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -136,54 +135,37 @@ def caches_check() -> Check:
 
 
 def scan_check(now: datetime) -> Check:
-    from payments.models import Network
+    from payments.selectors_operations import watched_networks_scan
 
     max_age = settings.GATEWAY_READY_SCAN_MAX_AGE_S
     max_lag = settings.GATEWAY_READY_SCAN_MAX_LAG_BLOCKS
     networks: dict[str, dict[str, Any]] = {}
-    watched = (
-        Network.objects.filter(enabled=True)
-        .exclude(rpc_url="")
-        .order_by("code")
-        .values_list(
-            "code", "scan_status__last_success_at", "scan_status__lag_blocks", "scan_status__errors_in_a_row"
-        )
-    )
-    for code, last_success_at, lag, errors_in_a_row in watched:
-        age = None if last_success_at is None else round((now - last_success_at).total_seconds(), 1)
+    for scan in watched_networks_scan():
+        last = scan.last_success_at
+        age = None if last is None else round((now - last).total_seconds(), 1)
         problems = []
         if max_age and (age is None or age > max_age):
             problems.append("never scanned" if age is None else f"no successful scan for {age:g} s")
-        if max_lag and lag is not None and lag > max_lag:
-            problems.append(f"{lag} blocks behind the node")
-        networks[code] = {
+        if max_lag and scan.lag_blocks is not None and scan.lag_blocks > max_lag:
+            problems.append(f"{scan.lag_blocks} blocks behind the node")
+        networks[scan.code] = {
             "ok": not problems,
             "last_success_age_s": age,
-            "lag_blocks": lag,
-            "errors_in_a_row": errors_in_a_row or 0,
+            "lag_blocks": scan.lag_blocks,
+            "errors_in_a_row": scan.errors_in_a_row,
             **({"problem": "; ".join(problems)} if problems else {}),
         }
     return Check(all(n["ok"] for n in networks.values()), {"networks": networks})
 
 
 def webhooks_check(now: datetime) -> Check:
-    from payments.models import Event, WebhookDelivery
+    from payments.selectors_operations import webhook_backlog
 
-    events = Event.objects.filter(position__isnull=True).aggregate(
-        count=Count("id"), oldest=Min("created_at")
-    )
-    # only what a worker would take: endpoints disabled or deleted keep their pending deliveries unsent
-    due = WebhookDelivery.objects.filter(
-        state=WebhookDelivery.State.PENDING,
-        next_attempt_at__lte=now,
-        endpoint__enabled=True,
-        endpoint__deleted_at__isnull=True,
-    ).aggregate(count=Count("id"), oldest=Min("next_attempt_at"))
-    oldest = min((t for t in (events["oldest"], due["oldest"]) if t is not None), default=None)
-    age = 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 1))
+    backlog = webhook_backlog(now=now)
+    age = round(backlog.age_s(now), 1)
     detail: dict[str, Any] = {
-        "undispatched_events": events["count"],
-        "attempts_due": due["count"],
+        "undispatched_events": backlog.undispatched_events,
+        "attempts_due": backlog.attempts_due,
         "backlog_age_s": age,
     }
     ok = age <= settings.GATEWAY_READY_WEBHOOK_BACKLOG_S

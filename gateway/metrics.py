@@ -30,7 +30,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -160,7 +160,8 @@ class DatabaseCollector(Collector):
         yield from metrics
 
     def _read(self) -> Iterator[Metric]:
-        from payments.models import Event, Network, PaymentIntent, WebhookDelivery
+        from payments.models import PaymentIntent
+        from payments.selectors_operations import watched_networks_scan, webhook_backlog
         from support.models import SupportCase
 
         now = timezone.now()
@@ -185,51 +186,29 @@ class DatabaseCollector(Collector):
         in_a_row = GaugeMetricFamily(
             "gateway_scan_errors_in_a_row", "Scans failed since the last success", labels=["network"]
         )
-        watched = (
-            Network.objects.filter(enabled=True)
-            .exclude(rpc_url="")
-            .order_by("code")
-            .values_list(
-                "code",
-                "scan_status__lag_blocks",
-                "scan_status__last_success_at",
-                "scan_status__errors_total",
-                "scan_status__errors_in_a_row",
-            )
-        )
-        for code, lag_blocks, last_success_at, errors_total, errors_row in watched:
-            if lag_blocks is not None:
-                lag.add_metric([code], lag_blocks)
-            if last_success_at is not None:
-                last.add_metric([code], last_success_at.timestamp())
-            errors.add_metric([code], errors_total or 0)
-            in_a_row.add_metric([code], errors_row or 0)
+        for scan in watched_networks_scan():
+            if scan.lag_blocks is not None:
+                lag.add_metric([scan.code], scan.lag_blocks)
+            if scan.last_success_at is not None:
+                last.add_metric([scan.code], scan.last_success_at.timestamp())
+            errors.add_metric([scan.code], scan.errors_total)
+            in_a_row.add_metric([scan.code], scan.errors_in_a_row)
         yield from (lag, last, errors, in_a_row)
 
-        pending = WebhookDelivery.objects.filter(
-            state=WebhookDelivery.State.PENDING, endpoint__enabled=True, endpoint__deleted_at__isnull=True
-        ).aggregate(
-            total=Count("id"),
-            due=Count("id", filter=Q(next_attempt_at__lte=now)),
-            oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
-        )
-        undispatched = Event.objects.filter(position__isnull=True).aggregate(
-            n=Count("id"), oldest=Min("created_at")
-        )
+        pending = webhook_backlog(now=now)
         backlog = GaugeMetricFamily(
             "gateway_webhook_backlog",
             "Webhook work waiting: events not yet dispatched, attempts due now, deliveries pending in all",
             labels=["kind"],
         )
-        backlog.add_metric(["undispatched_events"], undispatched["n"])
-        backlog.add_metric(["attempts_due"], pending["due"])
-        backlog.add_metric(["deliveries_pending"], pending["total"])
+        backlog.add_metric(["undispatched_events"], pending.undispatched_events)
+        backlog.add_metric(["attempts_due"], pending.attempts_due)
+        backlog.add_metric(["deliveries_pending"], pending.deliveries_pending)
         yield backlog
-        oldest = min((t for t in (undispatched["oldest"], pending["oldest_due"]) if t), default=None)
         yield GaugeMetricFamily(
             "gateway_webhook_backlog_age_seconds",
             "How long the oldest due webhook work has waited",
-            value=0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()),
+            value=pending.age_s(now),
         )
 
         cases = GaugeMetricFamily(

@@ -3,34 +3,15 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
-
 from payments.accounts import api_key_create, merchant_create, wallet_add
 from payments.models import ApiKey, Merchant
+from tests.nodes.merchant_keys import TEST_MNEMONIC, account_key  # noqa: F401 (used by tests)
 
-TEST_MNEMONIC = "abandon " * 11 + "about"
 # Published vectors (TOOLING.md): BIP84 m/84'/0'/0' and BIP44 ETH m/44'/60'/0'.
 BIP84_ZPUB = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs"
 BIP84_FIRST_ADDRESS = "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
 ETH_ACCOUNT_XPUB = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
 ETH_FIRST_ADDRESS = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
-
-
-@lru_cache
-def account_key(path: str, *, testnet: bool = False) -> str:
-    """The account public key at `path` of the test mnemonic, as tpub (testnet) or xpub."""
-    from bip_utils import Bip32KeyNetVersions
-
-    versions = (
-        Bip32KeyNetVersions(bytes.fromhex("043587cf"), bytes.fromhex("04358394"))
-        if testnet
-        else Bip32KeyNetVersions(bytes.fromhex("0488b21e"), bytes.fromhex("0488ade4"))
-    )
-    seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
-    node = Bip32Secp256k1.FromSeed(seed, versions).DerivePath(path)
-    return node.PublicKey().ToExtended()
 
 
 def make_merchant(name: str = "Test shop", *, account: int = 0, wallets: bool = True, **policy) -> Merchant:

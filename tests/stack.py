@@ -164,8 +164,9 @@ class Processes:
             "beat": [python, "-m", "celery", "-A", "gateway", "beat"],
         }
 
-    def manage(self, *args: str) -> str:
-        result = subprocess.run(
+    def manage_run(self, *args: str) -> subprocess.CompletedProcess:
+        """`manage.py` with these arguments in the processes' environment, whatever its exit code."""
+        return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=REPO,
             env=self.env,
@@ -173,6 +174,10 @@ class Processes:
             text=True,
             timeout=300,
         )
+
+    def manage(self, *args: str) -> str:
+        """`manage.py` with these arguments, which must succeed; its output."""
+        result = self.manage_run(*args)
         assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         return result.stdout.strip()
 

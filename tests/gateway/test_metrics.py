@@ -222,12 +222,13 @@ def test_a_worker_host_serves_its_process_metrics(django_capture_on_commit_callb
     )
     try:
         text = ""
-        for _ in range(100):
+        deadline = time.monotonic() + 60  # Django's start-up on a loaded machine took more than 10 s
+        while not text and time.monotonic() < deadline and server.poll() is None:
             try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-                break
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             except OSError:
                 time.sleep(0.1)
+        assert text, server.stdout.read().decode() if server.poll() is not None else "no answer in 60 s"
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text)

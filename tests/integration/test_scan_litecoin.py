@@ -209,7 +209,7 @@ def test_replaced_unconfirmed_payment_stops_counting_and_goes_back(regtest):
     txid = node.send(intent.address.address, "0.5", replaceable=True)
     scan(backend)
     assert state(intent) == "detected"
-    replaced_by = node.rpc("sendrawtransaction", conflicting_transaction(node, txid))
+    replaced_by = node.rpc("sendrawtransaction", node.conflicting_transaction(txid))
     assert_gone_and_back_to_awaiting(node, backend, intent, txid)
     node.mine(2)
     scan(backend)
@@ -227,21 +227,6 @@ def assert_gone_and_back_to_awaiting(node: LitecoindNode, backend, intent: Payme
     assert event_types(intent)[-1] == "payment.awaiting_payment"
 
 
-def conflicting_transaction(node: LitecoindNode, txid: str) -> str:
-    """A signed transaction spending the same inputs as `txid`, paying a new address of the node's own
-    wallet instead (the customer taking the payment back)."""
-    original = node.rpc("getrawtransaction", txid, True)
-    inputs = [{"txid": vin["txid"], "vout": vin["vout"]} for vin in original["vin"]]
-    spent = sum(
-        Decimal(str(node.rpc("getrawtransaction", i["txid"], True)["vout"][i["vout"]]["value"]))
-        for i in inputs
-    )
-    raw = node.rpc(
-        "createrawtransaction", inputs, {node.new_address(): str(spent - Decimal("0.01"))}, 0, True
-    )
-    return node.rpc("signrawtransactionwithwallet", raw)["hex"]
-
-
 def test_dropped_unconfirmed_payment_when_a_double_spend_is_mined(regtest):
     """No RBF: the payment sits in the mempool, and a miner includes a conflicting transaction instead.
     The node evicts the payment; the scanner sees it gone, the observation stops counting, and the
@@ -252,7 +237,7 @@ def test_dropped_unconfirmed_payment_when_a_double_spend_is_mined(regtest):
     assert node.rpc("getrawtransaction", txid, True).get("vin")
     scan(backend)
     assert state(intent) == "detected"
-    conflict = conflicting_transaction(node, txid)
+    conflict = node.conflicting_transaction(txid)
     node.rpc("generateblock", node.new_address(), [conflict])
     assert_gone_and_back_to_awaiting(node, backend, intent, txid)
     node.mine(2)

@@ -261,5 +261,20 @@ class LitecoindNode:
         nothing goes through a float) to ``address``; returns the txid."""
         return self.rpc("sendtoaddress", address, str(Decimal(amount)), "", "", False, replaceable)
 
+    def conflicting_transaction(self, txid: str) -> str:
+        """A signed transaction spending the same inputs as `txid`, paying a new address of the node's own
+        wallet instead, with a fee of 0.01 (the customer taking the payment back: an RBF replacement when
+        `txid` signalled it, a double spend for a miner otherwise)."""
+        original = self.rpc("getrawtransaction", txid, True)
+        inputs = [{"txid": vin["txid"], "vout": vin["vout"]} for vin in original["vin"]]
+        spent = sum(
+            Decimal(str(self.rpc("getrawtransaction", i["txid"], True)["vout"][i["vout"]]["value"]))
+            for i in inputs
+        )
+        raw = self.rpc(
+            "createrawtransaction", inputs, {self.new_address(): str(spent - Decimal("0.01"))}, 0, True
+        )
+        return self.rpc("signrawtransactionwithwallet", raw)["hex"]
+
     def __repr__(self) -> str:
         return f"<LitecoindNode {self.base_url if self.port else 'not started'}>"

@@ -1,16 +1,31 @@
 """The merchant's wallet in tests: private keys of the published BIP39 test mnemonic ("abandon" x 11 +
 "about"), derived here with bip-utils from the seed (the gateway only ever holds the account's public
 key), so a test can move money out of the gateway's payment addresses as a merchant's wallet would:
-sign EVM transactions with eth-account, import keys into the litecoind regtest wallet."""
+sign EVM transactions with eth-account, import keys into the litecoind regtest wallet; and the account
+public keys the gateway is given. Nothing here needs Django."""
 
 from __future__ import annotations
 
-from bip_utils import Bip32Secp256k1, Bip39SeedGenerator, WifEncoder
+from functools import lru_cache
+
+from bip_utils import Bip32KeyNetVersions, Bip32Secp256k1, Bip39SeedGenerator, WifEncoder
 from eth_account import Account
 
-from tests.factories import TEST_MNEMONIC
+TEST_MNEMONIC = "abandon " * 11 + "about"
 
 LITECOIN_TESTNET_WIF_VERSION = b"\xef"  # Litecoin Core chainparams: testnet/regtest SECRET_KEY prefix 239
+
+
+@lru_cache
+def account_key(path: str, *, testnet: bool = False) -> str:
+    """The account public key at `path` of the test mnemonic, as tpub (testnet) or xpub."""
+    versions = (
+        Bip32KeyNetVersions(bytes.fromhex("043587cf"), bytes.fromhex("04358394"))
+        if testnet
+        else Bip32KeyNetVersions(bytes.fromhex("0488b21e"), bytes.fromhex("0488ade4"))
+    )
+    seed = Bip39SeedGenerator(TEST_MNEMONIC).Generate()
+    return Bip32Secp256k1.FromSeed(seed, versions).DerivePath(path).PublicKey().ToExtended()
 
 
 def _private_key(path: str) -> bytes:
