@@ -5,6 +5,7 @@ one Celery worker per queue, beat) started, killed and restarted one by one."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -242,7 +243,7 @@ def get(url: str, headers: dict | None = None) -> tuple[int, dict | str]:
             status, body, kind = response.status, response.read().decode(), response.headers["Content-Type"]
     except urllib.error.HTTPError as error:
         status, body, kind = error.code, error.read().decode(), error.headers["Content-Type"]
-    except OSError:
+    except (OSError, http.client.HTTPException):  # refused, reset, or cut off mid-answer by a kill
         return 0, ""
     return status, json.loads(body) if kind and kind.startswith("application/json") else body
 

@@ -126,7 +126,10 @@ class Probe(threading.Thread):
                     continue
                 self.asked += 1
                 asked_at = time.monotonic()
-                status, _ = get(url, headers)
+                try:
+                    status, _ = get(url, headers)
+                except Exception as exc:  # whatever it was, the request failed; the probe goes on
+                    status = repr(exc)
                 if status != 200:
                     self.failures.append((asked_at, time.monotonic(), f"{what} {status}"))
 

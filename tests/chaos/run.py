@@ -124,6 +124,8 @@ def chaos_run(config: Config) -> dict:
             chains[chain].act(payment)
             payments.append(payment)
             probe.checkout_url = probe.checkout_url or payment.intent["checkout_url"]
+            if len(payments) % 100 == 0:
+                log(f"{len(payments)} payments made; kills so far {sum(chaos.kills.values())}")
         for payment in (p for p in payments if p.kind == "late"):  # paid after expiry, in the late window
             time.sleep(max(0.0, LATE_AFTER_S - (time.monotonic() - payment.created)))
             chains[payment.chain].pay_late(payment)
