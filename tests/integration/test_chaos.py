@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 
 from tests.chaos.run import Config, chaos_run
+from tests.stack import REPO
 
 
 def test_a_hundred_payments_under_faults_end_as_their_evidence_says():
     report = chaos_run(Config(payments=100, seed=11, kill_every=4.0))
+    artifacts = REPO / ".state" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "chaos-100.json").write_text(json.dumps(report, indent=2))  # the figures, pass or fail
     assert report["ok"], json.dumps(report, indent=2)
     assert report["database_restart_s"] is not None and sum(report["kills"].values()) >= 10, report["kills"]
     kinds = report["states_by_kind"]
