@@ -541,6 +541,10 @@ class Run:
             )
         )
         transactions = self.sql(xacts, one=True) - xacts0
+        top = self.sql(
+            "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) FROM pg_stat_statements "
+            "WHERE query NOT LIKE '%%scale-bench%%' ORDER BY calls DESC LIMIT 12"
+        )
         outcomes = dict(
             self.sql(
                 "SELECT a.outcome, count(*) FROM payments_webhookattempt a "
@@ -563,6 +567,7 @@ class Run:
             "statements_per_delivery": round(float(statements.get(False, 0)) / n, 2),
             "transaction_control_per_delivery": round(float(statements.get(True, 0)) / n, 2),
             "transactions_per_delivery": round(transactions / n, 3),
+            "top_statements": [[int(calls), query] for calls, query in top],
             "wal_bytes_per_event_insert": round((lsn1 - lsn0) / n),
             "wal_bytes_per_delivery": round((lsn2 - lsn1) / n),
             "connections_max": dict(connections),
