@@ -450,6 +450,14 @@ class Run:
         )
         return {addr: n for addr, n in rows}
 
+    def lock_waits(self) -> int:
+        """The hosts' backends waiting for a lock (a row or an advisory lock) at this moment."""
+        return self.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'gateway' AND wait_event_type = 'Lock' "
+            "AND client_addr IS NOT NULL AND client_addr <> '127.0.0.1'",
+            one=True,
+        )
+
     def insert_events(self, phase: int, n: int) -> None:
         """`n` undispatched events spread over every merchant's intents, each with a real snapshot."""
         self.sql("SELECT 1")  # connected
@@ -505,6 +513,7 @@ class Run:
         marks: dict[int, float] = {}
         first: float | None = None
         connections: Counter[str] = Counter()
+        waits: list[int] = []
         next_sample = 0.0
         kill: dict = {}
         while True:
@@ -522,7 +531,8 @@ class Run:
             if now >= next_sample:
                 for addr, count in self.connections().items():
                     connections[addr] = max(connections[addr], count)
-                next_sample = now + 1.0
+                waits.append(self.lock_waits())
+                next_sample = now + 0.5
             if kill_at is not None:
                 self.kill_step(kill, kill_at, done, n, base_id, now)
             if done >= n:
@@ -571,6 +581,11 @@ class Run:
             "wal_bytes_per_event_insert": round((lsn1 - lsn0) / n),
             "wal_bytes_per_delivery": round((lsn2 - lsn1) / n),
             "connections_max": dict(connections),
+            "lock_waits_sampled": {"samples": len(waits), "max": max(waits, default=0), "sum": sum(waits)},
+            "deliveries_per_cpu_s": round(
+                n * 0.8 / (marks[90] - marks[10]) / max(0.01, cpu["host1"] + cpu["host2"] + cpu["postgres"]),
+                1,
+            ),
             "processes": {f"host{i}": len(self.host_pids(i)) for i in (1, 2)},
             "cpu": {k: round(v, 2) for k, v in cpu.items()},
             "cpu_others": meter.top_others,
@@ -911,7 +926,8 @@ def print_report(report: dict) -> None:
             f"{p['transactions_per_delivery']:9.3f} {p['wal_bytes_per_delivery']:9} "
             f"{json.dumps(p['connections_max']):>18}  h1 {cpu['host1']:.2f} h2 {cpu['host2']:.2f} "
             f"pg {cpu['postgres']:.2f} rcv {cpu['receiver']:.2f} others {cpu['other']:.2f} "
-            f"machine {cpu['machine']:.2f}"
+            f"machine {cpu['machine']:.2f}; per CPU-s {p['deliveries_per_cpu_s']}, "
+            f"lock waits max {p['lock_waits_sampled']['max']}"
         )
     ratio = report["ratio"]
     print(
