@@ -147,6 +147,8 @@ class Postgres:
         self.running = True
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE gateway")
+            # the bench's own queries run as another role, so that pg_stat_statements tells them apart
+            conn.execute("CREATE ROLE scalebench LOGIN SUPERUSER")
         self.postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
 
     def _ctl(self, *args: str) -> None:
@@ -154,8 +156,8 @@ class Postgres:
 
         pg_ctl(list(args), pgdata=self.pgdata, user=self.user, timeout=60)
 
-    def url(self, database: str = "gateway", host: str = "127.0.0.1") -> str:
-        return f"postgresql://postgres@{host}:{self.port}/{database}"
+    def url(self, database: str = "gateway", host: str = "127.0.0.1", user: str = "postgres") -> str:
+        return f"postgresql://{user}@{host}:{self.port}/{database}"
 
     def stop(self) -> None:
         if self.running:
@@ -379,7 +381,8 @@ class Run:
         import psycopg
 
         if not hasattr(self, "_conn") or self._conn.closed:
-            self._conn = psycopg.connect(self.pg.url(), autocommit=True)
+            self._conn = psycopg.connect(self.pg.url(user="scalebench"), autocommit=True)
+        self.own_transactions = getattr(self, "own_transactions", 0) + 1
         rows = self._conn.execute("/* scale-bench */ " + query, params).fetchall()
         return rows[0][0] if one else rows
 
@@ -493,12 +496,13 @@ class Run:
         self.hosts_running(hosts)
         receiver(self.receiver_port, "/reset")
         base_id = self.sql("SELECT coalesce(max(id), 0) FROM payments_webhookdelivery", one=True)
-        self.sql("SELECT pg_stat_statements_reset()")
-        xacts = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'gateway'"
-        xacts0 = self.sql(xacts, one=True)
         lsn0 = self.lsn()
         self.insert_events(phase, n)
         lsn1 = self.lsn()
+        self.sql("SELECT pg_stat_statements_reset()")  # after the insert: the workers' statements only
+        xacts = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'gateway'"
+        xacts0 = self.sql(xacts, one=True)
+        own0 = self.own_transactions
         meter = CpuMeter(
             {
                 "host1": lambda: self.host_pids(1),
@@ -542,18 +546,22 @@ class Run:
             time.sleep(0.1)
         cpu = meter.stop()
         lsn2 = self.lsn()
+        time.sleep(1.0)  # backends report their transaction counts at most once a second
+        workers = (
+            "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = 'postgres' "
+            "AND s.dbid = (SELECT oid FROM pg_database WHERE datname = 'gateway')"
+        )
         statements = dict(
             self.sql(
-                "SELECT query IN ('BEGIN', 'COMMIT', 'ROLLBACK') OR query LIKE 'SAVEPOINT%%' "
-                "OR query LIKE 'RELEASE%%', sum(calls) FROM pg_stat_statements "
-                "WHERE query NOT LIKE '%%scale-bench%%' AND query NOT LIKE '%%pg_stat_statements%%' "
-                "GROUP BY 1"
+                "SELECT CASE WHEN query IN ('BEGIN', 'COMMIT', 'ROLLBACK') OR query LIKE 'SAVEPOINT%' "
+                "OR query LIKE 'RELEASE%' THEN 'control' WHEN query LIKE 'SELECT % FROM ONLY %' THEN 'fk' "
+                f"ELSE 'sql' END, sum(calls) {workers} GROUP BY 1"
             )
         )
-        transactions = self.sql(xacts, one=True) - xacts0
+        transactions = self.sql(xacts, one=True) - xacts0 - (self.own_transactions - own0)
         top = self.sql(
-            "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) FROM pg_stat_statements "
-            "WHERE query NOT LIKE '%%scale-bench%%' ORDER BY calls DESC LIMIT 12"
+            f"SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) {workers} "
+            "ORDER BY calls DESC LIMIT 14"
         )
         outcomes = dict(
             self.sql(
@@ -574,8 +582,9 @@ class Run:
             "attempts": outcomes,
             "receiver": {k: v for k, v in stats.items() if k != "duplicate_ids"},
             "duplicate_ids": stats["duplicate_ids"],
-            "statements_per_delivery": round(float(statements.get(False, 0)) / n, 2),
-            "transaction_control_per_delivery": round(float(statements.get(True, 0)) / n, 2),
+            "statements_per_delivery": round(float(statements.get("sql", 0)) / n, 2),
+            "fk_checks_per_delivery": round(float(statements.get("fk", 0)) / n, 2),
+            "transaction_control_per_delivery": round(float(statements.get("control", 0)) / n, 2),
             "transactions_per_delivery": round(transactions / n, 3),
             "top_statements": [[int(calls), query] for calls, query in top],
             "wal_bytes_per_event_insert": round((lsn1 - lsn0) / n),
