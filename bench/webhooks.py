@@ -48,8 +48,10 @@ LOOPBACK_ENV = {"GATEWAY_WEBHOOK_ALLOW_HTTP": "1", "GATEWAY_WEBHOOK_ALLOWED_NETW
 # --- the receiver (its own process) ----------------------------------------------------------------------
 
 
-def receiver_main(port: int) -> None:
-    seen: dict[str, int] = {}
+def receiver_main(port: int, hosts: tuple[str, ...] = ("127.0.0.1",), delay_s: float = 0.0) -> None:
+    """Answers every POST (after `delay_s`, without holding up other connections) and counts webhook-ids
+    per URL path; GET /stats and /reset. bench/scale.py runs it with a delay, on several addresses."""
+    seen: dict[tuple[str, str], int] = {}
     posts = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -64,14 +66,22 @@ def receiver_main(port: int) -> None:
                 if length:
                     await reader.readexactly(length)
                 if method == "POST":
+                    if delay_s:
+                        await asyncio.sleep(delay_s)  # the merchant's work
                     posts += 1
-                    msg_id = headers.get("webhook-id", "")
-                    seen[msg_id] = seen.get(msg_id, 0) + 1
+                    key = (target, headers.get("webhook-id", ""))
+                    seen[key] = seen.get(key, 0) + 1
                     body = b"ok"
                 elif target == "/stats":
-                    duplicates = sum(n - 1 for n in seen.values() if n > 1)
+                    twice = [msg_id for (_, msg_id), n in seen.items() if n > 1]
                     body = json.dumps(
-                        {"posts": posts, "unique": len(seen), "duplicates": duplicates}
+                        {
+                            "posts": posts,
+                            "unique": len(seen),
+                            "duplicates": sum(n - 1 for n in seen.values() if n > 1),
+                            "duplicate_ids": twice[:2000],
+                            "paths": len({path for path, _ in seen}),
+                        }
                     ).encode()
                 else:  # /reset
                     seen, posts = {}, 0
@@ -84,7 +94,7 @@ def receiver_main(port: int) -> None:
             writer.close()
 
     async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(handle, list(hosts), port, backlog=2048)
         print("ready", flush=True)
         async with server:
             await server.serve_forever()
