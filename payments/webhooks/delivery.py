@@ -54,8 +54,7 @@ from .transport import Result, Transport
 log = logging.getLogger(__name__)
 _DISPATCH_LOCK = 0x77686B31  # pg advisory lock key ("whk1")
 DISPATCH_IDLE_S = 0.5
-DISPATCH_CALL_S = 0.03  # a burst of new events is dispatched in batches of about this long each
-FLUSH_S = 0.05  # results wait at most about this long to be recorded
+FLUSH_S = 0.1  # results wait at most about this long to be recorded
 POLL_S = 0.1  # due deliveries of endpoints this drain has not seen yet are looked for this often
 STOPPED_CHECK_S = 1.0  # endpoints with queued claims are checked for a disable this often
 MAX_QUEUED = 2048  # claims queued or in flight in the process, at most
@@ -153,6 +152,7 @@ _executor: ThreadPoolExecutor | None = None
 _transport: Transport | None = None
 _shared_lock = threading.Lock()
 _drain_lock = threading.Lock()
+_endpoint_rates: dict[str, float] = {}  # each endpoint's recent sending rate, kept from drain to drain
 
 
 def _shared() -> tuple[ThreadPoolExecutor, Transport]:
@@ -218,6 +218,7 @@ def _drain(*, budget_s: float, clock: Callable[[], datetime], transport: Transpo
         send=partial(_send, transport=transport),
         clock=clock,
         attempt_s=transport.timeout_s,
+        rates=_endpoint_rates,
     )
     senders = [executor.submit(pipeline.serve) for _ in range(settings.GATEWAY_WEBHOOK_CONCURRENCY)]
     try:
@@ -244,20 +245,14 @@ def _drain_loop(pipeline: Pipeline, *, budget_s: float, clock: Callable[[], date
     endpoints = EndpointCache(ttl_s=1.0)
     health = HealthWrites()
     next_dispatch = next_poll = next_stopped_check = 0.0
-    dispatch_batch = 200
     while True:
         pipeline.wake.clear()
         started = time.monotonic()
         claiming = started < deadline
         if claiming and started >= next_dispatch:
-            dispatched = _retrying(
-                partial(events_dispatch, now=clock(), batch=dispatch_batch, wait_for_lock=False)
-            )
+            dispatched = _retrying(lambda: events_dispatch(now=clock(), wait_for_lock=False))
             report.dispatched += dispatched
             next_dispatch = 0.0 if dispatched else started + DISPATCH_IDLE_S
-            if dispatched == dispatch_batch:  # a burst: batches that keep each cycle short
-                took = time.monotonic() - started
-                dispatch_batch = max(50, min(1000, round(dispatch_batch * DISPATCH_CALL_S / max(took, 1e-3))))
         results, release = pipeline.take_done()
         if results:
             recorded = _retrying(partial(results_record, results, now=clock(), health=health))

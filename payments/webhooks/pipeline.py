@@ -1,6 +1,6 @@
 """A worker process's queue of claimed attempts, between the drain's database thread and its senders.
 
-The drain claims ahead: each endpoint gets a local queue of claimed deliveries, about half a second of
+The drain claims ahead: each endpoint gets a local queue of claimed deliveries, about a second of
 its recent sending rate (at least twice the per-endpoint cap), so the sending threads never wait for a
 database round trip. The per-endpoint cap (GATEWAY_WEBHOOK_PER_ENDPOINT) bounds attempts *in flight*:
 a sender takes the next claim of the next endpoint, round robin, among endpoints with fewer than `cap`
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from .claims import Claim
 from .transport import Result
 
-AHEAD_S = 0.5  # an endpoint's queue holds about this long of its recent sending rate
+AHEAD_S = 1.0  # an endpoint's queue holds about this long of its recent sending rate
 MAX_AHEAD = 512  # claims queued or in flight per endpoint, at most
 RATE_TAU_S = 0.5  # time constant of the sending-rate average
 FLUSH_N = 256  # results that wake the database thread at once (otherwise it wakes every FLUSH_S)
@@ -41,6 +41,7 @@ class Pipeline:
         send: Callable[[Claim], Result],
         clock: Callable[[], datetime],
         attempt_s: float,
+        rates: dict[str, float] | None = None,
     ):
         self.cap = cap
         self.send = send
@@ -57,7 +58,7 @@ class Pipeline:
         self._low: dict[str, int] = {}  # a queue this short asks for more
         self._closing = False
         self._completed: Counter[str] = Counter()
-        self._rates: dict[str, float] = {}
+        self._rates = {} if rates is None else rates  # endpoint -> attempts/s (the process's, kept)
         self._rates_at = time.monotonic()
 
     # --- the sending threads ------------------------------------------------------------------------
@@ -158,6 +159,9 @@ class Pipeline:
                 self._low[endpoint_id] = target // 2
                 held = queued + self._in_flight[endpoint_id]
                 wants[endpoint_id] = target - held if queued <= target // 2 else 0
+                if queued > 2 * target:  # it slowed down: give back what it will not send soon
+                    queue = self._queued[endpoint_id]
+                    self._expired.extend(queue.pop() for _ in range(queued - target))
         return wants
 
     def held(self) -> int:
