@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payments", "0023_scan_status_success"),
+        ("payments", "0024_event_dedupe_key_length"),
     ]
 
     operations = [
