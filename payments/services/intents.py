@@ -101,7 +101,7 @@ def payment_intent_create(
             events_write(intent=intent, events=[("payment.created", "created", None)], transactions=[])
             return intent
         _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
-        verdict = policy.evaluate(intent_facts(intent), [], [], {}, now)
+        verdict = policy.evaluate(intent_facts(intent, new=True), [], [], {}, now)
         intent.transition_method(verdict.state)()
         intent.event_sequence = 2
         intent.created_at = intent.updated_at = now
