@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -64,11 +65,49 @@ class _KeyTaken(Exception):
     """The key has a record already: roll this request back and answer with the record."""
 
 
-def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Response]) -> Response:
+_INSERT = (
+    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+    "response_status, response_body) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
+)
+
+
+@dataclass
+class RecordSlot:
+    """The request's record, for a handler whose service can write it in its own statement (a
+    `services.RowBesideIntent`): `answering(status)` gives the row for the response the handler will
+    return, whose body is the representation the service writes. `written`: None until it is written
+    that way (then the record is inserted after the handler), True, or False when the key was taken."""
+
+    merchant_id: str
+    key: str
+    fingerprint: str
+    created_at: datetime
+    status: int = 200
+    written: bool | None = None
+
+    def answering(self, status: int) -> RecordSlot:
+        self.status = status
+        return self
+
+    def insert_sql(self, representation: dict[str, Any]) -> tuple[str, list[Any]]:
+        body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(representation), connection)
+        return _INSERT, [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status, body]
+
+    def inserted(self, row_id: int | None) -> None:
+        self.written = row_id is not None
+
+
+def idempotent(
+    request: Request, merchant: Merchant, handler: Callable[..., Response], *, slot: bool = False
+) -> Response:
+    """Run `handler` once per Idempotency-Key (see above). With `slot`, the handler is called with the
+    `RecordSlot` (None without a key), to have its service write the record in its own statement."""
     key = request.headers.get("Idempotency-Key")
+    wants_slot = slot
     if key is None:
         with transaction.atomic():
-            return handler()
+            return handler(None) if wants_slot else handler()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
@@ -80,8 +119,16 @@ def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Respo
     for _ in range(2):  # a second round only after dropping an expired record
         try:
             with transaction.atomic():
-                response = handler()
-                if _record_insert(merchant, key, fingerprint, now, response):
+                if wants_slot:
+                    record = RecordSlot(merchant.pk, key, fingerprint, now)
+                    response = handler(record)
+                    written = record.written
+                else:
+                    response = handler()
+                    written = None
+                if written is None:
+                    written = _record_insert(merchant, key, fingerprint, now, response)
+                if written:
                     return response
                 raise _KeyTaken
         except (_KeyTaken, GatewayError, APIException, IntegrityError) as exc:
@@ -110,10 +157,5 @@ def _record_insert(merchant: Merchant, key: str, fingerprint: str, now, response
     request holding it to end)."""
     body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(response.data), connection)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
-            "response_status, response_body) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id",
-            [merchant.pk, key, fingerprint, now, response.status_code, body],
-        )
+        cursor.execute(_INSERT, [merchant.pk, key, fingerprint, now, response.status_code, body])
         return cursor.fetchone() is not None
