@@ -34,6 +34,7 @@ from .serializers import (
     SelectAssetSerializer,
     list_of,
     next_link,
+    validated,
 )
 
 ERRORS = {
@@ -135,9 +136,7 @@ class PaymentIntentListCreateView(APIView):
         merchant = request.user.merchant
 
         def create(record: RecordSlot | None) -> Response:
-            serializer = PaymentIntentCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
+            data = validated(PaymentIntentCreateSerializer, request.data)
             network_asset = _network_asset(data["asset"], data["network"]) if "asset" in data else None
             intent = services.payment_intent_create(
                 merchant=merchant,
