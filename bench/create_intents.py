@@ -49,6 +49,7 @@ INTENT_PATH = "/api/v1/payment-intents"
 BARE_PATH = "/bench/bare"
 TARGET_THROUGHPUT = 300.0
 TARGET_P99_MS = 50.0
+TARGET_RATIO = 0.6  # issue 15: of the bare DRF view's rate, measured in the same run
 
 
 # --- the stack baseline: a bare DRF view served by the same gunicorn settings --------------------------
@@ -346,6 +347,7 @@ class PhaseResult:
     top_others: list = field(default_factory=list)
     pg_activity: dict = field(default_factory=dict)
     note: str = ""
+    offered_per_s: float = 0.0  # open loop: the arrival rate
 
     @property
     def ok_per_s(self) -> float:
@@ -414,7 +416,7 @@ async def closed_loop(
 async def open_loop(client: Client, name: str, rate: float, duration: float, meter: CpuMeter | None):
     """Requests started on a fixed schedule whether or not earlier ones answered; latency counts from
     the scheduled start (no coordinated omission)."""
-    result = PhaseResult(name=name, kind="open")
+    result = PhaseResult(name=name, kind="open", offered_per_s=rate)
     total = int(rate * duration)
     max_outstanding = 2000
     outstanding = 0
@@ -939,6 +941,23 @@ def print_report(bench: Bench, args, results: dict[str, PhaseResult], queries: d
         print(
             f"target: p99 < {TARGET_P99_MS:g} ms, open loop at {args.rate:g}/s -> p99 {p99:.1f} ms: {verdict}"
         )
+    # issue 15: at least TARGET_RATIO of the bare DRF view's rate, p99 < 50 ms at half the closed-loop rate
+    if closed and bare and bare.ok_per_s:
+        ok = summary["ratio_to_bare_stack"] >= TARGET_RATIO and not closed.errors
+        summary["target_ratio_met"] = ok
+        print(
+            f"target: intents/s >= {TARGET_RATIO:g} x bare DRF view -> {summary['ratio_to_bare_stack']:.3f}: "
+            f"{'MET' if ok else 'MISSED'}"
+        )
+    half = [r for r in (opened, results.get("open_below")) if r and closed and _near_half(r, closed)]
+    if half:
+        p99 = half[0].pct(99)
+        ok = p99 < TARGET_P99_MS and not half[0].errors
+        summary["target_latency_at_half_met"] = ok
+        print(
+            f"target: p99 < {TARGET_P99_MS:g} ms at half the closed-loop rate ({half[0].name}) -> "
+            f"{p99:.1f} ms: {'MET' if ok else 'MISSED'}"
+        )
     samples = getattr(bench, "error_samples", [])
     if samples:
         print("\nsample non-201 answers:")
@@ -946,6 +965,11 @@ def print_report(bench: Bench, args, results: dict[str, PhaseResult], queries: d
             print(f"  {status}: {text}")
     print("=" * width)
     return summary
+
+
+def _near_half(opened: PhaseResult, closed: PhaseResult) -> bool:
+    """An open loop offered at (about) half the closed-loop rate."""
+    return abs(opened.offered_per_s - closed.ok_per_s / 2) <= max(1.0, 0.05 * closed.ok_per_s)
 
 
 # --- main -----------------------------------------------------------------------------------------------
@@ -974,6 +998,8 @@ async def run_load(bench: Bench, args, port: int, results: dict[str, PhaseResult
     )
     for p in profilers:
         p.wait()
+    if args.rate == "half":  # the issue's latency target: p99 at half the closed-loop rate
+        args.rate = max(1.0, round(results["closed"].ok_per_s / 2))
     if args.rate > 0:
         await asyncio.sleep(1)
         log(f"open loop: {args.rate:g}/s for {args.duration:g} s")
@@ -1012,6 +1038,10 @@ async def run_bare(bench: Bench, args, port: int, results: dict[str, PhaseResult
     return client.error_samples
 
 
+def _rate(text: str) -> float | str:
+    return text if text == "half" else float(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15, help="seconds per measured phase (default 15)")
@@ -1020,7 +1050,10 @@ def main() -> int:
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
     parser.add_argument("--threads", type=int, default=1, help="threads per gthread worker (1)")
     parser.add_argument(
-        "--rate", type=float, default=150, help="open-loop arrivals per second (150; 0 skips)"
+        "--rate",
+        type=_rate,
+        default=150,
+        help="open-loop arrivals per second (150; 0 skips; 'half': half the closed-loop rate just measured)",
     )
     parser.add_argument(
         "--no-below-capacity",

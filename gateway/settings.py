@@ -307,6 +307,9 @@ GATEWAY_CHECKOUT_POLLS_PER_ADDRESS_PER_MINUTE = int(
 )
 # Merchant API requests per API key and second (a runaway-client guard); 0: no limit.
 GATEWAY_API_RATE_PER_SECOND = int(os.environ.get("GATEWAY_API_RATE_PER_SECOND", "1000"))
+# An API key found (with its merchant) is kept this long per process; a revocation, a merchant disabled or
+# a scope change reaches every process within it. 0: every request reads the key.
+GATEWAY_API_KEY_CACHE_S = float(os.environ.get("GATEWAY_API_KEY_CACHE_S", "5"))
 GATEWAY_TRUSTED_PROXIES = [
     a.strip() for a in os.environ.get("GATEWAY_TRUSTED_PROXIES", "").split(",") if a.strip()
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 
@@ -81,22 +84,65 @@ def api_key_create(*, merchant: Merchant, scopes: Iterable[str], name: str = "")
 
 
 def api_key_revoke(*, api_key: ApiKey, now: datetime) -> ApiKey:
+    """Revoke a key: refused at once by this process, and by every other within GATEWAY_API_KEY_CACHE_S
+    (the per-process cache of `api_key_authenticate`)."""
     if api_key.revoked_at is None:
         api_key.revoked_at = now
         api_key.save(update_fields=["revoked_at"])
+    api_key_cache_clear()
     return api_key
 
 
 def api_key_authenticate(*, presented: str, now: datetime) -> ApiKey | None:
-    """The active or revoked key row for a presented secret (the caller checks `revoked_at`), or None."""
+    """The active or revoked key row for a presented secret (the caller checks `revoked_at`), or None.
+
+    Every API request runs this, so a key found (with its merchant) is kept per process for
+    GATEWAY_API_KEY_CACHE_S seconds: a revocation, a merchant disabled or a scope change made elsewhere is
+    honoured by every process within that time (by this one at once, for a revocation through
+    `api_key_revoke`). An unknown key is never kept: a key just created works at once, and made-up keys
+    cannot fill the cache."""
     if not presented.startswith(API_KEY_PREFIX):
         return None
-    key = _api_key_with_merchant(api_key_digest(presented))
+    digest = api_key_digest(presented)
+    key = _api_key_cached(digest)
     if key is None:
         return None
     if key.revoked_at is None and (key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+        cached = _key_cache.get(digest)
+        if cached is not None:
+            cached[1].last_used_at = now  # written once a minute per process, not once per request
+    return key
+
+
+# digest -> (loaded at, monotonic seconds; the key with its merchant). Bounded by the keys that exist.
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
+_KEY_CACHE_MAX = 4096
+_clock = time.monotonic
+
+
+def api_key_cache_clear() -> None:
+    _key_cache.clear()
+
+
+def _api_key_cached(digest: str) -> ApiKey | None:
+    """A copy of the cached key and merchant (a request may change its own), or the row read afresh."""
+    ttl = settings.GATEWAY_API_KEY_CACHE_S
+    now = _clock()
+    hit = _key_cache.get(digest)
+    if hit is None or now - hit[0] >= ttl:
+        key = _api_key_with_merchant(digest)
+        if key is None:
+            _key_cache.pop(digest, None)
+            return None
+        if ttl <= 0:
+            return key
+        if len(_key_cache) >= _KEY_CACHE_MAX:
+            _key_cache.clear()
+        hit = _key_cache[digest] = (now, key)
+    key = copy.copy(hit[1])
+    key.merchant = copy.copy(hit[1].merchant)
     return key
 
 

@@ -48,7 +48,10 @@ def intent_get_for_merchant(*, merchant: Merchant, intent_id: str) -> PaymentInt
     return intent_queryset().filter(merchant=merchant, pk=intent_id).first()
 
 
-def intent_facts(intent: PaymentIntent) -> policy.IntentFacts:
+def intent_facts(intent: PaymentIntent, *, new: bool = False) -> policy.IntentFacts:
+    """What `evaluate` knows of the intent. `new`: an intent being created in this transaction, which has
+    no refunds and no observations for gas funding to explain, so neither is read (the verdict and its
+    fingerprint are the same as with them read: no refund, and funders only classify observations)."""
     na = intent.network_asset
     return policy.IntentFacts(
         amount_due=int(intent.amount_due_base_units) if intent.amount_due_base_units is not None else None,
@@ -60,8 +63,8 @@ def intent_facts(intent: PaymentIntent) -> policy.IntentFacts:
         underpayment_tolerance_bps=intent.underpayment_tolerance_bps,
         overpayment_tolerance_bps=intent.overpayment_tolerance_bps,
         late_payment_window=timedelta(minutes=intent.late_payment_window_minutes),
-        gas_funders=gas_funders(intent),
-        refunded=refunded_amount(intent),
+        gas_funders=frozenset() if new else gas_funders(intent),
+        refunded=0 if new else refunded_amount(intent),
     )
 
 

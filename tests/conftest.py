@@ -96,12 +96,16 @@ def networks_watched(request, reference_data):
 
 @pytest.fixture(autouse=True)
 def fresh_reference_cache():
-    """Each test sees the reference data as it is in its database, not as an earlier test cached it."""
+    """Each test sees the reference data and API keys as they are in its database, not as an earlier test
+    cached them."""
+    from payments.accounts import api_key_cache_clear
     from payments.services import reference_cache_clear
 
     reference_cache_clear()
+    api_key_cache_clear()
     yield
     reference_cache_clear()
+    api_key_cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,14 @@
 """`Idempotency-Key` on POST, with Stripe's semantics.
 
-The record is inserted (ON CONFLICT DO NOTHING) in the same transaction as the request's effects and
-its response, so a key maps to exactly one committed outcome. A concurrent request with the same key
-waits on the unique index until the first commits, then replays its response; if the first fails, its
-record rolls back with it and the next request runs. A key reused with another body is a 422.
-Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
+The record (key, request fingerprint, response) is inserted once, at the end of the request's own
+transaction (`INSERT ... ON CONFLICT DO NOTHING`), so a key maps to exactly one committed outcome and a
+request writes its record with one statement. When the key is taken, by a request committed earlier or
+by a concurrent one (the insert waits on the unique index until that one commits), this request's
+effects roll back and the stored outcome answers: the same body gets the stored response replayed,
+another body a 422. A request that fails looks for a record before answering, so a replay is answered
+even where running the request again would fail (a cancel already done, a rate source down), and a key
+reused with another body is a 422 whatever that body holds. A failed request stores nothing: its key
+may be retried. Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments.encryption import secret_decrypt, secret_encrypt
-from payments.errors import IdempotencyKeyReused, InvalidRequest
+from payments.errors import GatewayError, IdempotencyKeyReused, InvalidRequest
 from payments.models import IdempotencyRecord, Merchant
 
 MAX_KEY_LENGTH = 255
@@ -55,11 +61,53 @@ def _body_to_replay(stored: Any) -> Any:
     return stored
 
 
-def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Response]) -> Response:
+class _KeyTaken(Exception):
+    """The key has a record already: roll this request back and answer with the record."""
+
+
+_INSERT = (
+    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+    "response_status, response_body) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
+)
+
+
+@dataclass
+class RecordSlot:
+    """The request's record, for a handler whose service can write it in its own statement (a
+    `services.RowBesideIntent`): `answering(status)` gives the row for the response the handler will
+    return, whose body is the representation the service writes. `written`: None until it is written
+    that way (then the record is inserted after the handler), True, or False when the key was taken."""
+
+    merchant_id: str
+    key: str
+    fingerprint: str
+    created_at: datetime
+    status: int = 200
+    written: bool | None = None
+
+    def answering(self, status: int) -> RecordSlot:
+        self.status = status
+        return self
+
+    def insert_sql(self, representation: dict[str, Any]) -> tuple[str, list[Any]]:
+        body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(representation), connection)
+        return _INSERT, [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status, body]
+
+    def inserted(self, row_id: int | None) -> None:
+        self.written = row_id is not None
+
+
+def idempotent(
+    request: Request, merchant: Merchant, handler: Callable[..., Response], *, slot: bool = False
+) -> Response:
+    """Run `handler` once per Idempotency-Key (see above). With `slot`, the handler is called with the
+    `RecordSlot` (None without a key), to have its service write the record in its own statement."""
     key = request.headers.get("Idempotency-Key")
+    wants_slot = slot
     if key is None:
         with transaction.atomic():
-            return handler()
+            return handler(None) if wants_slot else handler()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
@@ -69,38 +117,45 @@ def idempotent(request: Request, merchant: Merchant, handler: Callable[[], Respo
     now = timezone.now()
     ttl = timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)
     for _ in range(2):  # a second round only after dropping an expired record
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id",
-                    [merchant.pk, key, fingerprint, now],
-                )
-                row = cursor.fetchone()
-            if row is not None:
-                response = handler()
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "UPDATE payments_idempotencyrecord SET response_status = %s, response_body = %s "
-                        "WHERE id = %s",
-                        [
-                            response.status_code,
-                            _RESPONSE_BODY.get_db_prep_save(_body_to_store(response.data), connection),
-                            row[0],
-                        ],
-                    )
-                return response
-        record = IdempotencyRecord.objects.get(merchant=merchant, key=key)
-        if record.created_at < now - ttl:
-            IdempotencyRecord.objects.filter(pk=record.pk, created_at=record.created_at).delete()
-            continue
-        if record.request_fingerprint != fingerprint:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with other parameters; use a new key for a new request"
+        try:
+            with transaction.atomic():
+                if wants_slot:
+                    record = RecordSlot(merchant.pk, key, fingerprint, now)
+                    response = handler(record)
+                    written = record.written
+                else:
+                    response = handler()
+                    written = None
+                if written is None:
+                    written = _record_insert(merchant, key, fingerprint, now, response)
+                if written:
+                    return response
+                raise _KeyTaken
+        except (_KeyTaken, GatewayError, APIException, IntegrityError) as exc:
+            record = IdempotencyRecord.objects.filter(merchant=merchant, key=key).first()
+            if record is None:
+                if isinstance(exc, _KeyTaken):
+                    continue  # its record was purged meanwhile: run the request again
+                raise  # the request's own error: no earlier outcome to answer with
+            if record.created_at < now - ttl:
+                IdempotencyRecord.objects.filter(pk=record.pk, created_at=record.created_at).delete()
+                continue
+            if record.request_fingerprint != fingerprint:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used with other parameters; use a new key for a new request"
+                ) from None
+            return Response(
+                _body_to_replay(record.response_body),
+                status=record.response_status,
+                headers={"Idempotent-Replayed": "true"},
             )
-        return Response(
-            _body_to_replay(record.response_body),
-            status=record.response_status,
-            headers={"Idempotent-Replayed": "true"},
-        )
     raise InvalidRequest("could not claim the Idempotency-Key", code="invalid_idempotency_key")
+
+
+def _record_insert(merchant: Merchant, key: str, fingerprint: str, now, response: Response) -> bool:
+    """The record with the response, unless the key has one (then False, after waiting for a concurrent
+    request holding it to end)."""
+    body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(response.data), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [merchant.pk, key, fingerprint, now, response.status_code, body])
+        return cursor.fetchone() is not None

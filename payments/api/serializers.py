@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import threading
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -131,6 +133,28 @@ def validate_metadata(value):
             f"metadata may be at most {METADATA_MAX_BYTES} bytes as JSON", code="metadata_too_large"
         )
     return value
+
+
+_built = threading.local()
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """What `serializer_class(data=data)` validates to, or its ValidationError (the same details and codes
+    as `is_valid(raise_exception=True)`), from a serializer built once per class and thread: building one
+    deep-copies every declared field, two thirds of the cost for the create body; validating keeps no
+    state in the serializer or its fields."""
+    serializers_built = _built.__dict__.setdefault("by_class", {})
+    serializer = serializers_built.get(serializer_class)
+    if serializer is None:
+        serializer = serializers_built[serializer_class] = serializer_class()
+    try:
+        return serializer.run_validation(data)
+    except serializers.ValidationError as exc:
+        if isinstance(exc.detail, list) and [getattr(d, "code", None) for d in exc.detail] == ["null"]:
+            # a JSON `null` body, described as `is_valid` describes it
+            detail = serializers.ErrorDetail("No data provided", code="null")
+            raise serializers.ValidationError({"non_field_errors": [detail]}) from None
+        raise
 
 
 class PaymentIntentCreateSerializer(StrictSerializer):

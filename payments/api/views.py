@@ -24,7 +24,7 @@ from payments.selectors import (
     intents_transactions,
 )
 
-from .idempotency import idempotent
+from .idempotency import RecordSlot, idempotent
 from .serializers import (
     ErrorSerializer,
     FulfilmentSerializer,
@@ -34,6 +34,7 @@ from .serializers import (
     SelectAssetSerializer,
     list_of,
     next_link,
+    validated,
 )
 
 ERRORS = {
@@ -134,10 +135,8 @@ class PaymentIntentListCreateView(APIView):
     def post(self, request):
         merchant = request.user.merchant
 
-        def create():
-            serializer = PaymentIntentCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
+        def create(record: RecordSlot | None) -> Response:
+            data = validated(PaymentIntentCreateSerializer, request.data)
             network_asset = _network_asset(data["asset"], data["network"]) if "asset" in data else None
             intent = services.payment_intent_create(
                 merchant=merchant,
@@ -153,12 +152,14 @@ class PaymentIntentListCreateView(APIView):
                     metadata=data["metadata"],
                 ),
                 now=timezone.now(),
+                # the idempotency record, with this answer, in the create's own statement
+                beside=record.answering(status.HTTP_201_CREATED) if record is not None else None,
             )
             chosen = (network_asset.network.code, network_asset.asset.code) if network_asset else ("", "")
             transaction.on_commit(INTENTS_CREATED.labels(*chosen).inc)
             return Response(_rendered(intent), status=status.HTTP_201_CREATED)
 
-        return idempotent(request, merchant, create)
+        return idempotent(request, merchant, create, slot=True)
 
     @extend_schema(
         parameters=[

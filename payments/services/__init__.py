@@ -14,6 +14,7 @@ from .evidence import (
 )
 from .intents import (
     IntentInput,
+    RowBesideIntent,
     payment_intent_cancel,
     payment_intent_create,
     payment_intent_fulfil,
@@ -36,6 +37,7 @@ from .settlements import settlements_derive
 
 __all__ = [
     "IntentInput",
+    "RowBesideIntent",
     "address_pool_refill",
     "address_pools_top_up",
     "chain_tip_record",

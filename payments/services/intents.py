@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -60,17 +60,33 @@ class IntentInput:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class RowBesideIntent(Protocol):
+    """One more row the create's statement writes beside the intent, made from its representation (the
+    API's idempotency record with the response): `insert_sql` gives an `INSERT ... RETURNING id` and
+    its parameters, `inserted` is told the id written, or None when its INSERT wrote nothing."""
+
+    def insert_sql(self, representation: dict[str, Any]) -> tuple[str, list[Any]]: ...
+
+    def inserted(self, row_id: int | None) -> None: ...
+
+
 # --- intents ----------------------------------------------------------------------------------------
 
 
 def payment_intent_create(
-    *, merchant: Merchant, data: IntentInput, now: datetime, rate_source: RateSource | None = None
+    *,
+    merchant: Merchant,
+    data: IntentInput,
+    now: datetime,
+    rate_source: RateSource | None = None,
+    beside: RowBesideIntent | None = None,
 ) -> PaymentIntent:
     """Create an intent; if the asset is chosen, assign address and quote at once (-> awaiting_payment).
 
     A new intent has no evidence yet, so its first verdict is evaluated from empty evidence without
-    reading any (the same pure `evaluate` that settles every later change), and the intent, its
-    transition and its two events are written with one statement each."""
+    reading any (the same pure `evaluate` that settles every later change), and the quote, the intent,
+    its transition, its two events and the `beside` row are written in one statement. (Without an asset,
+    `beside` is not written: the caller writes its row itself.)"""
     price_validate(price=data.price_amount, currency=data.price_currency, network_asset=data.network_asset)
     expiry = data.expires_in_minutes or merchant.expiry_minutes
     with transaction.atomic(savepoint=False):
@@ -101,7 +117,7 @@ def payment_intent_create(
             events_write(intent=intent, events=[("payment.created", "created", None)], transactions=[])
             return intent
         _assign(intent=intent, network_asset=data.network_asset, now=now, rate_source=rate_source)
-        verdict = policy.evaluate(intent_facts(intent), [], [], {}, now)
+        verdict = policy.evaluate(intent_facts(intent, new=True), [], [], {}, now)
         intent.transition_method(verdict.state)()
         intent.event_sequence = 2
         intent.created_at = intent.updated_at = now
@@ -138,13 +154,21 @@ def payment_intent_create(
                 dedupe_key=_Sql("'transition:' || (SELECT id FROM t)"),
             )
         )
+        if beside is not None:
+            sql, params = beside.insert_sql(snapshot)
+            parts.append((f"b AS ({sql})", params))
         quote_select = "(SELECT id FROM q)" if intent.quote is not None else "NULL"
+        beside_select = "(SELECT id FROM b)" if beside is not None else "NULL"
         with connection.cursor() as cursor:
             cursor.execute(
-                "WITH " + ", ".join(sql for sql, _ in parts) + f" SELECT {quote_select}, (SELECT id FROM t)",
+                "WITH "
+                + ", ".join(sql for sql, _ in parts)
+                + f" SELECT {quote_select}, (SELECT id FROM t), {beside_select}",
                 [param for _, params in parts for param in params],
             )
-            quote_pk, transition.pk = cursor.fetchone()
+            quote_pk, transition.pk, beside_pk = cursor.fetchone()
+        if beside is not None:
+            beside.inserted(beside_pk)
         if intent.quote is not None:
             intent.quote.pk = quote_pk
         intent._state.adding = False
