@@ -90,6 +90,7 @@ def api_key_revoke(*, api_key: ApiKey, now: datetime) -> ApiKey:
         api_key.revoked_at = now
         api_key.save(update_fields=["revoked_at"])
     api_key_cache_clear()
+    transaction.on_commit(api_key_cache_clear)  # inside a transaction a request may cache it meanwhile
     return api_key
 
 

@@ -434,7 +434,10 @@ class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
         add_never_cache_headers(response)
         return response
 
-    @admin.action(description="Revoke (the key stops working at once)", permissions=("action",))
+    @admin.action(
+        description="Revoke (the key stops working within seconds: GATEWAY_API_KEY_CACHE_S)",
+        permissions=("action",),
+    )
     def revoke(self, request, queryset):
         self.require_action_permission(request, queryset)
         now = timezone.now()

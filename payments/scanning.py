@@ -40,6 +40,10 @@ SCAN_LOCK_NAMESPACE = 0x5343  # "SC": the advisory lock key is (namespace, netwo
 KEEP_SCANNED_BLOCKS = 500
 
 
+class ChainMovedError(ChainNodeError):
+    """The chain reorganised while a scan read a batch of blocks: the batch is rolled back, not recorded."""
+
+
 @dataclass(frozen=True)
 class ScanReport:
     network_code: str
@@ -242,12 +246,19 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         ]
         if end >= start:
             spends = spend_watch(network=network, watched=payments_to)
+            # The batch's last block before and after reading it: a reorg in between would leave what was
+            # read from the old chain recorded under the new chain's hash, where no later scan finds a fork
+            end_ref = backend.block_ref(end)
             for item in backend.activity(watched, spends, start, end):
                 if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
                     outflows += 1
-            end_ref = backend.block_ref(end)
+            if backend.block_ref(end).hash != end_ref.hash:
+                raise ChainMovedError(
+                    f"{network.code}: block {end} changed while blocks {start}-{end} were read (a reorg); "
+                    "nothing of them is recorded, the next scan reads them again"
+                )
             scan_cursor.height, scan_cursor.block_hash = end_ref.height, end_ref.hash
             ScannedBlock.objects.update_or_create(
                 network=network, height=end_ref.height, defaults={"block_hash": end_ref.hash}

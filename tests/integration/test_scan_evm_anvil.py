@@ -17,7 +17,7 @@ from devchain.pay import main as pay_uri
 from payments import services
 from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
-from payments.scanning import network_scan
+from payments.scanning import ChainMovedError, network_scan
 from tests.factories import make_merchant
 
 pytestmark = pytest.mark.django_db
@@ -106,6 +106,38 @@ def test_reorg_drops_a_paid_payment_and_it_goes_back_then_reinclusion_pays_again
     observation = ChainObservation.objects.get()
     assert observation.canonical and observation.tx_hash == tx_hash and observation.block_hash != first_block
     assert events(intent)[-3:] == ["payment.paid", "payment.awaiting_payment", "payment.paid"]
+
+
+class ReorgWhileReading(EvmBackend):
+    """The node reorganises (dropping the payment) after the scanner has read the batch's activity and
+    before it moves its cursor: what the chaos run met once, a scan racing `anvil_reorg`."""
+
+    def __init__(self, node: AnvilNode, url: str):
+        super().__init__("evm-local", url)
+        self.node, self.reorg_depth = node, None
+
+    def activity(self, *args, **kwargs):
+        items = list(super().activity(*args, **kwargs))
+        if self.reorg_depth:
+            self.node.reorg(self.reorg_depth)
+            self.reorg_depth = None
+        return items
+
+
+def test_a_reorg_while_a_batch_is_read_records_nothing_of_it(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    scan(backend)
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(2)
+    racing = ReorgWhileReading(node, node.url)
+    racing.reorg_depth = 3  # the payment's block and the two after it, replaced: the transfer is dropped
+    with pytest.raises(ChainMovedError, match="changed while blocks"):
+        scan(racing)
+    assert not ChainObservation.objects.exists(), "what was read from the old chain is not recorded"
+    scan(backend)  # reads the new chain
+    assert not ChainObservation.objects.exists()
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "awaiting_payment"
 
 
 def test_underpayment_then_top_up_to_paid(local_usdc):
