@@ -13,6 +13,13 @@ from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transf
 NETWORK = "evm-local"
 OTHER_NETWORK = "base"  # chain id 8453 on a second anvil: the same addresses, another network
 OTHER_CHAIN_ID = 8453
+PAID_FRACTIONS = {  # the kinds paid plainly, on either chain: the fraction of the amount due, per transfer
+    "exact": ["1"],
+    "under": ["0.5"],
+    "under_topped_up": ["0.6", "0.4"],
+    "over": ["1.5"],
+    "twice": ["1", "1"],
+}
 NATIVE_OUTPUT_INDEX = -1  # payments.models.evidence: how an ETH transfer is keyed
 KINDS = {  # share of the EVM payments
     "exact": 30,
@@ -110,15 +117,8 @@ class EvmChains:
         """Pay as the kind says (late payments are paid by the run, after their expiry)."""
         kind, intent = payment.kind, payment.intent
         other = "USDC" if intent["asset"] == "ETH" else "ETH"
-        fractions = {
-            "exact": ["1"],
-            "under": ["0.5"],
-            "under_topped_up": ["0.6", "0.4"],
-            "over": ["1.5"],
-            "twice": ["1", "1"],
-        }
-        if kind in fractions:
-            for fraction in fractions[kind]:
+        if kind in PAID_FRACTIONS:
+            for fraction in PAID_FRACTIONS[kind]:
                 payment.sent.append(self.pay(intent, Decimal(fraction)))
         elif kind == "wrong_asset":
             payment.sent.append(self.pay(intent, Decimal(1), asset=other))

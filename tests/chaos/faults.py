@@ -72,7 +72,12 @@ class Chaos(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         try:
-            while not self.stopping.wait(self.rng.expovariate(1 / self.every)):
+            while True:
+                wait = self.rng.expovariate(1 / self.every)
+                if self.database_down is None:  # the restart comes on time, however rare the kills
+                    wait = min(wait, max(0.0, self.database_at - (time.monotonic() - started)))
+                if self.stopping.wait(wait):
+                    break
                 if self.database_down is None and time.monotonic() - started >= self.database_at:
                     self._count_in_flight()
                     down = time.monotonic()

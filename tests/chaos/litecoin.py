@@ -12,7 +12,7 @@ from decimal import Decimal
 from tests.nodes.litecoind import LitecoindNode
 from tests.nodes.merchant_keys import account_key
 
-from .evm import Payment
+from .evm import PAID_FRACTIONS, Payment
 
 NETWORK = "litecoin-regtest"
 ACCOUNT_KEY_PATH = "m/84'/1'/0'"  # the merchant's BIP84 testnet account (tpub) of the test mnemonic
@@ -83,15 +83,8 @@ class LitecoinChain:
 
     def act(self, payment: Payment) -> None:
         kind, intent = payment.kind, payment.intent
-        fractions = {
-            "exact": ["1"],
-            "under": ["0.5"],
-            "under_topped_up": ["0.6", "0.4"],
-            "over": ["1.5"],
-            "twice": ["1", "1"],
-        }
-        if kind in fractions:
-            for fraction in fractions[kind]:
+        if kind in PAID_FRACTIONS:
+            for fraction in PAID_FRACTIONS[kind]:
                 payment.sent.append(self._send(intent, Decimal(fraction)))
         elif kind in ("rbf_bumped", "rbf_away"):
             with self.lock:  # no block until the replacement is in the mempool
