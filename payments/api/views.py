@@ -66,9 +66,10 @@ PAGE_MAX = 100
 
 
 def page_limit(request, default: int, maximum: int = PAGE_MAX) -> int:
-    """The `limit` query parameter: a whole number from 1 to `maximum` (400 otherwise, never clamped)."""
+    """The `limit` query parameter: a whole number from 1 to `maximum` (400 otherwise, an empty one too:
+    the schema says integer; never clamped)."""
     raw = request.query_params.get("limit")
-    if raw in (None, ""):
+    if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
         raise InvalidRequest(
