@@ -249,12 +249,19 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
             # The batch's last block before and after reading it: a reorg in between would leave what was
             # read from the old chain recorded under the new chain's hash, where no later scan finds a fork
             end_ref = backend.block_ref(end)
+            blocks: dict[int, str] = {}  # the blocks the batch's activity came from, as it named them
             for item in backend.activity(watched, spends, start, end):
+                height, block_hash = getattr(item, "block_height", None), getattr(item, "block_hash", "")
+                if height is not None and block_hash:
+                    blocks[height] = block_hash
                 if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
                     outflows += 1
-            if backend.block_ref(end).hash != end_ref.hash:
+            if backend.block_ref(end).hash != end_ref.hash or any(
+                backend.block_ref(height).hash.lower() != block_hash.lower()
+                for height, block_hash in blocks.items()
+            ):
                 raise ChainMovedError(
                     f"{network.code}: block {end} changed while blocks {start}-{end} were read (a reorg); "
                     "nothing of them is recorded, the next scan reads them again"
