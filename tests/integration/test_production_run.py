@@ -168,9 +168,7 @@ def test_on_redis_readyz_follows_the_broker_and_the_database(installed, database
     processes, base = run_processes(database, redis.url, tmp_path)
     receiver = Receiver().start()
     try:
-        status, body = until(
-            lambda: (r := ready(base))[0] == 200 and r, "/readyz 200 on Redis", 90, processes
-        )
+        _, body = until(lambda: (r := ready(base))[0] == 200 and r, "/readyz 200 on Redis", 90, processes)
         assert body["checks"]["scan"]["networks"]["evm-local"]["ok"]
 
         # each web process keeps its checks for GATEWAY_READY_CACHE_S (1 s): wait for the failing check itself
@@ -178,13 +176,13 @@ def test_on_redis_readyz_follows_the_broker_and_the_database(installed, database
             return lambda: (r := ready(base))[0] == 503 and r[1]["checks"][check]["ok"] is False and r
 
         redis.stop()
-        status, body = until(failing("broker"), "/readyz 503, broker down", 30, processes)
+        _, body = until(failing("broker"), "/readyz 503, broker down", 30, processes)
         assert body["checks"]["database"]["ok"]
         redis.start()
         until(lambda: all(ready(base)[0] == 200 for _ in range(6)), "/readyz 200, broker back", 60, processes)
 
         database.stop()
-        status, body = until(failing("database"), "/readyz 503, database down", 30, processes)
+        _, body = until(failing("database"), "/readyz 503, database down", 30, processes)
         assert body["checks"]["migrations"]["error"].startswith("skipped")
         database.start()
         # every web worker and thread answers again: several probes in a row
@@ -195,16 +193,20 @@ def test_on_redis_readyz_follows_the_broker_and_the_database(installed, database
         secret = endpoint_for(base, installed["key"], receiver)
         pay_and_see_the_webhook(anvil_module, base, installed["key"], receiver, secret, "redis-1", processes)
 
-        # the processes' counts, summed over the host's processes (gunicorn's and Celery's)
-        status, text = get(f"{base}/metrics")
-        assert status == 200
-        assert 'gateway_payment_intents_created_total{asset="ETH",network="evm-local"}' in text
-        succeeded = [
-            line
-            for line in text.splitlines()
-            if line.startswith('gateway_webhook_attempts_total{outcome="succeeded"}')
-        ]
-        assert succeeded and float(succeeded[0].split()[-1]) >= 1
+        # the processes' counts, summed over the host's processes (gunicorn's and Celery's); the worker
+        # counts an attempt when its result is recorded, a moment after the receiver has answered
+        def succeeded_attempts() -> list[str]:
+            status, text = get(f"{base}/metrics")
+            assert status == 200
+            assert 'gateway_payment_intents_created_total{asset="ETH",network="evm-local"}' in text
+            return [
+                line
+                for line in text.splitlines()
+                if line.startswith('gateway_webhook_attempts_total{outcome="succeeded"}')
+                and float(line.split()[-1]) >= 1
+            ]
+
+        until(succeeded_attempts, "the webhook attempt counted in /metrics", 30, processes)
         logged = (processes.state / "web.log").read_text().splitlines()
         assert any(line.startswith("{") and json.loads(line).get("logger") for line in logged)  # JSON logs
         processes.stop()  # beat keeps its schedule under GATEWAY_STATE_DIR (written as it stops)
