@@ -104,7 +104,11 @@ class LitecoinChain:
                 self.node.rpc("invalidateblock", block)  # its transactions go back to the mempool
                 if kind == "reorged_away":  # the customer's replacement wins the new chain
                     self.node.rpc("sendrawtransaction", self.node.conflicting_transaction(txid))
-                self.node.mine(2)  # a longer chain without the old block
+                # A longer chain without the old block, mined to another address: the initial blocks
+                # pushed block times ahead of the clock (each is the median past + 1 s), so a block
+                # mined to the same address at the same height could be the invalidated one again
+                # (rejected as a duplicate of an invalid block).
+                self.node.mine(2, self.node.rpc("getnewaddress"))
 
     def pay_late(self, payment: Payment) -> None:
         payment.sent.append(self._send(payment.intent, Decimal(1)))
