@@ -36,6 +36,14 @@ KINDS = {  # share of the EVM payments
 }
 
 
+def network_watched_sql(code: str, rpc_url: str, start_height: int) -> tuple[str, tuple]:
+    """The statement that has the gateway watch a network through a local node from `start_height`."""
+    return (
+        "UPDATE payments_network SET enabled = TRUE, rpc_url = %s, scan_start_height = %s WHERE code = %s",
+        (rpc_url, start_height, code),
+    )
+
+
 @dataclass
 class Payment:
     chain: str
@@ -66,14 +74,8 @@ class EvmChains:
         """Statements that point the gateway at the chains (the admin's Network and Network asset forms
         in production): both networks watched from their current tip, the test USDC on evm-local."""
         return [
-            (
-                "UPDATE payments_network SET enabled = TRUE, rpc_url = %s, scan_start_height = %s WHERE code = %s",
-                (self.node.url, self.first, NETWORK),
-            ),
-            (
-                "UPDATE payments_network SET enabled = TRUE, rpc_url = %s, scan_start_height = %s WHERE code = %s",
-                (self.other.url, self.other_first, OTHER_NETWORK),
-            ),
+            network_watched_sql(NETWORK, self.node.url, self.first),
+            network_watched_sql(OTHER_NETWORK, self.other.url, self.other_first),
             (
                 "INSERT INTO payments_networkasset (network_id, asset_id, contract_address, decimals, "
                 "default_confirmations, enabled) SELECT n.id, a.id, %s, 6, 2, TRUE FROM payments_network n, "

@@ -12,7 +12,7 @@ from decimal import Decimal
 from tests.nodes.litecoind import LitecoindNode
 from tests.nodes.merchant_keys import account_key
 
-from .evm import PAID_FRACTIONS, Payment
+from .evm import PAID_FRACTIONS, Payment, network_watched_sql
 
 NETWORK = "litecoin-regtest"
 ACCOUNT_KEY_PATH = "m/84'/1'/0'"  # the merchant's BIP84 testnet account (tpub) of the test mnemonic
@@ -61,10 +61,7 @@ class LitecoinChain:
 
     def networks_sql(self) -> list[tuple[str, tuple]]:
         return [
-            (
-                "UPDATE payments_network SET enabled = TRUE, rpc_url = %s, scan_start_height = %s WHERE code = %s",
-                (self.node.url, self.first, NETWORK),
-            ),
+            network_watched_sql(NETWORK, self.node.url, self.first),
             (
                 "UPDATE payments_networkasset SET default_confirmations = 2 WHERE network_id = "
                 "(SELECT id FROM payments_network WHERE code = %s)",
