@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 from create_intents import CpuMeter, free_port, log, process_tree  # noqa: E402
-from webhooks import receiver_main  # noqa: E402  (bench/webhooks.py's receiver, with a delay)
+from webhooks import Milestones, receiver_main  # noqa: E402  (bench/webhooks.py's receiver, with a delay)
 from webhooks import receiver_stats as receiver  # noqa: E402
 
 SUBNET = "10.77.0.0/16"
@@ -461,8 +461,7 @@ class Run:
         )
         meter.start()
         t0 = time.perf_counter()
-        marks: dict[int, float] = {}
-        first: float | None = None
+        milestones = Milestones(n)
         connections: Counter[str] = Counter()
         waits: list[int] = []
         next_sample = 0.0
@@ -474,11 +473,7 @@ class Run:
                 one=True,
             )
             now = time.perf_counter() - t0
-            if done and first is None:
-                first = now
-            for pct in (10, 50, 90, 100):
-                if pct not in marks and done >= n * pct / 100:
-                    marks[pct] = now
+            milestones.see(done, now)
             if now >= next_sample:
                 for addr, count in self.connections().items():
                     connections[addr] = max(connections[addr], count)
@@ -522,10 +517,10 @@ class Run:
             "label": label,
             "hosts": hosts,
             "events": n,
-            "startup_s": round(first, 2),
-            "seconds": round(marks[100] - first, 2),
-            "per_s": n / (marks[100] - first),
-            "steady_per_s": n * 0.8 / (marks[90] - marks[10]),
+            "startup_s": round(milestones.first, 2),
+            "seconds": round(milestones.elapsed(), 2),
+            "per_s": n / milestones.elapsed(),
+            "steady_per_s": milestones.steady_per_s(),
             "attempts": outcomes,
             "receiver": {k: v for k, v in stats.items() if k != "duplicate_ids"},
             "duplicate_ids": stats["duplicate_ids"],
@@ -539,7 +534,7 @@ class Run:
             "connections_max": dict(connections),
             "lock_waits_sampled": {"samples": len(waits), "max": max(waits, default=0), "sum": sum(waits)},
             "deliveries_per_cpu_s": round(
-                n * 0.8 / (marks[90] - marks[10]) / max(0.01, cpu["host1"] + cpu["host2"] + cpu["postgres"]),
+                milestones.steady_per_s() / max(0.01, cpu["host1"] + cpu["host2"] + cpu["postgres"]),
                 1,
             ),
             "processes": {f"host{i}": len(self.host_pids(i)) for i in (1, 2)},

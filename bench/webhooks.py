@@ -141,6 +141,33 @@ def baseline_main(port: int, bodies_file: str, share: int, offset: int, concurre
 # --- the run ---------------------------------------------------------------------------------------------
 
 
+class Milestones:
+    """When a count (deliveries) first passed 0 and 10/50/90/100 % of `total`: the first delivery, the
+    end, and the steady rate between 10 % and 90 %."""
+
+    PERCENTS = (10, 50, 90, 100)
+
+    def __init__(self, total: int):
+        self.total = total
+        self.first: float | None = None
+        self.marks: dict[int, float] = {}
+
+    def see(self, done: int, now: float) -> None:
+        if done and self.first is None:
+            self.first = now
+        for pct in self.PERCENTS:
+            if pct not in self.marks and done >= self.total * pct / 100:
+                self.marks[pct] = now
+
+    def elapsed(self) -> float:
+        """From the first delivery to the last (process start-up excluded)."""
+        return self.marks[100] - self.first
+
+    def steady_per_s(self) -> float:
+        span = self.marks[90] - self.marks[10]
+        return self.total * 0.8 / span if span > 0 else float("nan")
+
+
 class Run:
     def __init__(self, args):
         self.args = args
@@ -269,8 +296,7 @@ class Run:
             }
         )
         rss: list[tuple[int, float]] = []
-        marks: dict[int, float] = {}
-        first: float | None = None
+        milestones = Milestones(total)
         t0 = time.perf_counter()
         meter.start()
         with psycopg.connect(self.db_url, autocommit=True) as conn:
@@ -281,11 +307,7 @@ class Run:
                 now = time.perf_counter() - t0
                 mem = sum(psutil.Process(w.pid).memory_info().rss for w in workers if w.poll() is None)
                 rss.append((done, mem / 2**20))
-                if done and first is None:
-                    first = now
-                for pct in (10, 50, 90, 100):
-                    if pct not in marks and done >= total * pct / 100:
-                        marks[pct] = now
+                milestones.see(done, now)
                 if done >= total:
                     break
                 if any(w.poll() is not None for w in workers):
@@ -295,7 +317,7 @@ class Run:
                 time.sleep(0.2)
             attempts = conn.execute("SELECT count(*) FROM payments_webhookattempt").fetchone()[0]
         cpu = meter.stop()
-        elapsed = marks[100] - first  # process start-up excluded: from the first delivery recorded
+        elapsed = milestones.elapsed()
         for w in workers:
             w.send_signal(signal.SIGTERM)
         stats = receiver_stats(receiver_port)
@@ -305,11 +327,11 @@ class Run:
 
         return {
             "delivered": total,
-            "startup_s": first,
+            "startup_s": milestones.first,
             "attempts": attempts,
             "seconds": elapsed,
             "per_s": total / elapsed,
-            "steady_per_s": total * 0.8 / (marks[90] - marks[10]) if marks[90] > marks[10] else float("nan"),
+            "steady_per_s": milestones.steady_per_s(),
             "receiver": stats,
             "rss_mb": {p: round(rss_at(p), 1) for p in (10, 50, 90, 100)},
             "rss_max_mb": round(max(m for _, m in rss), 1),
