@@ -32,6 +32,8 @@ def check(
     verify = processes.manage_run("verify_payments")
     result["verify_payments"] = last_line(verify)
     result["verify_payments_ok"] = verify.returncode == 0
+    mismatches = [line for line in verify.stdout.splitlines() if line.startswith("MISMATCH")]
+    result["verify_payments_mismatches"] = mismatches[:20]
     audit = processes.manage_run("verify_audit")
     result["verify_audit"] = last_line(audit)
     result["verify_audit_ok"] = audit.returncode == 0
@@ -59,6 +61,10 @@ def check(
             i: (state, flags)
             for i, state, flags in conn.execute("SELECT id, state, flags FROM payments_paymentintent")
         }
+        kinds = {p.intent["id"]: p.label for p in payments}
+        result["mismatched_intents"] = [
+            intent_history(conn, line.split()[1].rstrip(":"), kinds) for line in mismatches[:5]
+        ]
     result |= chain_check(chains, addresses, observed_rows)
     result["transitions_without_event"] = transitions_without_event
     result["transitions_with_several_events"] = transitions_with_several_events
@@ -92,6 +98,33 @@ def check(
         and not outside
     )
     return result
+
+
+def intent_history(conn: psycopg.Connection, intent_id: str, kinds: dict[str, str]) -> dict:
+    """What a payment verify_payments disagrees with went through: its kind, times, transitions and
+    observations (canonical or not), for the post-mortem of a failed run."""
+    times = conn.execute(
+        "SELECT created_at::text, expires_at::text, state FROM payments_paymentintent WHERE id = %s",
+        [intent_id],
+    ).fetchone()
+    transitions = conn.execute(
+        "SELECT created_at::text, from_state, to_state, cause, reason FROM payments_statetransition "
+        "WHERE intent_id = %s ORDER BY id",
+        [intent_id],
+    ).fetchall()
+    observations = conn.execute(
+        "SELECT tx_hash, output_index, amount_base_units::text, block_height, block_time::text, "
+        "seen_unconfirmed_at::text, canonical, recorded_at::text, updated_at::text "
+        "FROM payments_chainobservation WHERE intent_id = %s ORDER BY id",
+        [intent_id],
+    ).fetchall()
+    return {
+        "intent": intent_id,
+        "kind": kinds.get(intent_id, "?"),
+        "created_expires_state": times,
+        "transitions": transitions,
+        "observations": observations,
+    }
 
 
 def chain_check(chains: dict, addresses: set[str], observed_rows: list[tuple[str, str, int]]) -> dict:
