@@ -17,14 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
-from payments.models import WebhookEndpoint
+from gateway.metrics import WEBHOOK_ATTEMPTS
+from payments.models import WebhookAttempt, WebhookEndpoint
 
 from .endpoints import secrets_active
 from .events import event_body_from
 
 LOST_ERROR = "the worker stopped during this attempt; its result is unknown"
+# A delivery whose last attempt was lost with its worker gets up to this many attempts beyond the
+# schedule: a claim counts its attempt before it is sent, so a worker killed with claims queued loses
+# attempts it never made, and a final attempt lost that way must not fail the delivery unsent.
+LOST_GRACE = 2
 
 
 def retry_schedule() -> tuple[timedelta, ...]:
@@ -87,7 +92,8 @@ def claims_take(
     """Take up to `limit` due deliveries (attempt counted, lease set) in one statement, oldest due first:
     for each endpoint in `wants` at most that many, for any other GATEWAY_WEBHOOK_PER_ENDPOINT. Each
     endpoint's due deliveries are looked up on their own, so a long queue for one is no wall for the
-    others. A delivery whose last attempt was lost with its worker and has no attempt left fails here,
+    others. A delivery whose last attempt was lost with its worker is taken again, up to LOST_GRACE
+    attempts beyond the schedule (a lost attempt may never have been sent); past that it fails here,
     with its lost attempt logged, in the same statement."""
     if limit <= 0:
         return []
@@ -98,11 +104,14 @@ def claims_take(
             WITH wanted AS (
                 SELECT * FROM unnest(%(want_ids)s::text[], %(want_counts)s::int[]) AS w(endpoint_id, n)
             ), due AS (
-                SELECT d.id, d.claimed_at AS lost_claim, d.next_attempt_at
+                SELECT d.id, d.claimed_at AS lost_claim, d.next_attempt_at,
+                       -- out of attempts: the schedule's, and LOST_GRACE more when the last one was lost
+                       d.attempts >= %(max_attempts)s
+                       AND (d.claimed_at IS NULL OR d.attempts >= %(max_attempts)s + %(lost_grace)s) AS spent
                 FROM payments_webhookendpoint e
                 LEFT JOIN wanted ON wanted.endpoint_id = e.id
                 CROSS JOIN LATERAL (
-                    SELECT id, claimed_at, next_attempt_at FROM payments_webhookdelivery
+                    SELECT id, claimed_at, next_attempt_at, attempts FROM payments_webhookdelivery
                     WHERE endpoint_id = e.id AND state = 'pending' AND next_attempt_at <= %(now)s
                     ORDER BY next_attempt_at, id
                     LIMIT greatest(coalesce(wanted.n, %(per_endpoint)s), 0)
@@ -113,26 +122,29 @@ def claims_take(
                 LIMIT %(limit)s
             ), taken AS (
                 UPDATE payments_webhookdelivery d
-                SET attempts = CASE WHEN d.attempts >= %(max_attempts)s THEN d.attempts ELSE d.attempts + 1 END,
-                    state = CASE WHEN d.attempts >= %(max_attempts)s THEN 'failed' ELSE d.state END,
-                    claimed_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(now)s END,
-                    next_attempt_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(lease_end)s END
+                SET attempts = CASE WHEN due.spent THEN d.attempts ELSE d.attempts + 1 END,
+                    state = CASE WHEN due.spent THEN 'failed' ELSE d.state END,
+                    claimed_at = CASE WHEN due.spent THEN NULL ELSE %(now)s END,
+                    next_attempt_at = CASE WHEN due.spent THEN NULL ELSE %(lease_end)s END
                 FROM due
                 WHERE d.id = due.id
                 RETURNING d.id, d.attempts, d.endpoint_id, due.lost_claim, due.next_attempt_at AS due_at,
                           d.state, d.event_id
-            ), exhausted AS (
-                -- the last attempt was lost with its worker: it counts; nothing is sent beyond the schedule
+            ), lost AS (
+                -- the previous attempt's worker stopped before recording it: logged now (the number of
+                -- a delivery that ran out is its last attempt's, unchanged)
                 INSERT INTO payments_webhookattempt
                     (delivery_id, number, started_at, outcome, error, response_excerpt)
-                SELECT id, attempts, lost_claim, 'lost', %(lost_error)s, '' FROM taken
-                WHERE state = 'failed' AND lost_claim IS NOT NULL
+                SELECT id, CASE WHEN state = 'failed' THEN attempts ELSE attempts - 1 END, lost_claim, 'lost',
+                       %(lost_error)s, ''
+                FROM taken WHERE lost_claim IS NOT NULL
                 ON CONFLICT (delivery_id, number) DO NOTHING
+                RETURNING delivery_id
             )
-            SELECT t.id, t.attempts, t.endpoint_id, t.lost_claim, t.due_at, ev.id, ev.type, ev.created_at,
-                   ev.payload::text
+            SELECT t.id, t.attempts, t.endpoint_id, t.lost_claim, t.due_at, t.state = 'failed',
+                   EXISTS (SELECT 1 FROM lost WHERE lost.delivery_id = t.id),
+                   ev.id, ev.type, ev.created_at, CASE WHEN t.state <> 'failed' THEN ev.payload::text END
             FROM taken t JOIN payments_event ev ON ev.id = t.event_id
-            WHERE t.state <> 'failed'
             ORDER BY t.due_at, t.id
             """,
             {
@@ -141,12 +153,17 @@ def claims_take(
                 "lease_end": now + lease(),
                 "per_endpoint": settings.GATEWAY_WEBHOOK_PER_ENDPOINT,
                 "max_attempts": len(retry_schedule()),
+                "lost_grace": LOST_GRACE,
                 "want_ids": list(wants),
                 "want_counts": list(wants.values()),
                 "lost_error": LOST_ERROR,
             },
         )
-        rows = cursor.fetchall()
+        taken = cursor.fetchall()
+    lost = sum(row[6] for row in taken)
+    if lost:
+        transaction.on_commit(lambda: WEBHOOK_ATTEMPTS.labels(WebhookAttempt.Outcome.LOST).inc(lost))
+    rows = [row[:5] + row[7:] for row in taken if not row[5]]  # those out of attempts failed: not sent
     if not rows:
         return []
     found = (endpoints or EndpointCache()).get({r[2] for r in rows}, now)

@@ -27,13 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .claims import (
@@ -221,84 +221,141 @@ def _drain(*, budget_s: float, clock: Callable[[], datetime], transport: Transpo
         rates=_endpoint_rates,
     )
     senders = [executor.submit(pipeline.serve) for _ in range(settings.GATEWAY_WEBHOOK_CONCURRENCY)]
+    drain = _Drain(pipeline, budget_s=budget_s, clock=clock)
     try:
-        return _drain_loop(pipeline, budget_s=budget_s, clock=clock)
+        return drain.run()
     finally:
-        queued = pipeline.close()
+        drain.unwritten.release += pipeline.close()
         wait(senders)
-        results, expired = pipeline.take_done()
-        if results or queued or expired:  # the loop failed (the database, most likely): a last try
+        drain.unwritten.take(pipeline)
+        if drain.unwritten:  # the loop failed: one last try
             try:
-                results_record(results, now=clock())
-                claims_release(queued + expired)
+                drain.write()
             except Exception:
                 log.exception(
                     "webhook drain: %d results and %d claims left to their leases",
-                    len(results),
-                    len(queued + expired),
+                    len(drain.unwritten.results),
+                    len(drain.unwritten.release),
                 )
 
 
-def _drain_loop(pipeline: Pipeline, *, budget_s: float, clock: Callable[[], datetime]) -> DrainReport:
-    report = DrainReport()
-    deadline = time.monotonic() + budget_s
-    endpoints = EndpointCache(ttl_s=1.0)
-    health = HealthWrites()
-    next_dispatch = next_poll = next_stopped_check = 0.0
-    while True:
-        pipeline.wake.clear()
-        started = time.monotonic()
-        claiming = started < deadline
-        if claiming and started >= next_dispatch:
-            dispatched = _retrying(lambda: events_dispatch(now=clock(), wait_for_lock=False))
-            report.dispatched += dispatched
-            next_dispatch = 0.0 if dispatched else started + DISPATCH_IDLE_S
+DB_ERRORS = (OperationalError, InterfaceError)
+BACKOFF_MAX_S = 2.0  # a drain waiting for the database tries again at least this often
+
+
+@dataclass
+class _Unwritten:
+    """Results taken from the senders and claims to give back, kept until they are written: a database
+    outage holds them here (results dropped would be sent again after their leases, and logged lost)."""
+
+    results: list[tuple[Claim, Result]] = field(default_factory=list)
+    release: list[Claim] = field(default_factory=list)
+
+    def take(self, pipeline: Pipeline) -> None:
         results, release = pipeline.take_done()
-        if results:
-            recorded = _retrying(partial(results_record, results, now=clock(), health=health))
-            report.attempts += len(results)
-            report.delivered += sum(result.ok for _, result in results)
-            release += pipeline.drop(recorded.disabled)
+        self.results += results
+        self.release += release
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.release)
+
+    def last_lease_end(self) -> datetime | None:
+        ends = [c.lease_end for c in [*(c for c, _ in self.results), *self.release] if c.lease_end]
+        return max(ends, default=None)
+
+
+class _Drain:
+    """The drain's database thread: dispatch, records, releases, claims ahead, one turn at a time. A
+    turn the database fails loses nothing: what was taken from the senders stays in `unwritten`, and
+    the next turn (after a backoff) writes it; the drain gives up only when the leases of all it holds
+    have ended (their deliveries may have been taken over by then)."""
+
+    def __init__(self, pipeline: Pipeline, *, budget_s: float, clock: Callable[[], datetime]):
+        self.pipeline = pipeline
+        self.clock = clock
+        self.deadline = time.monotonic() + budget_s
+        self.report = DrainReport()
+        self.unwritten = _Unwritten()
+        self.endpoints = EndpointCache(ttl_s=1.0)
+        self.health = HealthWrites()
+        self.next_dispatch = self.next_poll = self.next_check = 0.0
+        self.pause = 0.0
+        self.give_up_at: float | None = None
+
+    def run(self) -> DrainReport:
+        while True:
+            self.pipeline.wake.clear()
+            started = time.monotonic()
+            claiming = started < self.deadline
+            self.unwritten.take(self.pipeline)
+            if not claiming:
+                self.unwritten.release += self.pipeline.drop()
+            try:
+                found = self.turn(started, claiming)
+            except DB_ERRORS as exc:
+                self.wait_for_database(exc)
+                continue
+            self.pause, self.give_up_at = 0.0, None
+            if self.pipeline.idle() and not self.unwritten and (not claiming or found is False):
+                return self.report
+            self.pipeline.wake.wait(FLUSH_S)
+
+    def turn(self, started: float, claiming: bool) -> bool | None:
+        """One round of database work; returns whether a claim found anything (None: none made)."""
+        if claiming and started >= self.next_dispatch:
+            dispatched = events_dispatch(now=self.clock(), wait_for_lock=False)
+            self.report.dispatched += dispatched
+            self.next_dispatch = 0.0 if dispatched else started + DISPATCH_IDLE_S
+        if claiming and started >= self.next_check:  # endpoints changed or stopped since the claims
+            self.next_check = started + STOPPED_CHECK_S
+            queued = self.pipeline.endpoints_queued()
+            found = self.endpoints.get(queued, self.clock())
+            self.pipeline.endpoints_set({e: v for e, v in found.items() if v[0]})
+            self.unwritten.release += self.pipeline.drop(endpoints_stopped(queued))
+        self.write()
         if not claiming:
-            release += pipeline.drop()
-        elif started >= next_stopped_check:
-            next_stopped_check = started + STOPPED_CHECK_S
-            release += pipeline.drop(_retrying(partial(endpoints_stopped, pipeline.endpoints_queued())))
-        if release:
-            _retrying(partial(claims_release, release))
-        found: bool | None = None
-        if claiming:
-            wants = pipeline.wants()
-            if any(n > 0 for n in wants.values()) or started >= next_poll:
-                next_poll = started + POLL_S
-                claims = _retrying(
-                    partial(
-                        claims_take,
-                        now=clock(),
-                        limit=MAX_QUEUED - pipeline.held(),
-                        wants=wants,
-                        endpoints=endpoints,
-                    )
-                )
-                pipeline.add(claims)
-                found = bool(claims)
-        if pipeline.idle() and (not claiming or found is False):
-            return report
-        pipeline.wake.wait(FLUSH_S)
+            return None
+        wants = self.pipeline.wants()
+        if not (any(n > 0 for n in wants.values()) or started >= self.next_poll):
+            return None
+        self.next_poll = started + POLL_S
+        claims = claims_take(
+            now=self.clock(), limit=MAX_QUEUED - self.pipeline.held(), wants=wants, endpoints=self.endpoints
+        )
+        self.pipeline.add(claims)
+        return bool(claims)
 
+    def write(self) -> None:
+        """Record the results and release the claims kept; each is dropped from `unwritten` once its
+        statement has committed (each is safe to run again: both check the attempt is still theirs)."""
+        unwritten = self.unwritten
+        if unwritten.results:
+            recorded = results_record(unwritten.results, now=self.clock(), health=self.health)
+            self.report.attempts += len(unwritten.results)
+            self.report.delivered += sum(result.ok for _, result in unwritten.results)
+            unwritten.results = []
+            unwritten.release += self.pipeline.drop(recorded.disabled)
+        if unwritten.release:
+            claims_release(unwritten.release)
+            unwritten.release = []
 
-def _retrying(work: Callable[[], Any], tries: int = 3) -> Any:
-    """Run a statement again after a deadlock, serialization failure or lost connection (the drain
-    keeps its results: dying here would send them all again after their leases). Each statement is
-    safe to run twice: records and releases check the attempt number, claims are new leases."""
-    for attempt in range(tries):
-        try:
-            return work()
-        except OperationalError as exc:
-            if attempt == tries - 1:
-                raise
-            log.warning("webhook drain: retrying after %s", exc)
-            if connection.connection is not None and connection.connection.closed:
-                connection.close()  # the next statement connects again
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    def wait_for_database(self, exc: Exception) -> None:
+        """After a failed turn: wait (backing off) and let the loop try again, or raise when nothing
+        held can still be saved."""
+        connection.close()  # the next statement connects again
+        if self.give_up_at is None:
+            lease_end = self.unwritten.last_lease_end()
+            held_s = (lease_end - self.clock()).total_seconds() if lease_end else 0.0
+            self.give_up_at = time.monotonic() + max(held_s, lease().total_seconds())
+        nothing_held = not self.unwritten and self.pipeline.idle()
+        if nothing_held or time.monotonic() >= self.give_up_at:
+            raise exc
+        self.pause = min(max(2 * self.pause, 0.05), BACKOFF_MAX_S)
+        log.warning(
+            "webhook drain: the database failed (%s); %d results and %d releases kept, trying again in %.2f s",
+            exc,
+            len(self.unwritten.results),
+            len(self.unwritten.release),
+            self.pause,
+        )
+        time.sleep(self.pause)

@@ -60,6 +60,7 @@ class Pipeline:
         self._completed: Counter[str] = Counter()
         self._rates = {} if rates is None else rates  # endpoint -> attempts/s (the process's, kept)
         self._rates_at = time.monotonic()
+        self._endpoints: dict[str, tuple[str, list[str]]] = {}  # endpoint -> URL, active secrets (latest)
 
     # --- the sending threads ------------------------------------------------------------------------
 
@@ -83,6 +84,8 @@ class Pipeline:
                     self._cond.notify()  # another thread for the next endpoint or the next slot
                 if len(queue) <= self._low.get(endpoint_id, 0):
                     self.wake.set()
+                # sent to the endpoint's URL with its secrets as last read, not as they were at the claim
+                claim.url, claim.secrets = self._endpoints.get(endpoint_id, (claim.url, claim.secrets))
             now = self.clock()
             if claim.lease_end is not None and claim.lease_end - now < self.min_lease_left:
                 self._finish(claim, None)
@@ -116,10 +119,16 @@ class Pipeline:
 
     # --- the database thread ------------------------------------------------------------------------
 
+    def endpoints_set(self, found: dict[str, tuple[str, list[str]]]) -> None:
+        """Endpoints' URLs and active secrets as just read: claims sent from now on use them."""
+        with self._cond:
+            self._endpoints.update(found)
+
     def add(self, claims: list[Claim]) -> None:
         with self._cond:
             for claim in claims:
                 self._queued.setdefault(claim.endpoint_id, deque()).append(claim)
+                self._endpoints[claim.endpoint_id] = (claim.url, claim.secrets)
             for endpoint_id in {c.endpoint_id for c in claims}:
                 self._mark_ready(endpoint_id)
 

@@ -21,7 +21,7 @@ from django.db.models import Q
 from gateway.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS
 from payments.models import WebhookAttempt, WebhookEndpoint
 
-from .claims import LOST_ERROR, Claim, retry_schedule
+from .claims import Claim, retry_schedule
 from .endpoints import Reason, State, endpoint_disable
 from .transport import Result
 
@@ -64,7 +64,7 @@ def results_record(
     if not results:
         return Recorded(set(), set())
     schedule = retry_schedule()
-    columns: tuple[list, ...] = tuple([] for _ in range(12))
+    columns: tuple[list, ...] = tuple([] for _ in range(11))
     outcome_health: dict[str, str] = {}  # endpoint -> "ok" | "failing" | "gone"
     for claim, result in results:
         if result.ok:
@@ -93,33 +93,29 @@ def results_record(
             WebhookAttempt.Outcome.SUCCEEDED if result.ok else WebhookAttempt.Outcome.FAILED,
             result.error,
             result.excerpt,
-            claim.lost_attempt_started,
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     disabled = _endpoints_health(outcome_health, now=now, health=health)
     applied = _deliveries_update(columns)
     counted = [(o, ms) for i, o, ms in zip(columns[0], columns[8], columns[7], strict=True) if i in applied]
-    counted += [(WebhookAttempt.Outcome.LOST, None)] * sum(
-        1 for i, lost in zip(columns[0], columns[11], strict=True) if lost is not None and i in applied
-    )
     transaction.on_commit(partial(_attempts_count, counted))
     return Recorded(applied, disabled)
 
 
 def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
     """Apply results whose lease is still ours (same attempt number, still pending) and write their
-    attempt rows (and the row of a lost attempt before it), in one statement. Returns the ids of the
-    deliveries updated."""
+    attempt rows, in one statement (a lost attempt before one was logged by its claim). Returns the ids
+    of the deliveries updated."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
             WITH v AS (
                 SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[], %s::int[],
                                      %s::timestamptz[], %s::timestamptz[], %s::int[], %s::text[], %s::text[],
-                                     %s::text[], %s::timestamptz[])
+                                     %s::text[])
                     AS v(id, attempt, state, due, code, delivered, started, latency, outcome, error,
-                         excerpt, lost_started)
+                         excerpt)
             ), applied AS (
                 UPDATE payments_webhookdelivery d
                 SET state = CASE WHEN v.state = 'pending' AND NOT e.enabled THEN 'paused' ELSE v.state END,
@@ -129,12 +125,6 @@ def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
                 WHERE d.id = v.id AND d.attempts = v.attempt AND d.state = 'pending'
                   AND d.claimed_at IS NOT NULL AND e.id = d.endpoint_id
                 RETURNING d.id
-            ), lost AS (
-                INSERT INTO payments_webhookattempt
-                    (delivery_id, number, started_at, outcome, error, response_excerpt)
-                SELECT v.id, v.attempt - 1, v.lost_started, 'lost', %s, ''
-                FROM v JOIN applied USING (id) WHERE v.lost_started IS NOT NULL
-                ON CONFLICT (delivery_id, number) DO NOTHING
             ), attempts AS (
                 INSERT INTO payments_webhookattempt
                     (delivery_id, number, started_at, latency_ms, status_code, outcome, error,
@@ -145,7 +135,7 @@ def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
             )
             SELECT id FROM applied
             """,
-            [*columns, LOST_ERROR],
+            list(columns),
         )
         return {row[0] for row in cursor.fetchall()}
 

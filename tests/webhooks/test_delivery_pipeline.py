@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from payments.models import WebhookAttempt, WebhookDelivery
 from payments.webhooks import endpoints
-from payments.webhooks.claims import Claim, claims_release, claims_take, lease
+from payments.webhooks.claims import LOST_GRACE, Claim, claims_release, claims_take, lease
 from payments.webhooks.delivery import _send, _shared, deliver_due, deliveries_drain, events_dispatch
 from payments.webhooks.pipeline import Pipeline
 from payments.webhooks.transport import Result
@@ -169,3 +169,76 @@ def test_a_drain_that_runs_out_of_time_records_every_attempt_made_and_releases_t
     # the next drain sends them, each once
     deliveries_drain(budget_s=30)
     assert len(receiver.received) == 80 and len(set(receiver.ids())) == 80
+
+
+def test_a_queued_claim_is_sent_with_the_endpoints_url_and_secrets_as_last_read():
+    """Claims queued before a URL change or a zero-overlap rotation are not sent as they were claimed."""
+    t = timezone.now()
+    sent: list[tuple[str, list[str]]] = []
+
+    def send(claim):
+        sent.append((claim.url, claim.secrets))
+        return Result(200, 1)
+
+    pipeline = Pipeline(cap=2, send=send, clock=lambda: t, attempt_s=10, rates={})
+    pipeline.add([queued_claim(i, t) for i in range(3)])  # claimed with the old URL, no secret
+    pipeline.endpoints_set({"we_slow": ("http://127.0.0.1:9/new", ["whsec_new"])})
+    run(pipeline)
+    assert sent == [("http://127.0.0.1:9/new", ["whsec_new"])] * 3
+
+
+def test_a_delivery_whose_last_attempts_were_lost_gets_a_grace_attempt_then_fails(receiver, settings):
+    """A claim counts its attempt before it is sent: a worker killed with it queued loses an attempt it
+    may never have made. The last scheduled attempt lost that way is not the end: LOST_GRACE more, each
+    logged lost if lost again, then the delivery fails."""
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    for n in range(1, 2 + LOST_GRACE + 1):  # each claim's worker dies before it records anything
+        (claim,) = claims_take(now=t + n * lease(), limit=10)
+        assert claim.attempt == n
+    assert claims_take(now=t + 10 * lease(), limit=10) == []
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("failed", 2 + LOST_GRACE)
+    assert list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome")) == [
+        (n, "lost") for n in range(1, 2 + LOST_GRACE + 1)
+    ]
+    assert receiver.received == []
+
+
+def test_a_grace_attempt_that_gets_through_delivers(receiver, settings):
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    claims_take(now=t, limit=10)  # attempt 1: lost
+    claims_take(now=t + lease(), limit=10)  # attempt 2, the schedule's last: lost
+    assert deliver_due(now=t + 2 * lease()) == 1  # the grace attempt, sent
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("delivered", 3)
+    assert list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome")) == [
+        (1, "lost"),
+        (2, "lost"),
+        (3, "succeeded"),
+    ]
+    assert len(receiver.received) == 1
+
+
+def test_a_failed_last_attempt_that_was_sent_gets_no_grace(receiver, settings):
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    receiver.default_status = 500
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    assert deliver_due(now=t) == 1
+    assert deliver_due(now=t + timedelta(seconds=5)) == 1
+    assert deliver_due(now=t + timedelta(days=1)) == 0
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("failed", 2)
+    assert len(receiver.received) == 2
