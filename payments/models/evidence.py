@@ -194,10 +194,11 @@ class Event(models.Model):
             models.UniqueConstraint(fields=["intent", "dedupe_key"], name="event_intent_dedupe_unique"),
         ]
         indexes = [
+            # the dispatch order: a burst of events with one created_at is read in order, not sorted
             models.Index(
-                fields=["created_at"],
+                fields=["created_at", "intent", "sequence"],
                 condition=models.Q(position__isnull=True),
-                name="event_undispatched",
+                name="event_undispatched_order",
             ),
             models.Index(fields=["merchant", "position"], name="event_merchant_position"),
         ]

@@ -3,16 +3,21 @@
 1. **Dispatch** (`events_dispatch`): new events get their merchant-visible `position` and one delivery
    per enabled endpoint that subscribes to their type. Dispatches are serialised by an advisory lock, so
    positions grow in commit order.
-2. **Claim** (`_claim`): a worker takes due deliveries with `FOR UPDATE SKIP LOCKED` and, in the same
-   statement, counts the attempt and sets its lease (`next_attempt_at` = now + lease). Two workers never
-   take the same attempt; a worker that dies mid-attempt leaves a delivery that is due again when its
-   lease ends (the lost attempt is logged as `lost`).
+2. **Claim** (`claims.claims_take`): a worker takes due deliveries with `FOR UPDATE SKIP LOCKED` and, in
+   the same statement, counts the attempt and sets its lease. Two workers never take the same attempt; a
+   worker that dies mid-attempt leaves a delivery that is due again when its lease ends (the lost
+   attempt is logged as `lost`). Claims not sent are released (`claims.claims_release`).
 3. **Send** outside any transaction, on a thread pool, each event signed with the endpoint's active
-   secrets; one slow or failing endpoint holds up only its own attempts.
-4. **Record** (`_record`): one attempt row per result; the delivery is delivered, failed (410, or no
-   attempts left) or due again per the retry schedule; the endpoint's health is updated, and an endpoint
-   that answers 410 or has failed for longer than `GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS` is disabled.
-   A result whose lease was taken over by another worker changes nothing.
+   secrets; at most GATEWAY_WEBHOOK_PER_ENDPOINT attempts in flight per endpoint and process, so one
+   slow or failing endpoint holds up only its own attempts (`pipeline.Pipeline`).
+4. **Record** (`recorder.results_record`): one attempt row per result, in one statement per batch; the
+   delivery is delivered, failed (410, or no attempts left) or due again per the retry schedule; the
+   endpoint's health is updated, and an endpoint that answers 410 or has failed for longer than
+   `GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS` is disabled. A result whose lease was taken over by another
+   worker changes nothing.
+
+The drain (`deliveries_drain`) runs the database work on its own thread, ahead of the senders: claims
+queued per endpoint, results recorded in batches, so a sender never waits for the database.
 """
 
 from __future__ import annotations
@@ -20,42 +25,60 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
-from django.db.models import Q
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from gateway.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS
-from payments.models import WebhookAttempt, WebhookEndpoint
-
-from .endpoints import Reason, State, endpoint_disable, secrets_active
-from .events import event_body_from
+from .claims import (
+    LOST_ERROR,
+    Claim,
+    EndpointCache,
+    claims_release,
+    claims_take,
+    endpoints_stopped,
+    lease,
+    retry_schedule,
+)
+from .pipeline import Pipeline
+from .recorder import HealthWrites, results_record
 from .signing import signed_headers
 from .transport import Result, Transport
 
 log = logging.getLogger(__name__)
 _DISPATCH_LOCK = 0x77686B31  # pg advisory lock key ("whk1")
-RECORD_GATHER_S = 0.003
 DISPATCH_IDLE_S = 0.5
-LOST_ERROR = "the worker stopped during this attempt; its result is unknown"
+FLUSH_S = 0.1  # results wait at most about this long to be recorded
+POLL_S = 0.1  # due deliveries of endpoints this drain has not seen yet are looked for this often
+STOPPED_CHECK_S = 1.0  # endpoints with queued claims are checked for a disable this often
+MAX_QUEUED = 2048  # claims queued or in flight in the process, at most
+
+__all__ = [
+    "LOST_ERROR",
+    "Claim",
+    "DrainReport",
+    "deliver_due",
+    "deliveries_drain",
+    "events_dispatch",
+    "lease",
+    "retry_schedule",
+]
 
 
-def retry_schedule() -> tuple[timedelta, ...]:
-    """Delay before each attempt, counted from the previous one (the first is 0: at once)."""
-    return tuple(timedelta(seconds=s) for s in settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S)
+def _claim(*, now: datetime, limit: int, **kwargs: Any) -> list[Claim]:
+    """`claims_take` (the tests' name for it)."""
+    return claims_take(now=now, limit=limit, **kwargs)
 
 
-def lease() -> timedelta:
-    """How long a claimed attempt is a worker's: longer than any attempt can take."""
-    return timedelta(seconds=2 * settings.GATEWAY_WEBHOOK_TIMEOUT_S + 30)
+def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
+    """`results_record` (the tests' name for it)."""
+    results_record(results, now=now)
 
 
 # --- dispatch --------------------------------------------------------------------------------------------
@@ -106,138 +129,7 @@ def events_dispatch(*, now: datetime, batch: int = 1000, wait_for_lock: bool = T
         return cursor.fetchone()[0]
 
 
-# --- claim, send, record ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Claim:
-    delivery_id: int
-    attempt: int
-    url: str
-    endpoint_id: str
-    msg_id: str
-    body: bytes
-    secrets: list[str]
-    lost_attempt_started: datetime | None  # the previous attempt, when its worker stopped mid-attempt
-    claimed_at: datetime = field(default_factory=timezone.now)
-
-
-class _Endpoints:
-    """URLs and active secrets of endpoints, read again after `ttl_s` (0: at every claim). A rotation or
-    URL change reaches a running drain within a second."""
-
-    def __init__(self, ttl_s: float = 0.0):
-        self.ttl_s = ttl_s
-        self._found: dict[str, tuple[float, str, list[str]]] = {}
-
-    def get(self, endpoint_ids: set[str], now: datetime) -> dict[str, tuple[str, list[str]]]:
-        fresh_after = time.monotonic() - self.ttl_s
-        stale = {e for e in endpoint_ids if e not in self._found or self._found[e][0] <= fresh_after}
-        if stale:
-            urls = dict(WebhookEndpoint.objects.filter(pk__in=stale).values_list("pk", "url"))
-            secrets = secrets_active(stale, now)
-            read_at = time.monotonic()
-            for endpoint_id in stale:
-                self._found[endpoint_id] = (read_at, urls.get(endpoint_id, ""), secrets.get(endpoint_id, []))
-        return {e: self._found[e][1:] for e in endpoint_ids}
-
-
-def _claim(
-    *,
-    now: datetime,
-    limit: int,
-    in_flight: Mapping[str, int] | None = None,
-    endpoints: _Endpoints | None = None,
-) -> list[Claim]:
-    """Take up to `limit` due deliveries (attempt counted, lease set) in one statement, oldest due first,
-    but at most GATEWAY_WEBHOOK_PER_ENDPOINT per endpoint counting the `in_flight` ones: an endpoint
-    with a backlog, slow or timing out, cannot take every thread, nor starve the others' deliveries
-    (each endpoint's due deliveries are looked up on their own, so a long queue for one is no wall).
-    Runs in the caller's transaction."""
-    if limit <= 0:
-        return []
-    in_flight = in_flight or {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH busy AS (
-                SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::int[]) AS b(endpoint_id, n)
-            ), due AS (
-                SELECT d.id, d.claimed_at AS lost_claim, d.next_attempt_at
-                FROM payments_webhookendpoint e
-                LEFT JOIN busy ON busy.endpoint_id = e.id
-                CROSS JOIN LATERAL (
-                    SELECT id, claimed_at, next_attempt_at FROM payments_webhookdelivery
-                    WHERE endpoint_id = e.id AND state = 'pending' AND next_attempt_at <= %(now)s
-                    ORDER BY next_attempt_at, id
-                    LIMIT greatest(%(per_endpoint)s - coalesce(busy.n, 0), 0)
-                    FOR UPDATE SKIP LOCKED
-                ) d
-                WHERE e.enabled AND e.deleted_at IS NULL
-                ORDER BY d.next_attempt_at, d.id
-                LIMIT %(limit)s
-            )
-            UPDATE payments_webhookdelivery d
-            SET attempts = CASE WHEN d.attempts >= %(max_attempts)s THEN d.attempts ELSE d.attempts + 1 END,
-                state = CASE WHEN d.attempts >= %(max_attempts)s THEN 'failed' ELSE d.state END,
-                claimed_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(now)s END,
-                next_attempt_at = CASE WHEN d.attempts >= %(max_attempts)s THEN NULL ELSE %(lease_end)s END
-            FROM due, payments_event ev
-            WHERE d.id = due.id AND ev.id = d.event_id
-            RETURNING d.id, d.attempts, d.endpoint_id, due.lost_claim, ev.id, ev.type, ev.created_at,
-                      ev.payload, d.state
-            """,
-            {
-                "now": now,
-                "limit": limit,
-                "lease_end": now + lease(),
-                "per_endpoint": settings.GATEWAY_WEBHOOK_PER_ENDPOINT,
-                "max_attempts": len(retry_schedule()),
-                "busy_ids": list(in_flight),
-                "busy_counts": list(in_flight.values()),
-            },
-        )
-        rows = cursor.fetchall()
-    exhausted = [r for r in rows if r[8] == State.FAILED]
-    if exhausted:
-        # the last attempt was lost with its worker: it counts; nothing is sent beyond the schedule
-        WebhookAttempt.objects.bulk_create(
-            [_lost_attempt(r[0], r[1], r[3]) for r in exhausted], ignore_conflicts=True
-        )
-        rows = [r for r in rows if r[8] != State.FAILED]
-    if not rows:
-        return []
-    found = (endpoints or _Endpoints()).get({r[2] for r in rows}, now)
-    bodies: dict[str, bytes] = {}
-    claims = []
-    for delivery_id, attempt, endpoint_id, lost_claim, event_pk, type_, created_at, payload, _ in rows:
-        if event_pk not in bodies:
-            bodies[event_pk] = event_body_from(event_pk, type_, created_at, payload)
-        url, secrets = found[endpoint_id]
-        claims.append(
-            Claim(
-                delivery_id=delivery_id,
-                attempt=attempt,
-                url=url,
-                endpoint_id=endpoint_id,
-                msg_id=event_pk,
-                body=bodies[event_pk],
-                secrets=secrets,
-                lost_attempt_started=lost_claim,
-                claimed_at=now,
-            )
-        )
-    return claims
-
-
-def _lost_attempt(delivery_id: int, number: int, started: datetime) -> WebhookAttempt:
-    return WebhookAttempt(
-        delivery_id=delivery_id,
-        number=number,
-        started_at=started,
-        outcome=WebhookAttempt.Outcome.LOST,
-        error=LOST_ERROR,
-    )
+# --- send ------------------------------------------------------------------------------------------------
 
 
 def _send(claim: Claim, transport: Transport) -> Result:
@@ -254,109 +146,13 @@ def _send(claim: Claim, transport: Transport) -> Result:
         return Result(None, 0, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _record(results: list[tuple[Claim, Result]], *, now: datetime) -> None:
-    """Write the attempts and move each delivery and endpoint on, in the caller's transaction. Endpoint
-    rows are written before delivery rows, the order `endpoint_disable` locks them in (no deadlock)."""
-    schedule = retry_schedule()
-    attempts: list[WebhookAttempt] = []
-    updates: list[tuple[int, int, str, datetime | None, int | None, datetime | None]] = []
-    health: dict[str, str] = {}  # endpoint -> "ok" | "failing" | "gone"
-    for claim, result in results:
-        if claim.lost_attempt_started is not None:
-            attempts.append(_lost_attempt(claim.delivery_id, claim.attempt - 1, claim.lost_attempt_started))
-        attempts.append(
-            WebhookAttempt(
-                delivery_id=claim.delivery_id,
-                number=claim.attempt,
-                started_at=claim.claimed_at,
-                latency_ms=result.latency_ms,
-                status_code=result.status,
-                outcome=WebhookAttempt.Outcome.SUCCEEDED if result.ok else WebhookAttempt.Outcome.FAILED,
-                error=result.error,
-                response_excerpt=result.excerpt,
-            )
-        )
-        if result.ok:
-            updates.append((claim.delivery_id, claim.attempt, State.DELIVERED, None, result.status, now))
-            health[claim.endpoint_id] = "ok"
-            continue
-        gone = result.status == 410
-        if gone or claim.attempt >= len(schedule):
-            updates.append((claim.delivery_id, claim.attempt, State.FAILED, None, result.status, None))
-        else:
-            due = now + schedule[claim.attempt]
-            updates.append((claim.delivery_id, claim.attempt, State.PENDING, due, result.status, None))
-        if gone:
-            health[claim.endpoint_id] = "gone"
-        else:
-            health.setdefault(claim.endpoint_id, "failing")
-    _endpoints_health(health, now=now)
-    applied = _deliveries_update(updates)
-    # the attempts of results applied (a result that lost its lease is dropped with its attempt)
-    kept = [a for a in attempts if a.delivery_id in applied]
-    WebhookAttempt.objects.bulk_create(kept, ignore_conflicts=True)
-    transaction.on_commit(partial(_attempts_count, kept))
-
-
-def _attempts_count(attempts: list[WebhookAttempt]) -> None:
-    for attempt in attempts:
-        WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
-        if attempt.latency_ms is not None and attempt.outcome != WebhookAttempt.Outcome.LOST:
-            WEBHOOK_ATTEMPT_SECONDS.observe(attempt.latency_ms / 1000)
-
-
-def _deliveries_update(updates: list[tuple]) -> set[int]:
-    """Apply results whose lease is still ours (same attempt number, still pending). Returns the ids of
-    the deliveries updated."""
-    if not updates:
-        return set()
-    ids, numbers, states, dues, codes, delivered = (list(column) for column in zip(*updates, strict=True))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE payments_webhookdelivery d
-            SET state = CASE WHEN v.state = 'pending' AND NOT e.enabled THEN 'paused' ELSE v.state END,
-                next_attempt_at = CASE WHEN e.enabled THEN v.due END,
-                claimed_at = NULL, last_status_code = v.code, delivered_at = v.delivered
-            FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::timestamptz[], %s::int[],
-                        %s::timestamptz[]) AS v(id, attempt, state, due, code, delivered),
-                 payments_webhookendpoint e
-            WHERE d.id = v.id AND d.attempts = v.attempt AND d.state = 'pending' AND d.claimed_at IS NOT NULL
-              AND e.id = d.endpoint_id
-            RETURNING d.id
-            """,
-            [ids, numbers, [str(s) for s in states], dues, codes, delivered],
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-
-def _endpoints_health(health: dict[str, str], *, now: datetime) -> None:
-    ok = [e for e, h in health.items() if h == "ok"]
-    failing = [e for e, h in health.items() if h == "failing"]
-    gone = [e for e, h in health.items() if h == "gone"]
-    if ok:  # at most one write per endpoint a second while it is healthy (busy endpoints, many workers)
-        WebhookEndpoint.objects.filter(pk__in=ok).filter(
-            Q(failing_since__isnull=False)
-            | Q(last_success_at__isnull=True)
-            | Q(last_success_at__lt=now - timedelta(seconds=1))
-        ).update(failing_since=None, last_success_at=now)
-    if failing:
-        WebhookEndpoint.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
-        cutoff = now - timedelta(hours=settings.GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS)
-        for endpoint in WebhookEndpoint.objects.filter(
-            pk__in=failing, enabled=True, failing_since__lte=cutoff
-        ):
-            endpoint_disable(endpoint=endpoint, reason=Reason.FAILING, now=now)
-    for endpoint in WebhookEndpoint.objects.filter(pk__in=gone, enabled=True):
-        endpoint_disable(endpoint=endpoint, reason=Reason.GONE, now=now)
-
-
 # --- running ---------------------------------------------------------------------------------------------
 
 _executor: ThreadPoolExecutor | None = None
 _transport: Transport | None = None
 _shared_lock = threading.Lock()
 _drain_lock = threading.Lock()
+_endpoint_rates: dict[str, float] = {}  # each endpoint's recent sending rate, kept from drain to drain
 
 
 def _shared() -> tuple[ThreadPoolExecutor, Transport]:
@@ -375,18 +171,16 @@ def deliver_due(*, now: datetime, transport: Transport | None = None, limit: int
     """Dispatch, then make every attempt due at `now`, batch by batch, and record them; returns the
     number of attempts. Tests drive the clock with `now`; `deliveries_drain` is the production loop."""
     executor, shared_transport = _shared()
-    transport = transport or shared_transport
+    send = partial(_send, transport=transport or shared_transport)
     size = limit or settings.GATEWAY_WEBHOOK_CONCURRENCY
     total = 0
     while True:
         events_dispatch(now=now)
-        with transaction.atomic():
-            claims = _claim(now=now, limit=size)
+        claims = claims_take(now=now, limit=size)
         if not claims:
             return total
-        results = list(executor.map(lambda c: _send(c, transport), claims))
-        with transaction.atomic():
-            _record(list(zip(claims, results, strict=True)), now=now)
+        results = list(executor.map(send, claims))
+        results_record(list(zip(claims, results, strict=True)), now=now)
         total += len(claims)
 
 
@@ -401,12 +195,13 @@ def deliveries_drain(
     *, budget_s: float, clock: Callable[[], datetime] = timezone.now, transport: Transport | None = None
 ) -> DrainReport:
     """The worker loop: keep the thread pool busy with due attempts for up to `budget_s` seconds, or
-    until nothing is due. Results are recorded as they complete (a slow endpoint holds back only its own
-    attempts), in the same transaction as the next claim, which is made when half the threads are free.
-    New events are dispatched while there are some, and looked for twice a second otherwise.
+    until nothing is due, then release what is still queued and return once the attempts in flight are
+    recorded. This thread does all the database work (dispatch, claims ahead, records in batches,
+    releases); the pool's threads only send (`Pipeline.serve`). New events are dispatched while there
+    are some, and looked for twice a second otherwise.
 
     One drain per process at a time (a second one returns at once): the thread pool and the per-endpoint
-    counts are the process's, and a claim's lease starts when its attempt can start."""
+    counts are the process's."""
     if not _drain_lock.acquire(blocking=False):
         return DrainReport()
     try:
@@ -418,74 +213,149 @@ def deliveries_drain(
 def _drain(*, budget_s: float, clock: Callable[[], datetime], transport: Transport | None) -> DrainReport:
     executor, shared_transport = _shared()
     transport = transport or shared_transport
-    size = settings.GATEWAY_WEBHOOK_CONCURRENCY
-    report = DrainReport()
-    deadline = time.monotonic() + budget_s
-    in_flight: dict[Future, Claim] = {}
-    per_endpoint: Counter[str] = Counter()
-    endpoints = _Endpoints(ttl_s=1.0)
-    next_dispatch = 0.0
-    results: list[tuple[Claim, Result]] = []
-    while True:
-        free = size - len(in_flight)
-        want = time.monotonic() < deadline and (not in_flight or free * 2 >= size)
-        if want and time.monotonic() >= next_dispatch:
-            dispatched = _retrying(lambda: events_dispatch(now=clock(), wait_for_lock=False))
-            report.dispatched += dispatched
-            next_dispatch = 0.0 if dispatched else time.monotonic() + DISPATCH_IDLE_S
-        claims: list[Claim] = []
-        if results or want:
-            claims = _retrying(
-                partial(
-                    _record_and_claim,
-                    results=results,
-                    limit=free if want else 0,
-                    in_flight=+per_endpoint,
-                    endpoints=endpoints,
-                    clock=clock,
+    pipeline = Pipeline(
+        cap=settings.GATEWAY_WEBHOOK_PER_ENDPOINT,
+        send=partial(_send, transport=transport),
+        clock=clock,
+        attempt_s=transport.timeout_s,
+        rates=_endpoint_rates,
+    )
+    senders = [executor.submit(pipeline.serve) for _ in range(settings.GATEWAY_WEBHOOK_CONCURRENCY)]
+    drain = _Drain(pipeline, budget_s=budget_s, clock=clock)
+    try:
+        return drain.run()
+    finally:
+        drain.unwritten.release += pipeline.close()
+        wait(senders)
+        drain.unwritten.take(pipeline)
+        if drain.unwritten:  # the loop failed: one last try
+            try:
+                drain.write()
+            except Exception:
+                log.exception(
+                    "webhook drain: %d results and %d claims left to their leases",
+                    len(drain.unwritten.results),
+                    len(drain.unwritten.release),
                 )
-            )
-        for claim in claims:
-            in_flight[executor.submit(_send, claim, transport)] = claim
-            per_endpoint[claim.endpoint_id] += 1
-        if not in_flight:
-            return report
-        done, pending = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
-        if done and pending and len(done) * 4 < len(in_flight):
-            # fast answers come in groups: a few milliseconds more make fewer, larger writes
-            more, _ = wait(pending, timeout=RECORD_GATHER_S, return_when=ALL_COMPLETED)
-            done |= more
-        results = [(in_flight.pop(f), f.result()) for f in done]
-        for claim, result in results:
-            per_endpoint[claim.endpoint_id] -= 1
-            report.attempts += 1
-            report.delivered += result.ok
 
 
-def _record_and_claim(
-    *,
-    results: list[tuple[Claim, Result]],
-    limit: int,
-    in_flight: Mapping[str, int],
-    endpoints: _Endpoints,
-    clock: Callable[[], datetime],
-) -> list[Claim]:
-    with transaction.atomic():
-        now = clock()
-        if results:
-            _record(results, now=now)
-        return _claim(now=now, limit=limit, in_flight=in_flight, endpoints=endpoints)
+DB_ERRORS = (OperationalError, InterfaceError)
+BACKOFF_MAX_S = 2.0  # a drain waiting for the database tries again at least this often
 
 
-def _retrying(work: Callable[[], Any], tries: int = 3) -> Any:
-    """Run a transaction again after a deadlock or serialization failure (the drain keeps its results:
-    dying here would send them all again after their leases)."""
-    for attempt in range(tries):
-        try:
-            return work()
-        except OperationalError as exc:
-            if attempt == tries - 1:
-                raise
-            log.warning("webhook drain: retrying after %s", exc)
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+@dataclass
+class _Unwritten:
+    """Results taken from the senders and claims to give back, kept until they are written: a database
+    outage holds them here (results dropped would be sent again after their leases, and logged lost)."""
+
+    results: list[tuple[Claim, Result]] = field(default_factory=list)
+    release: list[Claim] = field(default_factory=list)
+
+    def take(self, pipeline: Pipeline) -> None:
+        results, release = pipeline.take_done()
+        self.results += results
+        self.release += release
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.release)
+
+    def last_lease_end(self) -> datetime | None:
+        ends = [c.lease_end for c in [*(c for c, _ in self.results), *self.release] if c.lease_end]
+        return max(ends, default=None)
+
+
+class _Drain:
+    """The drain's database thread: dispatch, records, releases, claims ahead, one turn at a time. A
+    turn the database fails loses nothing: what was taken from the senders stays in `unwritten`, and
+    the next turn (after a backoff) writes it; the drain gives up only when the leases of all it holds
+    have ended (their deliveries may have been taken over by then)."""
+
+    def __init__(self, pipeline: Pipeline, *, budget_s: float, clock: Callable[[], datetime]):
+        self.pipeline = pipeline
+        self.clock = clock
+        self.deadline = time.monotonic() + budget_s
+        self.report = DrainReport()
+        self.unwritten = _Unwritten()
+        self.endpoints = EndpointCache(ttl_s=1.0)
+        self.health = HealthWrites()
+        self.next_dispatch = self.next_poll = self.next_check = 0.0
+        self.pause = 0.0
+        self.give_up_at: float | None = None
+
+    def run(self) -> DrainReport:
+        while True:
+            self.pipeline.wake.clear()
+            started = time.monotonic()
+            claiming = started < self.deadline
+            self.unwritten.take(self.pipeline)
+            if not claiming:
+                self.unwritten.release += self.pipeline.drop()
+            try:
+                found = self.turn(started, claiming)
+            except DB_ERRORS as exc:
+                self.wait_for_database(exc)
+                continue
+            self.pause, self.give_up_at = 0.0, None
+            if self.pipeline.idle() and not self.unwritten and (not claiming or found is False):
+                return self.report
+            self.pipeline.wake.wait(FLUSH_S)
+
+    def turn(self, started: float, claiming: bool) -> bool | None:
+        """One round of database work; returns whether a claim found anything (None: none made)."""
+        if claiming and started >= self.next_dispatch:
+            dispatched = events_dispatch(now=self.clock(), wait_for_lock=False)
+            self.report.dispatched += dispatched
+            self.next_dispatch = 0.0 if dispatched else started + DISPATCH_IDLE_S
+        if claiming and started >= self.next_check:  # endpoints changed or stopped since the claims
+            self.next_check = started + STOPPED_CHECK_S
+            queued = self.pipeline.endpoints_queued()
+            found = self.endpoints.get(queued, self.clock())
+            self.pipeline.endpoints_set({e: v for e, v in found.items() if v[0]})
+            self.unwritten.release += self.pipeline.drop(endpoints_stopped(queued))
+        self.write()
+        if not claiming:
+            return None
+        wants = self.pipeline.wants()
+        if not (any(n > 0 for n in wants.values()) or started >= self.next_poll):
+            return None
+        self.next_poll = started + POLL_S
+        claims = claims_take(
+            now=self.clock(), limit=MAX_QUEUED - self.pipeline.held(), wants=wants, endpoints=self.endpoints
+        )
+        self.pipeline.add(claims)
+        return bool(claims)
+
+    def write(self) -> None:
+        """Record the results and release the claims kept; each is dropped from `unwritten` once its
+        statement has committed (each is safe to run again: both check the attempt is still theirs)."""
+        unwritten = self.unwritten
+        if unwritten.results:
+            recorded = results_record(unwritten.results, now=self.clock(), health=self.health)
+            self.report.attempts += len(unwritten.results)
+            self.report.delivered += sum(result.ok for _, result in unwritten.results)
+            unwritten.results = []
+            unwritten.release += self.pipeline.drop(recorded.disabled)
+        if unwritten.release:
+            claims_release(unwritten.release)
+            unwritten.release = []
+
+    def wait_for_database(self, exc: Exception) -> None:
+        """After a failed turn: wait (backing off) and let the loop try again, or raise when nothing
+        held can still be saved."""
+        connection.close()  # the next statement connects again
+        if self.give_up_at is None:
+            lease_end = self.unwritten.last_lease_end()
+            held_s = (lease_end - self.clock()).total_seconds() if lease_end else 0.0
+            self.give_up_at = time.monotonic() + max(held_s, lease().total_seconds())
+        nothing_held = not self.unwritten and self.pipeline.idle()
+        if nothing_held or time.monotonic() >= self.give_up_at:
+            raise exc
+        self.pause = min(max(2 * self.pause, 0.05), BACKOFF_MAX_S)
+        log.warning(
+            "webhook drain: the database failed (%s); %d results and %d releases kept, trying again in %.2f s",
+            exc,
+            len(self.unwritten.results),
+            len(self.unwritten.release),
+            self.pause,
+        )
+        time.sleep(self.pause)

@@ -133,22 +133,29 @@ def test_an_attempt_has_a_total_deadline(trickler):
     assert attempt.outcome == "failed" and attempt.error.startswith("timeout")
 
 
-def test_a_lost_last_attempt_fails_the_delivery_without_sending_again(receiver, settings):
+def test_a_lost_last_attempt_is_made_again_once_more_and_a_failure_then_ends_it(receiver, settings):
+    """The last scheduled attempt's worker died (it may never have sent it): a grace attempt is made;
+    it fails, and that is the end (a failure that was sent gets no grace)."""
     settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
     merchant = make_merchant()
     endpoint_for(merchant, receiver, "payment.created")
     new_intent(merchant)
-    receiver.answers.append(500)
+    receiver.answers.extend([500, 500])
     t = timezone.now()
     deliver_due(now=t)  # attempt 1 fails
     events_dispatch(now=t)
     (last,) = _claim(now=t + timedelta(seconds=5), limit=5)  # attempt 2: its worker dies
     assert last.attempt == 2
-    assert deliver_due(now=t + timedelta(seconds=5) + lease()) == 0
+    assert deliver_due(now=t + timedelta(seconds=5) + lease()) == 1  # attempt 3, the grace: fails
+    assert deliver_due(now=t + timedelta(days=2)) == 0
     delivery = WebhookDelivery.objects.get()
-    assert delivery.state == "failed" and delivery.attempts == 2
-    assert [(a.number, a.outcome) for a in delivery.attempt_log.all()] == [(1, "failed"), (2, "lost")]
-    assert len(receiver.received) == 1
+    assert delivery.state == "failed" and delivery.attempts == 3
+    assert [(a.number, a.outcome) for a in delivery.attempt_log.all()] == [
+        (1, "failed"),
+        (2, "lost"),
+        (3, "failed"),
+    ]
+    assert len(receiver.received) == 2
 
 
 def test_disabling_keeps_the_result_of_an_attempt_in_flight(receiver):

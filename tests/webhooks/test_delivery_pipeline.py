@@ -1,0 +1,244 @@
+"""The drain's claims ahead and batched records: claims not sent are released as if never taken (lease
+run short while queued, endpoint disabled, drain over), results are all recorded when the drain stops,
+and the per-endpoint cap bounds attempts in flight however many claims are queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from payments.models import WebhookAttempt, WebhookDelivery
+from payments.webhooks import endpoints
+from payments.webhooks.claims import LOST_GRACE, Claim, claims_release, claims_take, lease
+from payments.webhooks.delivery import _send, _shared, deliver_due, deliveries_drain, events_dispatch
+from payments.webhooks.pipeline import Pipeline
+from payments.webhooks.transport import Result
+from tests.factories import make_merchant
+from tests.payments.test_services_settle import new_intent
+from tests.webhooks.test_delivery import endpoint_for
+
+pytestmark = pytest.mark.django_db
+
+
+def run(pipeline: Pipeline, threads: int = 4) -> None:
+    """Let `threads` senders work through what is queued, then stop them."""
+    senders = [threading.Thread(target=pipeline.serve) for _ in range(threads)]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 10
+    while pipeline.held() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipeline.close()
+    for sender in senders:
+        sender.join(10)
+
+
+def test_a_claim_whose_lease_runs_short_while_queued_is_released_unsent(receiver):
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    claims = claims_take(now=t, limit=10)
+    assert len(claims) == 2
+    # the senders get to them when less than an attempt's time is left of their lease
+    late = t + lease() - timedelta(seconds=2)
+    pipeline = Pipeline(
+        cap=4, send=lambda c: _send(c, _shared()[1]), clock=lambda: late, attempt_s=10, rates={}
+    )
+    pipeline.add(claims)
+    run(pipeline)
+    results, expired = pipeline.take_done()
+    assert results == [] and sorted(c.delivery_id for c in expired) == sorted(c.delivery_id for c in claims)
+    assert receiver.received == []
+    assert claims_release(expired) == 2
+    for delivery in WebhookDelivery.objects.all():  # as before the claim: due at once, no attempt counted
+        assert (delivery.state, delivery.attempts, delivery.claimed_at) == ("pending", 0, None)
+        assert delivery.next_attempt_at == t
+    assert deliver_due(now=late) == 2
+    assert len(receiver.received) == 2
+    numbers = sorted(WebhookAttempt.objects.values_list("number", "outcome"))
+    assert numbers == [(1, "succeeded"), (1, "succeeded")], "no lost attempt: nothing was sent"
+
+
+def test_a_release_after_another_worker_took_the_delivery_over_changes_nothing(receiver):
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    (first,) = claims_take(now=t, limit=10)
+    (second,) = claims_take(now=t + lease(), limit=10)  # the first lease ended: another worker's now
+    assert claims_release([first]) == 0
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.attempts == 2 and delivery.claimed_at == t + lease()
+    assert claims_release([second]) == 1
+    delivery.refresh_from_db()  # back to after the first claim, whose attempt is still lost
+    assert (delivery.attempts, delivery.claimed_at, delivery.next_attempt_at) == (1, t, t + lease())
+
+
+def test_queued_claims_of_a_disabled_endpoint_are_released_paused(receiver):
+    merchant = make_merchant()
+    endpoint, _ = endpoint_for(merchant, receiver)
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    claims = claims_take(now=t, limit=10)
+    endpoints.endpoint_disable(endpoint=endpoint, reason="merchant", now=t)
+    assert claims_release(claims) == 2
+    assert set(WebhookDelivery.objects.values_list("state", "attempts")) == {("paused", 0)}
+    endpoints.endpoint_enable(endpoint=endpoint, now=t)
+    assert deliver_due(now=t) == 2
+    assert set(WebhookDelivery.objects.values_list("state", "attempts")) == {("delivered", 1)}
+
+
+def test_the_cap_bounds_attempts_in_flight_not_claims_queued(receiver):
+    """Twenty claims queued for one endpoint, sixteen senders: never more than `cap` at once."""
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    for _ in range(10):
+        new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    claims = claims_take(now=t, limit=100, wants={endpoints.WebhookEndpoint.objects.get().pk: 50})
+    assert len(claims) == 20
+    lock, busy, most = threading.Lock(), [0], [0]
+
+    def send(claim):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.02)
+        with lock:
+            busy[0] -= 1
+        return Result(200, 20)
+
+    pipeline = Pipeline(cap=3, send=send, clock=lambda: t, attempt_s=10, rates={})
+    pipeline.add(claims)
+    run(pipeline, threads=16)
+    results, expired = pipeline.take_done()
+    assert len(results) == 20 and expired == []
+    assert most[0] == 3
+
+
+def test_a_slowing_endpoint_gives_back_the_claims_it_will_not_send_soon():
+    pipeline = Pipeline(cap=2, send=lambda c: Result(200, 1), clock=timezone.now, attempt_s=10, rates={})
+    t = timezone.now()
+    pipeline.add([queued_claim(i, t) for i in range(40)])  # queued while it was fast; none done since
+    pipeline.wants()
+    _, expired = pipeline.take_done()
+    assert len(expired) == 40 - 4 and pipeline.held() == 4  # 2 x cap kept
+    assert {c.delivery_id for c in expired} == set(range(4, 40)), "the newest go back"
+
+
+def queued_claim(i: int, t) -> Claim:
+    return Claim(
+        delivery_id=i,
+        attempt=1,
+        url="http://127.0.0.1:9/x",
+        endpoint_id="we_slow",
+        msg_id=f"evt_{i}",
+        body=b"{}",
+        secrets=[],
+        lost_attempt_started=None,
+        claimed_at=t,
+        lease_end=t + lease(),
+    )
+
+
+def test_a_drain_that_runs_out_of_time_records_every_attempt_made_and_releases_the_rest(receiver, settings):
+    settings.GATEWAY_WEBHOOK_PER_ENDPOINT = 2
+    receiver.delay_s = 0.05
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    for _ in range(40):
+        new_intent(merchant)
+    report = deliveries_drain(budget_s=0.5)
+    sent = len(receiver.received)
+    assert 0 < report.attempts == sent < 80
+    assert WebhookAttempt.objects.count() == sent, "every attempt made is recorded"
+    assert WebhookDelivery.objects.filter(state="delivered").count() == sent
+    left = WebhookDelivery.objects.exclude(state="delivered")
+    assert left.count() == 80 - sent
+    assert set(left.values_list("state", "attempts")) == {("pending", 0)}, "the queued ones were released"
+    assert not left.filter(claimed_at__isnull=False).exists()
+    # the next drain sends them, each once
+    deliveries_drain(budget_s=30)
+    assert len(receiver.received) == 80 and len(set(receiver.ids())) == 80
+
+
+def test_a_queued_claim_is_sent_with_the_endpoints_url_and_secrets_as_last_read():
+    """Claims queued before a URL change or a zero-overlap rotation are not sent as they were claimed."""
+    t = timezone.now()
+    sent: list[tuple[str, list[str]]] = []
+
+    def send(claim):
+        sent.append((claim.url, claim.secrets))
+        return Result(200, 1)
+
+    pipeline = Pipeline(cap=2, send=send, clock=lambda: t, attempt_s=10, rates={})
+    pipeline.add([queued_claim(i, t) for i in range(3)])  # claimed with the old URL, no secret
+    pipeline.endpoints_set({"we_slow": ("http://127.0.0.1:9/new", ["whsec_new"])})
+    run(pipeline)
+    assert sent == [("http://127.0.0.1:9/new", ["whsec_new"])] * 3
+
+
+def test_a_delivery_whose_last_attempts_were_lost_gets_a_grace_attempt_then_fails(receiver, settings):
+    """A claim counts its attempt before it is sent: a worker killed with it queued loses an attempt it
+    may never have made. The last scheduled attempt lost that way is not the end: LOST_GRACE more, each
+    logged lost if lost again, then the delivery fails."""
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    for n in range(1, 2 + LOST_GRACE + 1):  # each claim's worker dies before it records anything
+        (claim,) = claims_take(now=t + n * lease(), limit=10)
+        assert claim.attempt == n
+    assert claims_take(now=t + 10 * lease(), limit=10) == []
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("failed", 2 + LOST_GRACE)
+    assert list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome")) == [
+        (n, "lost") for n in range(1, 2 + LOST_GRACE + 1)
+    ]
+    assert receiver.received == []
+
+
+def test_a_grace_attempt_that_gets_through_delivers(receiver, settings):
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    claims_take(now=t, limit=10)  # attempt 1: lost
+    claims_take(now=t + lease(), limit=10)  # attempt 2, the schedule's last: lost
+    assert deliver_due(now=t + 2 * lease()) == 1  # the grace attempt, sent
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("delivered", 3)
+    assert list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome")) == [
+        (1, "lost"),
+        (2, "lost"),
+        (3, "succeeded"),
+    ]
+    assert len(receiver.received) == 1
+
+
+def test_a_failed_last_attempt_that_was_sent_gets_no_grace(receiver, settings):
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    receiver.default_status = 500
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    assert deliver_due(now=t) == 1
+    assert deliver_due(now=t + timedelta(seconds=5)) == 1
+    assert deliver_due(now=t + timedelta(days=1)) == 0
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts) == ("failed", 2)
+    assert len(receiver.received) == 2
