@@ -140,6 +140,24 @@ def test_wrong_network_funds_are_flagged_not_counted():
     assert "payment.wrong_network_detected" in event_types(intent)
 
 
+def test_verify_payments_counts_a_window_closed_since_the_last_sweep_as_due_not_as_a_difference(capsys):
+    """Past the deadline and not yet swept, an intent is due: to expire, or to fail when only funds of
+    the wrong asset or network arrived. Neither is a difference."""
+    then = timezone.now() - timedelta(hours=2)
+    merchant = make_merchant()
+    plain = new_intent(merchant, now=then)
+    wrong = new_intent(merchant, now=then)
+    services.observation_record(
+        transfer=transfer(wrong, network_code="polygon", token_contract=USDC_ETH, **block(5, then)), now=then
+    )
+    assert PaymentIntent.objects.get(pk=wrong.pk).state == "awaiting_payment"
+    call_command("verify_payments")
+    out = capsys.readouterr().out
+    assert f"due {plain.pk}: awaiting_payment -> expired at the next sweep" in out
+    assert f"due {wrong.pk}: awaiting_payment -> failed at the next sweep" in out
+    assert "0 differ from their evidence, 2 due" in out
+
+
 def test_reorg_takes_paid_back_and_reinclusion_pays_again():
     now = timezone.now()
     intent = new_intent(now=now)

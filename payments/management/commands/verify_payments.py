@@ -29,9 +29,11 @@ class Command(BaseCommand):
         for intent in intents.iterator(chunk_size=500):
             checked += 1
             verdict = intent_evaluate(intent, now)
-            if verdict.state == "expired" and intent.state in ("created", "awaiting_payment"):
-                due += 1  # the window closed since the last sweep; the next sweep settles it
-                self.stdout.write(f"due {intent.pk}: {intent.state} -> expired at the next sweep")
+            if verdict.state in ("expired", "failed") and intent.state in ("created", "awaiting_payment"):
+                # the window closed since the last sweep (nothing valid arrived: expired, or only funds of
+                # the wrong asset or network: failed); the next sweep settles it
+                due += 1
+                self.stdout.write(f"due {intent.pk}: {intent.state} -> {verdict.state} at the next sweep")
             elif verdict.state != intent.state:
                 mismatched += 1
                 self.stdout.write(
