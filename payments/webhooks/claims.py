@@ -3,8 +3,8 @@
 
 A claim counts the attempt and sets its lease (`next_attempt_at` = now + lease) in the statement that
 takes the rows with `FOR UPDATE SKIP LOCKED`: two workers never take the same attempt, and a worker that
-dies mid-attempt leaves a delivery that is due again when its lease ends (the lost attempt is logged as
-`lost` by the next claim's record). A claim not sent (the drain's time is up, the endpoint was
+dies mid-attempt leaves a delivery that is due again when its lease ends (the next claim logs the lost
+attempt as `lost`). A claim not sent (the drain's time is up, the endpoint was
 disabled, or its lease ran short while it waited in the worker's queue) is released: the row goes back
 to exactly what it was before the claim, as if it had never been taken.
 """
@@ -41,6 +41,13 @@ def lease() -> timedelta:
     """How long a claimed attempt is a worker's: longer than any attempt can take, plus the time a
     claim may wait in the worker's queue (a claim whose lease runs short there is released unsent)."""
     return timedelta(seconds=2 * settings.GATEWAY_WEBHOOK_TIMEOUT_S + 30)
+
+
+class ClaimBatch(list):
+    """The claims taken; `spent` counts the rows the statement took and failed instead (out of attempts,
+    the last one lost), so that "nothing to send" is not read as "nothing was due"."""
+
+    spent: int = 0
 
 
 @dataclass
@@ -88,7 +95,7 @@ def claims_take(
     limit: int,
     wants: Mapping[str, int] | None = None,
     endpoints: EndpointCache | None = None,
-) -> list[Claim]:
+) -> ClaimBatch:
     """Take up to `limit` due deliveries (attempt counted, lease set) in one statement, oldest due first:
     for each endpoint in `wants` at most that many, for any other GATEWAY_WEBHOOK_PER_ENDPOINT. Each
     endpoint's due deliveries are looked up on their own, so a long queue for one is no wall for the
@@ -96,9 +103,11 @@ def claims_take(
     attempts beyond the schedule (a lost attempt may never have been sent); past that it fails here,
     with its lost attempt logged, in the same statement."""
     if limit <= 0:
-        return []
+        return ClaimBatch()
     wants = wants or {}
-    with connection.cursor() as cursor:
+    # One transaction with the reads that complete the claims: a connection lost before they are read
+    # rolls the claims back (committed and unknown to the drain, they would be lost attempts).
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
             WITH wanted AS (
@@ -160,16 +169,17 @@ def claims_take(
             },
         )
         taken = cursor.fetchall()
-    lost = sum(row[6] for row in taken)
-    if lost:
-        transaction.on_commit(lambda: WEBHOOK_ATTEMPTS.labels(WebhookAttempt.Outcome.LOST).inc(lost))
-    rows = [row[:5] + row[7:] for row in taken if not row[5]]  # those out of attempts failed: not sent
-    if not rows:
-        return []
-    found = (endpoints or EndpointCache()).get({r[2] for r in rows}, now)
+        lost = sum(row[6] for row in taken)
+        if lost:
+            transaction.on_commit(lambda: WEBHOOK_ATTEMPTS.labels(WebhookAttempt.Outcome.LOST).inc(lost))
+        rows = [row[:5] + row[7:] for row in taken if not row[5]]  # those out of attempts failed: not sent
+        claims = ClaimBatch()
+        claims.spent = len(taken) - len(rows)
+        if not rows:
+            return claims
+        found = (endpoints or EndpointCache()).get({r[2] for r in rows}, now)
     lease_end = now + lease()
     bodies: dict[str, bytes] = {}
-    claims = []
     for delivery_id, attempt, endpoint_id, lost_claim, due_at, event_pk, type_, created_at, payload in rows:
         if event_pk not in bodies:
             bodies[event_pk] = event_body_from(event_pk, type_, created_at, payload)

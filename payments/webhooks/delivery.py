@@ -178,6 +178,8 @@ def deliver_due(*, now: datetime, transport: Transport | None = None, limit: int
         events_dispatch(now=now)
         claims = claims_take(now=now, limit=size)
         if not claims:
+            if claims.spent:  # those it took failed in the claim (out of attempts): others may be due
+                continue
             return total
         results = list(executor.map(send, claims))
         results_record(list(zip(claims, results, strict=True)), now=now)
@@ -241,6 +243,7 @@ def _drain(*, budget_s: float, clock: Callable[[], datetime], transport: Transpo
 
 DB_ERRORS = (OperationalError, InterfaceError)
 BACKOFF_MAX_S = 2.0  # a drain waiting for the database tries again at least this often
+RETRIES_HOLDING_NOTHING = 3  # failed turns in a row before a drain that holds nothing gives up
 
 
 @dataclass
@@ -267,8 +270,10 @@ class _Unwritten:
 class _Drain:
     """The drain's database thread: dispatch, records, releases, claims ahead, one turn at a time. A
     turn the database fails loses nothing: what was taken from the senders stays in `unwritten`, and
-    the next turn (after a backoff) writes it; the drain gives up only when the leases of all it holds
-    have ended (their deliveries may have been taken over by then)."""
+    the next turn (after a backoff) writes it; the drain gives up a lease after the first failure (a
+    result written later than its lease is still right: records check that the attempt is theirs). While
+    the turns fail, the senders give queued claims back unsent after ENDPOINTS_FRESH_S (the endpoints
+    are not read meanwhile)."""
 
     def __init__(self, pipeline: Pipeline, *, budget_s: float, clock: Callable[[], datetime]):
         self.pipeline = pipeline
@@ -281,6 +286,7 @@ class _Drain:
         self.next_dispatch = self.next_poll = self.next_check = 0.0
         self.pause = 0.0
         self.give_up_at: float | None = None
+        self.failures = 0  # turns failed in a row
 
     def run(self) -> DrainReport:
         while True:
@@ -295,7 +301,7 @@ class _Drain:
             except DB_ERRORS as exc:
                 self.wait_for_database(exc)
                 continue
-            self.pause, self.give_up_at = 0.0, None
+            self.pause, self.give_up_at, self.failures = 0.0, None, 0
             if self.pipeline.idle() and not self.unwritten and (not claiming or found is False):
                 return self.report
             self.pipeline.wake.wait(FLUSH_S)
@@ -323,7 +329,7 @@ class _Drain:
             now=self.clock(), limit=MAX_QUEUED - self.pipeline.held(), wants=wants, endpoints=self.endpoints
         )
         self.pipeline.add(claims)
-        return bool(claims)
+        return bool(claims) or claims.spent > 0
 
     def write(self) -> None:
         """Record the results and release the claims kept; each is dropped from `unwritten` once its
@@ -347,8 +353,11 @@ class _Drain:
             lease_end = self.unwritten.last_lease_end()
             held_s = (lease_end - self.clock()).total_seconds() if lease_end else 0.0
             self.give_up_at = time.monotonic() + max(held_s, lease().total_seconds())
+        self.failures += 1
+        # Holding nothing, a few tries (a kept connection that died meanwhile: the next one connects
+        # again); holding results or claims, for as long as a lease from the first failure.
         nothing_held = not self.unwritten and self.pipeline.idle()
-        if nothing_held or time.monotonic() >= self.give_up_at:
+        if (nothing_held and self.failures >= RETRIES_HOLDING_NOTHING) or time.monotonic() >= self.give_up_at:
             raise exc
         self.pause = min(max(2 * self.pause, 0.05), BACKOFF_MAX_S)
         log.warning(

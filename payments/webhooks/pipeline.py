@@ -29,6 +29,7 @@ MAX_AHEAD = 512  # claims queued or in flight per endpoint, at most
 RATE_TAU_S = 0.5  # time constant of the sending-rate average
 FLUSH_N = 256  # results that wake the database thread at once (otherwise it wakes every FLUSH_S)
 LEASE_MARGIN_S = 5.0  # a claim is sent only if its lease outlasts an attempt by this much
+ENDPOINTS_FRESH_S = 3.0  # a claim is sent only with its endpoint's URL and secrets read this recently
 
 
 class Pipeline:
@@ -61,6 +62,7 @@ class Pipeline:
         self._rates = {} if rates is None else rates  # endpoint -> attempts/s (the process's, kept)
         self._rates_at = time.monotonic()
         self._endpoints: dict[str, tuple[str, list[str]]] = {}  # endpoint -> URL, active secrets (latest)
+        self._fresh_until = math.inf  # monotonic: until then the endpoints' URLs and secrets are recent
 
     # --- the sending threads ------------------------------------------------------------------------
 
@@ -86,8 +88,11 @@ class Pipeline:
                     self.wake.set()
                 # sent to the endpoint's URL with its secrets as last read, not as they were at the claim
                 claim.url, claim.secrets = self._endpoints.get(endpoint_id, (claim.url, claim.secrets))
+                stale = time.monotonic() > self._fresh_until
             now = self.clock()
-            if claim.lease_end is not None and claim.lease_end - now < self.min_lease_left:
+            if stale or (claim.lease_end is not None and claim.lease_end - now < self.min_lease_left):
+                # given back unsent: its lease would end mid-attempt, or the database thread has not read
+                # the endpoint for a while (an outage: it may have moved or rotated its secret meanwhile)
                 self._finish(claim, None)
                 continue
             claim.started_at = now
@@ -120,9 +125,11 @@ class Pipeline:
     # --- the database thread ------------------------------------------------------------------------
 
     def endpoints_set(self, found: dict[str, tuple[str, list[str]]]) -> None:
-        """Endpoints' URLs and active secrets as just read: claims sent from now on use them."""
+        """Endpoints' URLs and active secrets as just read: claims sent from now on use them, for the
+        next ENDPOINTS_FRESH_S; past that, queued claims are given back unsent until the next read."""
         with self._cond:
             self._endpoints.update(found)
+            self._fresh_until = time.monotonic() + ENDPOINTS_FRESH_S
 
     def add(self, claims: list[Claim]) -> None:
         with self._cond:

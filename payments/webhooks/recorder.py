@@ -91,8 +91,8 @@ def results_record(
             claim.started_at or claim.claimed_at,
             result.latency_ms,
             WebhookAttempt.Outcome.SUCCEEDED if result.ok else WebhookAttempt.Outcome.FAILED,
-            result.error,
-            result.excerpt,
+            _text(result.error),
+            _text(result.excerpt),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
@@ -101,6 +101,12 @@ def results_record(
     counted = [(o, ms) for i, o, ms in zip(columns[0], columns[8], columns[7], strict=True) if i in applied]
     transaction.on_commit(partial(_attempts_count, counted))
     return Recorded(applied, disabled)
+
+
+def _text(value: str) -> str:
+    """What an endpoint answered, as PostgreSQL text takes it: a NUL byte (which text refuses: one
+    endpoint's answer would fail the whole batch's record) and lone surrogates replaced."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
@@ -131,7 +137,13 @@ def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
                      response_excerpt)
                 SELECT v.id, v.attempt, v.started, v.latency, v.code, v.outcome, v.error, v.excerpt
                 FROM v JOIN applied USING (id)
-                ON CONFLICT (delivery_id, number) DO NOTHING
+                -- a claim that took over after this lease ended logged this attempt lost, and was given
+                -- back unsent: the result that did arrive replaces that row
+                ON CONFLICT (delivery_id, number) DO UPDATE
+                SET started_at = EXCLUDED.started_at, latency_ms = EXCLUDED.latency_ms,
+                    status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+                    response_excerpt = EXCLUDED.response_excerpt
+                WHERE payments_webhookattempt.outcome = 'lost'
             )
             SELECT id FROM applied
             """,

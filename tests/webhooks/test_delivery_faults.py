@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 from standardwebhooks import Webhook
 
 from payments.models import WebhookAttempt, WebhookDelivery
+from payments.webhooks import claims as claims_module
 from payments.webhooks import endpoints
-from payments.webhooks.delivery import deliveries_drain
+from payments.webhooks.claims import lease
+from payments.webhooks.delivery import deliver_due, deliveries_drain
 from tests.factories import make_merchant
 from tests.payments.test_services_settle import new_intent
 from tests.webhooks.receiver import Receiver
@@ -27,32 +29,37 @@ from tests.webhooks.test_delivery import endpoint_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@contextmanager
-def database_admin():
-    """A connection to the server's `postgres` database, beside the test database."""
+def database_outage(seconds: float) -> None:
+    """The test database refuses connections and every session of it is cut, for `seconds`: to the
+    drain, the database is down (its statements fail, and so do its attempts to connect again). From a
+    connection of its own to the server's `postgres` database, which restores the database whatever
+    happens to the test meanwhile."""
+    name = connection.settings_dict["NAME"]
     params = connection.get_connection_params() | {"dbname": "postgres"}
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    admin = psycopg.connect(**params, autocommit=True)
-    try:
-        yield admin
-    finally:
-        admin.close()
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            time.sleep(seconds)
+        finally:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name))
+            )
 
 
-def database_outage(admin: psycopg.Connection, seconds: float) -> None:
-    """The test database refuses connections and every session of it is cut, for `seconds`: to the
-    drain, the database is down (its statements fail, and so do its attempts to connect again)."""
-    name = connection.settings_dict["NAME"]
-    admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-    try:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        )
-        time.sleep(seconds)
-    finally:
-        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+def kill_backend(pid: int) -> None:
+    """Cut one session of the test database (e.g. the drain's own), from a second session of it."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def when(condition, action, timeout_s: float = 20.0) -> threading.Thread:
@@ -79,10 +86,11 @@ def test_a_database_outage_during_a_drain_loses_no_result_and_sends_nothing_twic
     endpoint_for(merchant, receiver)
     for _ in range(10):
         new_intent(merchant)  # two events each: created, awaiting_payment
-    with database_admin() as admin:
-        cut = when(lambda: len(receiver.received) >= 3, lambda: database_outage(admin, 2.0))
+    cut = when(lambda: len(receiver.received) >= 3, lambda: database_outage(2.0))
+    try:
         deliveries_drain(budget_s=10)
-        cut.join(30)
+    finally:
+        cut.join(30)  # the database is back before anything else runs
     deliveries_drain(budget_s=10)  # nothing left for it, unless something was lost
     ids = receiver.ids()
     assert len(ids) == 20 and len(set(ids)) == 20, "each event sent once"
@@ -131,6 +139,143 @@ def test_claims_queued_when_the_url_and_secret_change_go_to_the_new_url_with_the
             except Exception:
                 Webhook(changed["secret"]).verify(r.body, r.headers)
         assert set(WebhookDelivery.objects.values_list("state", flat=True)) == {"delivered"}
+    finally:
+        old.stop()
+        new.stop()
+
+
+class NulReceiver:
+    def __init__(self, status: int = 200, body: bytes = b"ok\x00"):
+        outer = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.hits += 1
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def test_one_endpoints_nul_byte_answer_does_not_drop_other_merchants_results(receiver):
+    evil = NulReceiver()
+    try:
+        attacker, victim = make_merchant("evil", account=1), make_merchant("victim", account=2)
+        endpoint_for(attacker, evil)
+        endpoint_for(victim, receiver)
+        for _ in range(3):
+            new_intent(attacker)
+            new_intent(victim)
+        raised = None
+        try:
+            deliveries_drain(budget_s=3)
+        except Exception as exc:
+            raised = exc
+        victims = WebhookDelivery.objects.filter(endpoint__merchant=victim)
+        states = sorted(victims.values_list("state", flat=True))
+        assert raised is None, f"the drain raised: {raised!r}"
+        assert states == ["delivered"] * 6, f"the victim's delivered attempts were not recorded: {states}"
+    finally:
+        evil.server.shutdown()
+
+
+def test_a_connection_lost_right_after_the_claim_statement_spends_no_attempt(receiver, monkeypatch):
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    for _ in range(3):
+        new_intent(merchant)  # 6 events
+    real = claims_module.secrets_active
+    calls = []
+
+    def secrets_active(ids, now):
+        if not calls:  # the first read after the first claim statement: the connection dies here
+            kill_backend(connection.connection.info.backend_pid)
+        calls.append(1)
+        return real(ids, now)
+
+    monkeypatch.setattr(claims_module, "secrets_active", secrets_active)
+    raised = None
+    try:
+        deliveries_drain(budget_s=3)
+    except OperationalError as exc:
+        raised = exc
+    monkeypatch.setattr(claims_module, "secrets_active", real)
+    connection.close()
+    # a later worker, once the leases are over
+    deliver_due(now=timezone.now() + lease())
+    lost = WebhookAttempt.objects.filter(outcome="lost").count()
+    attempts = sorted(WebhookDelivery.objects.values_list("attempts", flat=True))
+    problems = []
+    if lost or attempts != [1] * 6:
+        problems.append(f"{lost} attempts logged lost (never sent), attempts {attempts}")
+    if raised is not None:
+        problems.append(f"the drain raised at once on one dropped connection: {raised!r}")
+    assert not problems, "; ".join(problems)
+
+
+def test_a_drain_whose_kept_connection_died_meanwhile_connects_again(receiver):
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    new_intent(merchant)  # two events due
+    assert WebhookDelivery.objects.count() == 0  # the worker's connection is open, idle
+    kill_backend(connection.connection.info.backend_pid)  # e.g. the database restarted meanwhile
+    try:
+        report = deliveries_drain(budget_s=3)
+        raised = None
+    except Exception as exc:
+        raised, report = exc, None
+    assert raised is None, f"the drain raised at its first statement instead of connecting again: {raised!r}"
+    assert report.attempts == 2 and len(receiver.received) == 2
+
+
+def test_a_change_just_before_an_outage_reaches_queued_claims_within_seconds(settings):
+    """The drain cannot read the endpoint during an outage: its senders stop sending queued claims
+    once what they know of the endpoint is ENDPOINTS_FRESH_S old, rather than go on to the old URL."""
+    settings.GATEWAY_WEBHOOK_PER_ENDPOINT = 4
+    old, new = Receiver(delay_s=0.05).start(), Receiver().start()
+    try:
+        merchant = make_merchant()
+        endpoint, _ = endpoint_for(merchant, old)
+        for _ in range(40):
+            new_intent(merchant)  # 80 events
+        changed = {}
+
+        def change_then_outage():
+            now = timezone.now()
+            with transaction.atomic():
+                endpoints.endpoint_update(endpoint=endpoint, url=new.url, now=now)
+                endpoints.endpoint_secret_rotate(endpoint=endpoint, overlap=timedelta(0), now=now)
+            changed["at"] = time.time()
+            old.delay_s = 1.0  # the old host, being retired, slows down
+            database_outage(6.0)
+
+        mover = when(lambda: len(old.received) >= 40, change_then_outage)
+        try:
+            deliveries_drain(budget_s=25)
+        finally:
+            mover.join(30)  # the database is back before anything else runs
+        # sent (the receiver notes a request once it has answered, 1 s later) more than ENDPOINTS_FRESH_S
+        # (3 s) after the change, with slack: the drain read the endpoint last at most 1 s before it
+        late = [r.at - 1.0 - changed["at"] for r in old.received if r.at - 1.0 > changed["at"] + 3.5]
+        assert late == [], (
+            f"{len(late)} attempts sent to the old URL, up to {max(late):.1f} s after the change"
+        )
+        assert len(set(old.ids() + new.ids())) == 80, "every event arrived, at one URL or the other"
     finally:
         old.stop()
         new.stop()

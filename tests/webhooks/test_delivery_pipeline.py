@@ -16,6 +16,7 @@ from payments.webhooks import endpoints
 from payments.webhooks.claims import LOST_GRACE, Claim, claims_release, claims_take, lease
 from payments.webhooks.delivery import _send, _shared, deliver_due, deliveries_drain, events_dispatch
 from payments.webhooks.pipeline import Pipeline
+from payments.webhooks.recorder import results_record
 from payments.webhooks.transport import Result
 from tests.factories import make_merchant
 from tests.payments.test_services_settle import new_intent
@@ -242,3 +243,77 @@ def test_a_failed_last_attempt_that_was_sent_gets_no_grace(receiver, settings):
     delivery = WebhookDelivery.objects.get()
     assert (delivery.state, delivery.attempts) == ("failed", 2)
     assert len(receiver.received) == 2
+
+
+def test_a_late_result_after_a_released_takeover_keeps_its_real_attempt_row(receiver):
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    (w1,) = claims_take(now=t, limit=10)  # worker 1: attempt 1, sent; its drain is stuck in an outage
+    (w2,) = claims_take(now=t + lease(), limit=10)  # lease over: worker 2 takes over, logs attempt 1 lost
+    assert claims_release([w2]) == 1  # worker 2's drain ends before sending it: given back
+    # worker 1's database comes back; it writes the result it kept (the merchant answered 200)
+    w1.started_at = t
+    recorded = results_record([(w1, Result(200, 12, excerpt='{"ok":true}'))], now=t + lease())
+    assert recorded.applied == {w1.delivery_id}, "the result is applied (the delivery is delivered)"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
+    log = list(WebhookAttempt.objects.values_list("number", "outcome", "status_code"))
+    # the merchant's delivery log should show the 200 it answered, not "the worker stopped"
+    assert log == [(1, "succeeded", 200)], f"attempt log of a delivered delivery: {log}"
+
+
+def test_a_lost_attempt_is_logged_and_counted_once_across_claim_release_claim(receiver, settings):
+    """(checked fine) claim -> release -> claim -> release -> record: one lost row, one `lost` count."""
+    from gateway.metrics import WEBHOOK_ATTEMPTS
+
+    def lost_count():
+        return WEBHOOK_ATTEMPTS.labels("lost")._value.get()
+
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    before = lost_count()
+    claims_take(now=t, limit=10)  # attempt 1: its worker dies
+    for i in (1, 2):
+        (c,) = claims_take(now=t + i * lease(), limit=10)
+        assert c.attempt == 2 and claims_release([c]) == 1
+    (c,) = claims_take(now=t + 3 * lease(), limit=10)
+    c.started_at = c.claimed_at
+    results_record([(c, Result(500, 3, error="HTTP 500"))], now=t + 3 * lease())
+    # the schedule's last attempt was sent and failed: failed, no grace
+    d = WebhookDelivery.objects.get()
+    assert (d.state, d.attempts) == ("failed", 2)
+    rows = list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome"))
+    assert rows == [(1, "lost"), (2, "failed")]
+    # on_commit inside the test transaction: run the callbacks the way a commit would
+    from django.db import connection
+
+    for _, callback, *_ in list(connection.run_on_commit):
+        callback()
+    assert lost_count() - before == 1
+
+
+def test_deliver_due_goes_on_past_a_delivery_that_fails_in_the_claim(receiver, settings):
+    settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
+    settings.GATEWAY_WEBHOOK_PER_ENDPOINT = 1
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver)
+    new_intent(merchant)  # two events: two deliveries
+    t = timezone.now()
+    events_dispatch(now=t)
+    first, second = WebhookDelivery.objects.order_by("id")
+    # the first: its grace attempts all lost with their workers; due (lease over) before the second
+    WebhookDelivery.objects.filter(pk=first.pk).update(
+        attempts=2 + LOST_GRACE, claimed_at=t - timedelta(hours=1), next_attempt_at=t - timedelta(minutes=1)
+    )
+    made = deliver_due(now=t)
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert first.state == "failed"
+    assert (made, second.state) == (1, "delivered"), f"deliver_due made {made}; the second is {second.state}"
