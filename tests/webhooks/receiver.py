@@ -30,6 +30,7 @@ class Receiver:
     answers: deque[int] = field(default_factory=deque)  # next statuses; 200 once empty
     default_status: int = 200
     delay_s: float = 0.0
+    reply: bytes | None = None  # the body of every answer, when set (else a short one by status)
     gate: threading.Event | None = None  # when set up, requests wait for it to be set
     arrived: threading.Event = field(default_factory=threading.Event)
     received: list[Received] = field(default_factory=list)
@@ -64,7 +65,10 @@ class Receiver:
                     receiver.received.append(
                         Received({k.lower(): v for k, v in self.headers.items()}, body, time.time(), status)
                     )
-                reply = b'{"received": true}' if status < 300 else b"receiver says no"
+                if receiver.reply is not None:
+                    reply = receiver.reply
+                else:
+                    reply = b'{"received": true}' if status < 300 else b"receiver says no"
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(reply)))

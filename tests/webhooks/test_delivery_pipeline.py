@@ -25,6 +25,16 @@ from tests.webhooks.test_delivery import endpoint_for
 pytestmark = pytest.mark.django_db
 
 
+def one_delivery_due(receiver):
+    """One merchant, one endpoint for `payment.created`, one intent: one delivery due at the time returned."""
+    merchant = make_merchant()
+    endpoint_for(merchant, receiver, "payment.created")
+    new_intent(merchant)
+    t = timezone.now()
+    events_dispatch(now=t)
+    return t
+
+
 def run(pipeline: Pipeline, threads: int = 4) -> None:
     """Let `threads` senders work through what is queued, then stop them."""
     senders = [threading.Thread(target=pipeline.serve) for _ in range(threads)]
@@ -67,11 +77,7 @@ def test_a_claim_whose_lease_runs_short_while_queued_is_released_unsent(receiver
 
 
 def test_a_release_after_another_worker_took_the_delivery_over_changes_nothing(receiver):
-    merchant = make_merchant()
-    endpoint_for(merchant, receiver, "payment.created")
-    new_intent(merchant)
-    t = timezone.now()
-    events_dispatch(now=t)
+    t = one_delivery_due(receiver)
     (first,) = claims_take(now=t, limit=10)
     (second,) = claims_take(now=t + lease(), limit=10)  # the first lease ended: another worker's now
     assert claims_release([first]) == 0
@@ -193,11 +199,7 @@ def test_a_delivery_whose_last_attempts_were_lost_gets_a_grace_attempt_then_fail
     may never have made. The last scheduled attempt lost that way is not the end: LOST_GRACE more, each
     logged lost if lost again, then the delivery fails."""
     settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
-    merchant = make_merchant()
-    endpoint_for(merchant, receiver, "payment.created")
-    new_intent(merchant)
-    t = timezone.now()
-    events_dispatch(now=t)
+    t = one_delivery_due(receiver)
     for n in range(1, 2 + LOST_GRACE + 1):  # each claim's worker dies before it records anything
         (claim,) = claims_take(now=t + n * lease(), limit=10)
         assert claim.attempt == n
@@ -212,11 +214,7 @@ def test_a_delivery_whose_last_attempts_were_lost_gets_a_grace_attempt_then_fail
 
 def test_a_grace_attempt_that_gets_through_delivers(receiver, settings):
     settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
-    merchant = make_merchant()
-    endpoint_for(merchant, receiver, "payment.created")
-    new_intent(merchant)
-    t = timezone.now()
-    events_dispatch(now=t)
+    t = one_delivery_due(receiver)
     claims_take(now=t, limit=10)  # attempt 1: lost
     claims_take(now=t + lease(), limit=10)  # attempt 2, the schedule's last: lost
     assert deliver_due(now=t + 2 * lease()) == 1  # the grace attempt, sent
@@ -246,11 +244,7 @@ def test_a_failed_last_attempt_that_was_sent_gets_no_grace(receiver, settings):
 
 
 def test_a_late_result_after_a_released_takeover_keeps_its_real_attempt_row(receiver):
-    merchant = make_merchant()
-    endpoint_for(merchant, receiver, "payment.created")
-    new_intent(merchant)
-    t = timezone.now()
-    events_dispatch(now=t)
+    t = one_delivery_due(receiver)
     (w1,) = claims_take(now=t, limit=10)  # worker 1: attempt 1, sent; its drain is stuck in an outage
     (w2,) = claims_take(now=t + lease(), limit=10)  # lease over: worker 2 takes over, logs attempt 1 lost
     assert claims_release([w2]) == 1  # worker 2's drain ends before sending it: given back
@@ -273,11 +267,7 @@ def test_a_lost_attempt_is_logged_and_counted_once_across_claim_release_claim(re
         return WEBHOOK_ATTEMPTS.labels("lost")._value.get()
 
     settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
-    merchant = make_merchant()
-    endpoint_for(merchant, receiver, "payment.created")
-    new_intent(merchant)
-    t = timezone.now()
-    events_dispatch(now=t)
+    t = one_delivery_due(receiver)
     before = lost_count()
     claims_take(now=t, limit=10)  # attempt 1: its worker dies
     for i in (1, 2):
