@@ -8,7 +8,7 @@ signed POSTs with the same HTTP client in the same run.
 What it does (see docs/PERFORMANCE.md for a written-up run):
 
 1. PostgreSQL: DATABASE_URL if set, else the embedded server (as bench/create_intents.py). A dedicated
-   database (`bench_webhooks`) is dropped, recreated and migrated; one merchant with one webhook endpoint;
+   database (`bench_webhooks`) is dropped, recreated and migrated; one merchant with one webhook endpoint (`--endpoints N`: N, the events spread over them);
    100 real payment intents (services.payment_intent_create) and then `--events` events spread over them,
    inserted with SQL, each carrying its intent's real snapshot (about 1.5 KB of JSON).
 2. Receiver: a separate process, an HTTP/1.1 keep-alive server on raw asyncio streams on 127.0.0.1 that
@@ -212,14 +212,25 @@ class Run:
         from payments.accounts import merchant_create, wallet_add
         from payments.models import Event, NetworkAsset
         from payments.webhooks import endpoints
-        from payments.webhooks.events import event_body
+        from payments.webhooks.events import EVENT_TYPES, event_body
 
         call_command("migrate", verbosity=0, interactive=False)
         merchant = merchant_create(name="Bench merchant")
         wallet_add(merchant=merchant, chain="evm", account_key=ETH_XPUB)
-        endpoints.endpoint_create(
-            merchant=merchant, url=f"http://127.0.0.1:{receiver_port}/hooks", now=timezone.now()
-        )
+        # One endpoint by default. With --endpoints N, N endpoints of the merchant, each subscribed to one
+        # event type, and the events' types spread over them: one delivery per event all the same, but
+        # the per-endpoint cap (attempts in flight per endpoint and process) binds N times later.
+        types = [t for t in EVENT_TYPES if t.startswith("payment.")][: self.args.endpoints]
+        if len(types) < self.args.endpoints:
+            raise SystemExit(f"--endpoints: at most {len(types)}")
+        for n, event_type in enumerate(types):
+            endpoints.endpoint_create(
+                merchant=merchant,
+                url=f"http://127.0.0.1:{receiver_port}/hooks/{n}",
+                event_types=[event_type] if self.args.endpoints > 1 else [],
+                now=timezone.now(),
+            )
+        event_types = types if self.args.endpoints > 1 else ["payment.awaiting_payment"]
         na = NetworkAsset.objects.get(asset__code="USDC", network__code="ethereum")
         for i in range(100):
             services.payment_intent_create(
@@ -241,7 +252,7 @@ class Run:
                 INSERT INTO payments_event (id, merchant_id, intent_id, type, sequence, dedupe_key, payload,
                                             created_at)
                 SELECT 'evt_bench' || lpad(((i.k - 1) * %(per)s + s)::text, 9, '0'), i.merchant_id, i.id,
-                       'payment.awaiting_payment', s, 'bench:' || s,
+                       (%(types)s::text[])[(((i.k - 1) * %(per)s + s - 1) %% %(n_types)s) + 1], s, 'bench:' || s,
                        jsonb_set(%(snapshot)s::jsonb, '{id}', to_jsonb(i.id::text))
                            || jsonb_build_object('sequence', s),
                        now()
@@ -250,7 +261,13 @@ class Run:
                      generate_series(1, %(per)s) AS s
                 WHERE (i.k - 1) * %(per)s + s <= %(total)s
                 """,
-                {"snapshot": json.dumps(self._snapshot()), "per": per_intent, "total": self.args.events},
+                {
+                    "snapshot": json.dumps(self._snapshot()),
+                    "per": per_intent,
+                    "total": self.args.events,
+                    "types": event_types,
+                    "n_types": len(event_types),
+                },
             )
         count = Event.objects.count()
         log(f"{count} events inserted in {time.perf_counter() - t0:.1f} s (undispatched)")
@@ -437,6 +454,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
+    parser.add_argument(
+        "--endpoints", type=int, default=1, help="endpoints the events are spread over (one delivery each)"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--db-name", default="bench_webhooks")
     parser.add_argument("--keep-db", action="store_true")
