@@ -43,6 +43,14 @@ CELERY_TASK_ROUTES = {
 # Every file a gateway process writes lives under GATEWAY_STATE_DIR: the beat's schedule, the metrics of
 # each process (prometheus-client's multiprocess files), export spools.
 CELERY_BEAT_SCHEDULE_FILENAME = str(STATE_DIR / "celerybeat-schedule")
+
+
+def _daily_at(hh_mm: str) -> crontab:
+    """Every day at "HH:MM" (UTC)."""
+    hour, minute = hh_mm.split(":")
+    return crontab(hour=int(hour), minute=int(minute))
+
+
 CELERY_BEAT_SCHEDULE = {
     "scan-networks": {
         "task": "payments.tasks.scan_networks",
@@ -80,17 +88,13 @@ CELERY_BEAT_SCHEDULE = {
     # the nightly re-verification (finance.py)
     "reverify-payments": {
         "task": "reconciliation.tasks.reverify_payments",
-        "schedule": crontab(
-            hour=int(GATEWAY_REVERIFY_AT.split(":")[0]), minute=int(GATEWAY_REVERIFY_AT.split(":")[1])
-        ),
+        "schedule": _daily_at(GATEWAY_REVERIFY_AT),
         "options": {"expires": 3600},
     },
     # the daily close of yesterday (finance.py)
     "close-yesterday": {
         "task": "reconciliation.tasks.close_yesterday",
-        "schedule": crontab(
-            hour=int(GATEWAY_CLOSE_AT.split(":")[0]), minute=int(GATEWAY_CLOSE_AT.split(":")[1])
-        ),
+        "schedule": _daily_at(GATEWAY_CLOSE_AT),
         "options": {"expires": 3600},
     },
     # the webhook delivery log past GATEWAY_WEBHOOK_LOG_DAYS, hourly (webhooks.py)
