@@ -8,8 +8,9 @@ attempts in flight, so a slow or timing-out endpoint holds at most `cap` threads
 
 Senders hand their results back here; the database thread takes them in batches (`take_done`) and
 records them, and gives back (releases) the claims that must not be sent: those whose lease would end
-before an attempt could finish, those of an endpoint disabled meanwhile, and every queued claim when
-the drain stops.
+before an attempt could finish, those of an endpoint disabled meanwhile, those whose endpoint the
+database thread has not read for ENDPOINTS_FRESH_S (an outage), and every queued claim when the drain
+stops.
 """
 
 from __future__ import annotations
