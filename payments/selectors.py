@@ -34,9 +34,14 @@ from .pricing import FIAT_CURRENCIES, format_amount
 INTENT_RELATED = ("network_asset__asset", "network_asset__network", "address", "quote")
 
 
-@lru_cache(maxsize=8192)
 def to_checksum_address(address: str) -> str:
-    """EIP-55 mixed case (a keccak per call: cached, as every representation shows the address twice)."""
+    """EIP-55 mixed case (a keccak per address: cached, as every representation shows the address
+    three times, once already checksummed: the cache is keyed by the lower-case address)."""
+    return _checksummed(address.lower())
+
+
+@lru_cache(maxsize=8192)
+def _checksummed(address: str) -> str:
     return _to_checksum_address(address)
 
 

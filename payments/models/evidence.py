@@ -152,7 +152,10 @@ class StateTransition(models.Model):
     """A state change and the evidence that caused it. Unique on its cause: the same evidence applied
     twice, or by two workers at once, writes one row."""
 
-    intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="transitions")
+    # indexed by transition_cause_unique (intent, cause)
+    intent = models.ForeignKey(
+        PaymentIntent, on_delete=models.PROTECT, related_name="transitions", db_index=False
+    )
     from_state = models.CharField(max_length=20, choices=PaymentState.choices)
     to_state = models.CharField(max_length=20, choices=PaymentState.choices)
     cause = models.CharField(max_length=64)
@@ -172,8 +175,9 @@ class Event(models.Model):
     per-payment sequence number so a receiver can recognise a stale event."""
 
     id = models.CharField(primary_key=True, max_length=40, default=event_id, editable=False)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="events")
-    intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="events")
+    # indexed by event_merchant_position and event_intent_sequence_unique, which start with them
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="events", db_index=False)
+    intent = models.ForeignKey(PaymentIntent, on_delete=models.PROTECT, related_name="events", db_index=False)
     type = models.CharField(max_length=60)
     sequence = models.PositiveIntegerField()
     # "transition:<id>", or "<exception kind>:<network code>/<tx hash>/<output or log index>": up to

@@ -56,7 +56,8 @@ class PaymentIntent(models.Model):
 
     representation: dict | None = None  # see the docstring; set by services, never stored
     id = models.CharField(primary_key=True, max_length=40, default=intent_id, editable=False)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="intents")
+    # indexed by intent_merchant_created, which starts with it
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="intents", db_index=False)
     state = FSMField(default=S.CREATED, choices=S.choices, protected=True)
     merchant_order_id = models.CharField(max_length=200, blank=True)
     customer_id = models.CharField(max_length=200, blank=True)
@@ -160,7 +161,8 @@ class IdempotencyRecord(models.Model):
     """A POST's Idempotency-Key, the fingerprint of its request and the response it produced.
     Written in the same transaction as the request's effects, so both exist or neither does."""
 
-    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    # indexed by idempotency_merchant_key_unique, which starts with it
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     request_fingerprint = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(null=True)

@@ -172,7 +172,8 @@ class PaymentAddress(models.Model):
     Derived ahead into the wallet's pool (`claimed_at` empty); a create claims the lowest free index
     with `FOR UPDATE SKIP LOCKED`, so concurrent creates of one merchant do not wait on each other."""
 
-    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="addresses")
+    # indexed by address_wallet_index_unique, which starts with it
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="addresses", db_index=False)
     derivation_index = models.PositiveIntegerField()
     address = models.CharField(max_length=100, unique=True, help_text="lower case for EVM")
     created_at = models.DateTimeField(auto_now_add=True)

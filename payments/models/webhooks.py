@@ -79,8 +79,11 @@ class WebhookDelivery(models.Model):
         FAILED = "failed", "failed (no attempts left, or 410)"
         PAUSED = "paused", "paused (endpoint disabled)"
 
-    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries")
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    # indexed by delivery_event and delivery_endpoint_created (no varchar_pattern_ops copies)
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries", db_index=False)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ORIGINAL)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -107,6 +110,7 @@ class WebhookDelivery(models.Model):
                 name="delivery_due",
             ),
             models.Index(fields=["endpoint", "created_at"], name="delivery_endpoint_created"),
+            models.Index(fields=["event"], name="delivery_event"),
         ]
 
     def __str__(self) -> str:
@@ -122,7 +126,10 @@ class WebhookAttempt(models.Model):
         FAILED = "failed"
         LOST = "lost"
 
-    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    # indexed by attempt_delivery_number_unique, which starts with it
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
     latency_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -35,6 +35,34 @@ def _wallet_scope(network: Network) -> tuple[str, list[Any]]:
     return "w.chain = %s AND w.is_active AND w.network_id = %s", [network.chain, network.pk]
 
 
+def claim_statement(*, merchant_id: str, network_asset: NetworkAsset, now: datetime) -> tuple[str, list[Any]]:
+    """The claim's statement and parameters (see `address_claim`): one row of (address id, wallet id,
+    derivation index, address, the wallet's next index, the confirmation tiers as JSON), the address
+    columns NULL when the pool has no free address this transaction can lock."""
+    scope, scope_params = _wallet_scope(network_asset.network)
+    # The wallet is a scalar subquery (one active wallet per merchant, chain and network), not a join:
+    # with a join the planner cannot know the rows come in derivation order, and sorted the whole free
+    # pool (1,000 rows by default) for every claim. This way the claim reads the pool's index from its
+    # lowest free entry and stops at the first it can lock.
+    sql = f"""
+        WITH claimed AS (
+            UPDATE payments_paymentaddress SET claimed_at = %s
+            WHERE id = (
+                SELECT a.id FROM payments_paymentaddress a
+                WHERE a.wallet_id = (SELECT w.id FROM payments_wallet w WHERE w.merchant_id = %s AND {scope})
+                    AND a.claimed_at IS NULL
+                ORDER BY a.derivation_index LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+            RETURNING id, wallet_id, derivation_index, address)
+        SELECT c.id, c.wallet_id, c.derivation_index, c.address,
+            (SELECT next_index FROM payments_wallet WHERE id = c.wallet_id),
+            (SELECT json_agg(json_build_array(r.min_amount_base_units::text, r.confirmations))
+             FROM payments_confirmationrule r WHERE r.merchant_id = %s AND r.network_asset_id = %s)
+        FROM (SELECT 1) AS one LEFT JOIN claimed c ON TRUE
+    """
+    return sql, [now, merchant_id, *scope_params, merchant_id, network_asset.pk]
+
+
 def address_claim(
     *, merchant_id: str, network_asset: NetworkAsset, now: datetime
 ) -> tuple[PaymentAddress, list[tuple[int, int]]]:
@@ -43,23 +71,7 @@ def address_claim(
     create are skipped (`SKIP LOCKED`), so creates do not wait on each other; the claim is undone if
     the create rolls back. A low pool is topped up by the first create that sees it low; an empty
     one is refilled before claiming."""
-    scope, scope_params = _wallet_scope(network_asset.network)
-    sql = f"""
-        WITH claimed AS (
-            UPDATE payments_paymentaddress SET claimed_at = %s
-            WHERE id = (
-                SELECT a.id FROM payments_paymentaddress a JOIN payments_wallet w ON w.id = a.wallet_id
-                WHERE w.merchant_id = %s AND {scope} AND a.claimed_at IS NULL
-                ORDER BY a.derivation_index LIMIT 1
-                FOR UPDATE OF a SKIP LOCKED)
-            RETURNING id, wallet_id, derivation_index, address)
-        SELECT c.id, c.wallet_id, c.derivation_index, c.address,
-            (SELECT next_index FROM payments_wallet WHERE id = c.wallet_id),
-            (SELECT json_agg(json_build_array(r.min_amount_base_units::text, r.confirmations))
-             FROM payments_confirmationrule r WHERE r.merchant_id = %s AND r.network_asset_id = %s)
-        FROM (SELECT 1) AS one LEFT JOIN claimed c ON TRUE
-    """
-    params = [now, merchant_id, *scope_params, merchant_id, network_asset.pk]
+    sql, params = claim_statement(merchant_id=merchant_id, network_asset=network_asset, now=now)
     for attempt in range(3):  # the third claim is sure: it follows our own refill, invisible to others
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

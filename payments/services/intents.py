@@ -41,6 +41,7 @@ from .addresses import address_claim
 from .events import event_row, events_write
 from .evidence import payment_settle
 from .reference import default_rate_source
+from .rows import Sql, insert_cte
 
 # --- inputs -----------------------------------------------------------------------------------------
 
@@ -141,17 +142,18 @@ def payment_intent_create(
         # are checked at commit): a fraction of the cost of five ORM inserts.
         parts = []
         if intent.quote is not None:
-            parts.append(_insert_cte("q", intent.quote, "id"))
-        quote_id = _Sql("(SELECT id FROM q)") if intent.quote is not None else None
-        parts.append(_insert_cte("i", intent, quote_id=quote_id))
-        parts.append(_insert_cte("t", transition, "id"))
-        parts.append(_insert_cte("e1", created))
+            parts.append(insert_cte("q", intent.quote, "id"))
+            parts.append(insert_cte("i", intent, quote_id=Sql("(SELECT id FROM q)")))
+        else:
+            parts.append(insert_cte("i", intent))
+        parts.append(insert_cte("t", transition, "id"))
+        parts.append(insert_cte("e1", created))
         parts.append(
-            _insert_cte(
+            insert_cte(
                 "e2",
                 moved,
-                transition_id=_Sql("(SELECT id FROM t)"),
-                dedupe_key=_Sql("'transition:' || (SELECT id FROM t)"),
+                transition_id=Sql("(SELECT id FROM t)"),
+                dedupe_key=Sql("'transition:' || (SELECT id FROM t)"),
             )
         )
         if beside is not None:
@@ -337,42 +339,3 @@ def _assign(
     intent.amount_due_base_units = amount
     intent.wallet_id = address.wallet_id
     intent.address = address
-
-
-# --- one-statement inserts (the create fast path) ---------------------------------------------------
-
-
-class _Sql(str):
-    """A column value written as SQL, e.g. a reference to a row inserted earlier in the same statement."""
-
-
-def _column_values(obj: Any, **overrides: Any) -> dict[str, Any]:
-    """An unsaved model instance as {column: database value}, the way the ORM would insert it (an
-    unset auto primary key is left to the database). Defaults were applied when it was built;
-    `auto_now` fields are the caller's to set."""
-    values = {}
-    for f in obj._meta.concrete_fields:
-        value = getattr(obj, f.attname)
-        if f.primary_key and value is None:
-            continue
-        values[f.column] = f.get_db_prep_save(value, connection)
-    values.update(overrides)
-    return values
-
-
-def _insert_cte(name: str, obj: Any, returning: str = "", **overrides: Any) -> tuple[str, list[Any]]:
-    """`name AS (INSERT INTO <table> ... [RETURNING ...])` for one row, with its parameters."""
-    values = _column_values(obj, **overrides)
-    marks, params = [], []
-    for value in values.values():
-        if isinstance(value, _Sql):
-            marks.append(value)
-        else:
-            marks.append("%s")
-            params.append(value)
-    columns = ", ".join(connection.ops.quote_name(column) for column in values)
-    tail = f" RETURNING {returning}" if returning else ""
-    return (
-        f"{name} AS (INSERT INTO {obj._meta.db_table} ({columns}) VALUES ({', '.join(marks)}){tail})",
-        params,
-    )

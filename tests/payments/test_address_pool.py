@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from payments import services
 from payments.accounts import wallet_add
 from payments.errors import InvalidRequest
-from payments.models import Network, PaymentAddress
+from payments.models import Network, NetworkAsset, PaymentAddress
+from payments.services.addresses import claim_statement
 from payments.wallets import derive_bech32_address, derive_evm_address, parse_account_key
 from tests.factories import account_key, make_merchant
 from tests.payments.test_services_settle import new_intent
@@ -123,3 +124,30 @@ def test_the_beat_top_up_keeps_every_active_wallet_near_the_pool_size():
     assert services.address_pools_top_up(now=now, size=10) == 0  # nothing below half
     ltc = merchant.wallets.get(chain="litecoin").addresses.order_by("derivation_index").first()
     assert ltc.address.startswith("rltc1")
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.parametrize("network", ["ethereum", "litecoin-regtest"])
+def test_a_claim_reads_one_entry_of_the_pool_however_large_the_pool(network):
+    """PostgreSQL's own account of the claim (EXPLAIN ANALYZE): no sort, and one row read from the free
+    pool's index. (It once joined the wallet, so the planner sorted the whole free pool per claim.)"""
+    merchant = make_merchant()
+    network_obj = Network.objects.get(code=network)
+    services.address_pool_refill(merchant_id=merchant.pk, network=network_obj, now=timezone.now(), batch=500)
+    na = NetworkAsset.objects.select_related("network").filter(network=network_obj).first()
+    sql, params = claim_statement(merchant_id=merchant.pk, network_asset=na, now=timezone.now())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        (plan,) = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    nodes = list(_plan_nodes(plan["Plan"]))
+    assert not [n for n in nodes if n["Node Type"] == "Sort"]
+    pool_reads = [
+        n for n in nodes if n.get("Relation Name") == "payments_paymentaddress" and "Scan" in n["Node Type"]
+    ]
+    assert pool_reads and all(n["Actual Rows"] == 1 for n in pool_reads), pool_reads
