@@ -457,7 +457,10 @@ async def open_loop(client: Client, name: str, rate: float, duration: float, met
         result.cpu = meter.stop()
         result.top_others = meter.top_others
     client.close_all()
-    result.note = f"offered {rate:g}/s; max start lag of the generator {max_lag * 1000:.1f} ms"
+    result.note = (
+        f"offered {rate:g}/s; max start lag of the generator {max_lag * 1000:.1f} ms; "
+        f"longest garbage collection in the generator {max(GC_PAUSES, default=0) * 1000:.1f} ms"
+    )
     return result
 
 
@@ -975,9 +978,33 @@ def _near_half(opened: PhaseResult, closed: PhaseResult) -> bool:
 # --- main -----------------------------------------------------------------------------------------------
 
 
+GC_PAUSES: list[float] = []
+
+
+def _gc_pauses_watch() -> None:
+    """The generator is this process, which has Django loaded: a full collection walks all of it
+    (100-200 ms), during which no request starts and none is timed, which the open loop would count
+    against the server. So what is loaded now is frozen out of the collector's reach, and the pauses
+    that remain are recorded."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    started = [0.0]
+
+    def watch(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSES.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(watch)
+
+
 async def run_load(bench: Bench, args, port: int, results: dict[str, PhaseResult]) -> list:
     run_id = uuid.uuid4().hex[:8]
     client = Client("127.0.0.1", port, INTENT_PATH, bench.api_key, run_id)
+    _gc_pauses_watch()
     log(f"warm-up {args.warmup:g} s")
     warm = await closed_loop(client, "warm-up", args.clients, args.warmup, None)
     if warm.ok == 0:

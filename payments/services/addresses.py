@@ -150,8 +150,13 @@ def address_pool_refill(
 
 def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:
     """Bring every active wallet whose pool is below half of `size` free addresses back to `size` (the
-    beat task), so that creates claim and rarely derive. A wallet being refilled by a create is
-    skipped. Returns how many addresses were derived."""
+    beat task), so that creates claim and rarely derive. Returns how many addresses were derived.
+
+    The addresses are derived in batches of GATEWAY_ADDRESS_POOL_BATCH, each before the wallet's row
+    is locked, and written in a short transaction of its own, which holds the lock only to insert
+    them (and derives again if a create extended the pool meanwhile). A create that finds the pool
+    empty waits for that lock: it once waited while the task derived hundreds of addresses under it
+    (a stall of every create of the merchant, hundreds of milliseconds, each time the pool ran dry)."""
     size = size or settings.GATEWAY_ADDRESS_POOL_SIZE
     with connection.cursor() as cursor:
         cursor.execute(
@@ -160,30 +165,42 @@ def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:
             [max(1, size // 2)],
         )
         low = [wallet_id for (wallet_id,) in cursor.fetchall()]
-    derived = 0
-    for wallet_id in low:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT w.next_index, w.account_key, w.chain, n.bech32_hrp FROM payments_wallet w "
-                "LEFT JOIN payments_network n ON n.id = w.network_id "
-                "WHERE w.id = %s AND w.is_active FOR NO KEY UPDATE OF w SKIP LOCKED",
-                [wallet_id],
-            )
-            row = cursor.fetchone()
-            if row is None:
-                continue
-            first, account_key, chain, hrp = row
-            cursor.execute(
-                "SELECT count(*) FROM payments_paymentaddress WHERE wallet_id = %s AND claimed_at IS NULL",
-                [wallet_id],
-            )
-            missing = size - cursor.fetchone()[0]
-            if missing > 0:
-                _pool_extend(cursor, wallet_id, first, account_key, chain, hrp or "", missing, now)
-                derived += missing
+    derived = sum(_wallet_top_up(wallet_id, size, now) for wallet_id in low)
     if derived:
         logger.info("address pools topped up: %d addresses derived for %d wallets", derived, len(low))
     return derived
+
+
+def _wallet_top_up(wallet_id: int, size: int, now: datetime) -> int:
+    derived = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w.next_index, w.account_key, w.chain, n.bech32_hrp, (SELECT count(*) FROM "
+                "payments_paymentaddress a WHERE a.wallet_id = w.id AND a.claimed_at IS NULL) "
+                "FROM payments_wallet w LEFT JOIN payments_network n ON n.id = w.network_id "
+                "WHERE w.id = %s AND w.is_active",
+                [wallet_id],
+            )
+            row = cursor.fetchone()
+        if row is None or row[4] >= size:
+            return derived
+        first, account_key, chain, hrp, free = row
+        count = min(size - free, settings.GATEWAY_ADDRESS_POOL_BATCH)
+        addresses = _derive(account_key, chain, hrp or "", first, count)  # no lock held
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w.next_index FROM payments_wallet w WHERE w.id = %s AND w.is_active "
+                "FOR NO KEY UPDATE SKIP LOCKED",
+                [wallet_id],
+            )
+            locked = cursor.fetchone()
+            if locked is None:
+                return derived  # deactivated, or a create is refilling it right now
+            if locked[0] != first:
+                continue  # a create extended the pool meanwhile: derive from its new end
+            _pool_insert(cursor, wallet_id, first, addresses, now)
+        derived += count
 
 
 def _pool_extend(
@@ -191,15 +208,26 @@ def _pool_extend(
 ) -> None:
     """Derive indexes first .. first+count-1 into the pool and move `next_index` past them (the caller
     holds the wallet's row lock)."""
+    _pool_insert(cursor, wallet_id, first, _derive(account_key, chain, hrp, first, count), now)
+
+
+def _derive(account_key: str, chain: str, hrp: str, first: int, count: int) -> list[str]:
+    """The addresses of indexes first .. first+count-1 (EVM: lower case). Public keys only."""
     key = _account_key(account_key)
-    indexes = list(range(first, first + count))
     if chain == "evm":
-        addresses = [derive_evm_address(key, index).lower() for index in indexes]
-    else:
-        addresses = [derive_bech32_address(key, index, hrp) for index in indexes]
+        return [derive_evm_address(key, index).lower() for index in range(first, first + count)]
+    return [derive_bech32_address(key, index, hrp) for index in range(first, first + count)]
+
+
+def _pool_insert(cursor, wallet_id: int, first: int, addresses: list[str], now: datetime) -> None:
+    """Write derived addresses from index `first` into the pool and move `next_index` past them (the
+    caller holds the wallet's row lock and has checked `next_index` is still `first`)."""
+    indexes = list(range(first, first + len(addresses)))
     cursor.execute(
         "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, created_at) "
         "SELECT %s, i, a, %s FROM unnest(%s::integer[], %s::text[]) AS u(i, a)",
         [wallet_id, now, indexes, addresses],
     )
-    cursor.execute("UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + count, wallet_id])
+    cursor.execute(
+        "UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + len(addresses), wallet_id]
+    )

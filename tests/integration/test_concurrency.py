@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from payments import services
-from payments.models import ChainObservation, Event, PaymentAddress, PaymentIntent, StateTransition
+from payments.models import ChainObservation, Event, PaymentAddress, PaymentIntent, StateTransition, Wallet
 from tests.factories import make_api_key, make_merchant
 from tests.payments.test_services_settle import block, new_intent, transfer
 
@@ -146,3 +146,34 @@ def test_concurrent_observations_produce_each_transition_and_event_once():
     assert sequences == list(range(1, len(sequences) + 1))
     assert intent.events.filter(type="payment.paid").count() == 1
     assert len(sequences) == 1 + len(transitions)
+
+
+def test_the_pool_top_up_derives_with_the_wallet_unlocked_and_writes_in_batches(monkeypatch):
+    """A create that finds the pool empty waits for the wallet's row lock: the beat's top-up must not
+    hold it while it derives (it once derived the whole pool under it, stalling every create of the
+    merchant for hundreds of milliseconds each time the pool ran dry)."""
+    from payments.services import addresses
+
+    monkeypatch.setattr(settings, "GATEWAY_ADDRESS_POOL_BATCH", 4)
+    wallet = make_merchant().wallets.get(chain="evm")  # and a wallet per Bitcoin-family network
+    real_derive, batches = addresses._derive, []
+
+    def derive(account_key, chain, hrp, first, count):
+        def lock_from_another_session():
+            with connection.cursor() as cursor:  # this thread's own connection
+                cursor.execute(
+                    "SELECT id FROM payments_wallet WHERE id = %s FOR NO KEY UPDATE NOWAIT", [wallet.pk]
+                )  # raises LockNotAvailable while the top-up holds the row
+
+        run_parallel(1, [None], lambda _: lock_from_another_session())
+        if chain == "evm":
+            batches.append((first, count))
+        return real_derive(account_key, chain, hrp, first, count)
+
+    monkeypatch.setattr(addresses, "_derive", derive)
+    assert services.address_pools_top_up(now=timezone.now(), size=10) == 10 * Wallet.objects.count()
+    assert batches == [(0, 4), (4, 4), (8, 2)]
+    wallet.refresh_from_db()
+    assert wallet.next_index == 10
+    pool = PaymentAddress.objects.filter(wallet=wallet, claimed_at__isnull=True)
+    assert sorted(pool.values_list("derivation_index", flat=True)) == list(range(10))
