@@ -186,7 +186,7 @@ def _wallet_top_up(wallet_id: int, size: int, now: datetime) -> int:
         if row is None or row[4] >= size:
             return derived
         first, account_key, chain, hrp, free = row
-        count = min(size - free, settings.GATEWAY_ADDRESS_POOL_BATCH)
+        count = min(size - free, max(1, settings.GATEWAY_ADDRESS_POOL_BATCH))
         addresses = _derive(account_key, chain, hrp or "", first, count)  # no lock held
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(

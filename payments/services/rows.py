@@ -10,8 +10,10 @@ input function, as it would a text parameter: a Decimal goes as its exact text, 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -23,40 +25,58 @@ class Sql(str):
     """A column value written as SQL, e.g. a reference to a row inserted earlier in the same statement."""
 
 
-def _text(value: Any) -> Any:
-    return None if value is None else str(value)
-
-
-def _iso(value: Any) -> Any:
-    return None if value is None else value.isoformat()
-
-
-def _same(value: Any) -> Any:
-    return value
+def _refused(field: models.Field, value: Any, wanted: str) -> TypeError:
+    return TypeError(f"{field}: {value!r} is not {wanted}: not written as a jsonb row")
 
 
 def _converter(field: models.Field) -> Callable[[Any], Any]:
-    """How a field's Python value becomes JSON that PostgreSQL reads back as the same column value."""
+    """How a field's Python value becomes JSON that PostgreSQL reads back as the same column value.
+    Only values of the field's own type are taken (None is NULL): a float, a bool for a number, a
+    non-finite Decimal or a naive datetime is refused, where the ORM would convert or reject it."""
+    if isinstance(field, models.ForeignKey):
+        return _converter(field.target_field)  # the attname value is the target's key
     if isinstance(field, models.JSONField):
         if field.encoder is not None:
             raise TypeError(f"{field}: a JSONField with its own encoder is not written as a jsonb row")
-        return _same  # stored as the JSON value itself
-    if isinstance(field, models.DecimalField | models.UUIDField):
-        return _text  # exact: never through a float
-    if isinstance(field, models.DateTimeField | models.DateField | models.TimeField):
-        return _iso  # an aware datetime carries its offset
-    if isinstance(
-        field,
-        models.CharField
-        | models.TextField
-        | models.IntegerField
-        | models.BooleanField
-        | models.ForeignKey
-        | models.AutoField
-        | models.BigAutoField,
-    ):
-        return _same  # a foreign key's attname value is its target's (int or text) key
+        return lambda value: value  # stored as the JSON value itself
+    if isinstance(field, models.DecimalField):
+
+        def decimal(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, Decimal) and value.is_finite():
+                return str(value)  # exact: never through a float
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+            raise _refused(field, value, "a finite Decimal")
+
+        return decimal
+    if isinstance(field, models.DateTimeField):
+
+        def moment(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, datetime.datetime) and value.utcoffset() is not None:
+                return value.isoformat()  # with its offset
+            raise _refused(field, value, "an aware datetime")
+
+        return moment
+    if isinstance(field, models.BooleanField):
+        return _typed(field, bool, "a bool")
+    if isinstance(field, models.IntegerField | models.AutoField | models.BigAutoField):
+        return _typed(field, int, "an int")
+    if isinstance(field, models.CharField | models.TextField):
+        return _typed(field, str, "a str")
     raise TypeError(f"{field}: {type(field).__name__} is not written as a jsonb row")
+
+
+def _typed(field: models.Field, kind: type, wanted: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+            return value
+        raise _refused(field, value, wanted)
+
+    return check
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,35 @@ def test_a_field_it_cannot_write_exactly_is_refused():
 
     with pytest.raises(TypeError, match="BinaryField"):
         insert_cte("x", WithBytes(blob=b"\x00"))
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("rate", Decimal("NaN")),  # the ORM refuses it; jsonb would store NaN
+        ("rate", Decimal("Infinity")),
+        ("rate", 1.005),  # a float: the ORM rounds it through binary; never exact
+        ("rounded_to_decimals", True),  # a bool is no number
+        ("source", True),  # nor text
+        ("source", 42),
+        ("quoted_at", dt.datetime(2026, 1, 1)),  # naive: which time zone?
+    ],
+)
+def test_a_value_not_of_its_columns_type_is_refused(usdc, column, value):
+    """Only values of the column's own type are written: where the ORM would convert (a float, a bool) or
+    refuse (NaN), the row would not read back as the ORM writes it."""
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    quote = Quote(
+        price_amount=Decimal("1"),
+        price_currency="USD",
+        network_asset=usdc,
+        rate=Decimal("1"),
+        source="s",
+        rate_time=moment,
+        quoted_at=moment,
+        expires_at=moment,
+        amount_base_units=Decimal("1"),
+    )
+    setattr(quote, column, value)
+    with pytest.raises(TypeError, match="not written as a jsonb row"):
+        insert_cte("x", quote, "id")
