@@ -421,6 +421,7 @@ async def open_loop(client: Client, name: str, rate: float, duration: float, met
     max_outstanding = 2000
     outstanding = 0
     max_lag = 0.0
+    GC_PAUSES.clear()  # the longest collection reported is this phase's, not the warm-up's or closed loop's
     tasks = []
 
     async def one(scheduled: float):
