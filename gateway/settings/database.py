@@ -4,7 +4,7 @@ import os
 
 import dj_database_url
 
-from .core import STATE_DIR
+from .core import STATE_DIR, env_number
 
 if os.environ.get("DATABASE_URL"):
     DATABASE_URL = os.environ["DATABASE_URL"]
@@ -14,9 +14,7 @@ else:
     DATABASE_URL = embedded_database_url(STATE_DIR)
     os.environ["DATABASE_URL"] = DATABASE_URL  # child processes (worker, beat, server) share it
 
-DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")))
-}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_number("DB_CONN_MAX_AGE", 60))}
 # A kept connection is checked before a request (or task) reuses it: after a database restart each web
 # thread would otherwise fail its first request with a 500 on the dead connection.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -28,6 +26,6 @@ if os.environ.get("DB_SERVER_SIDE_BINDING", "1") == "1":
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
 # A database that does not answer fails a connection (and `/readyz`) after this long, rather than hanging.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-    "connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT_S", "5"))
+    "connect_timeout", env_number("DB_CONNECT_TIMEOUT_S", 5, minimum=1)
 )
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME", "test_gateway")

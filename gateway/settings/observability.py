@@ -5,20 +5,20 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .core import env_list
+from .core import env_list, env_number
 from .queues import GATEWAY_SCAN_INTERVAL_S
 
 # Health and metrics (gateway/health.py, gateway/metrics.py; docs/OPERATIONS.md). /readyz fails (503) when a
 # watched network has had no successful scan for GATEWAY_READY_SCAN_MAX_AGE_S or is more than
 # GATEWAY_READY_SCAN_MAX_LAG_BLOCKS behind its node, or when due webhook work has waited longer than
 # GATEWAY_READY_WEBHOOK_BACKLOG_S; 0 leaves that check out. Each check gives up after GATEWAY_READY_TIMEOUT_S.
-GATEWAY_READY_TIMEOUT_S = float(os.environ.get("GATEWAY_READY_TIMEOUT_S", "2"))
-GATEWAY_READY_CACHE_S = float(os.environ.get("GATEWAY_READY_CACHE_S", "1"))
-GATEWAY_READY_SCAN_MAX_AGE_S = float(
-    os.environ.get("GATEWAY_READY_SCAN_MAX_AGE_S", str(max(120.0, 12 * GATEWAY_SCAN_INTERVAL_S)))
+GATEWAY_READY_TIMEOUT_S = env_number("GATEWAY_READY_TIMEOUT_S", 2.0, positive=True)
+GATEWAY_READY_CACHE_S = env_number("GATEWAY_READY_CACHE_S", 1.0)
+GATEWAY_READY_SCAN_MAX_AGE_S = env_number(
+    "GATEWAY_READY_SCAN_MAX_AGE_S", max(120.0, 12 * GATEWAY_SCAN_INTERVAL_S), positive=True
 )
-GATEWAY_READY_SCAN_MAX_LAG_BLOCKS = int(os.environ.get("GATEWAY_READY_SCAN_MAX_LAG_BLOCKS", "50"))
-GATEWAY_READY_WEBHOOK_BACKLOG_S = float(os.environ.get("GATEWAY_READY_WEBHOOK_BACKLOG_S", "300"))
+GATEWAY_READY_SCAN_MAX_LAG_BLOCKS = env_number("GATEWAY_READY_SCAN_MAX_LAG_BLOCKS", 50)
+GATEWAY_READY_WEBHOOK_BACKLOG_S = env_number("GATEWAY_READY_WEBHOOK_BACKLOG_S", 300.0)
 # /metrics answers a bearer token or clients in these networks (CIDRs), and nobody else (404): off until set.
 GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_METRICS_ALLOWED_NETWORKS = env_list("GATEWAY_METRICS_ALLOWED_NETWORKS")
@@ -29,4 +29,4 @@ for _network in GATEWAY_METRICS_ALLOWED_NETWORKS:
         raise ImproperlyConfigured(
             f"GATEWAY_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network"
         ) from None
-GATEWAY_METRICS_QUERY_TIMEOUT_S = float(os.environ.get("GATEWAY_METRICS_QUERY_TIMEOUT_S", "5"))
+GATEWAY_METRICS_QUERY_TIMEOUT_S = env_number("GATEWAY_METRICS_QUERY_TIMEOUT_S", 5.0, positive=True)

@@ -6,7 +6,7 @@ import os
 from celery.schedules import crontab
 
 from .console import GATEWAY_AUDIT_CHECKPOINT_S, GATEWAY_CASES_POLL_S
-from .core import STATE_DIR, env_bool
+from .core import STATE_DIR, env_bool, env_number
 from .finance import GATEWAY_CLOSE_AT, GATEWAY_REVERIFY_AT, GATEWAY_VALUATION_POLL_S
 
 # Celery: production uses Redis or RabbitMQ; the demo uses a broker that needs no server.
@@ -33,7 +33,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # slow or dead node holds up neither other networks nor webhooks), `webhooks` (delivery) and `default`
 # (everything else: expiry, refunds, cases, valuations, the close, re-verification). A worker takes the
 # queues its `-Q` names: `-Q default,scan,webhooks` for one that does it all.
-GATEWAY_SCAN_INTERVAL_S = float(os.environ.get("GATEWAY_SCAN_INTERVAL_S", "5"))
+GATEWAY_SCAN_INTERVAL_S = env_number("GATEWAY_SCAN_INTERVAL_S", 5.0, positive=True)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "payments.tasks.scan_networks": {"queue": "scan"},
@@ -105,7 +105,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "deliver-webhooks": {
         "task": "payments.tasks.deliver_webhooks",
-        "schedule": float(os.environ.get("GATEWAY_WEBHOOK_POLL_S", "1")),
+        "schedule": env_number("GATEWAY_WEBHOOK_POLL_S", 1.0, positive=True),
         "options": {"expires": 5},
     },
 }

@@ -8,7 +8,7 @@ import os
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from .core import DEBUG, SECRET_KEY, env_bool, env_list
+from .core import DEBUG, SECRET_KEY, env_bool, env_list, env_number
 
 # Keys for secrets at rest (webhook signing secrets; payments/encryption.py): comma-separated Fernet keys,
 # the first encrypts, all decrypt. Required outside DEBUG, like the secret key; in DEBUG a key derived
@@ -42,7 +42,7 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_SECONDS = env_number("DJANGO_SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # Behind a TLS-terminating proxy that sets it (and strips it from clients), e.g. "X-Forwarded-Proto: https".

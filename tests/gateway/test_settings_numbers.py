@@ -1,0 +1,76 @@
+"""Numeric settings from the environment: a value that is not a number of the right kind, not finite,
+or out of its range stops the process at start, naming the setting (`gateway.settings.core.env_number`),
+instead of surfacing later as a loop, a stall or a guard that silently does nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from gateway.settings.core import env_number
+from tests.gateway.test_settings_production import clean_environment, manage
+
+NAME = "GATEWAY_TEST_NUMBER"
+
+
+@pytest.mark.parametrize(
+    ("raw", "default", "bounds", "expected"),
+    [
+        (None, 50, {}, 50),
+        ("", 50, {}, 50),
+        ("  7 ", 50, {}, 7),
+        ("0", 50, {}, 0),
+        ("1", 50, {"minimum": 1}, 1),
+        ("2.5", 5.0, {"positive": True}, 2.5),
+        ("1e-3", 5.0, {"positive": True}, 0.001),
+        ("0", 90.0, {}, 0.0),
+    ],
+)
+def test_numbers_in_range_are_read(monkeypatch, raw, default, bounds, expected):
+    if raw is None:
+        monkeypatch.delenv(NAME, raising=False)
+    else:
+        monkeypatch.setenv(NAME, raw)
+    value = env_number(NAME, default, **bounds)
+    assert value == expected and type(value) is type(default)
+
+
+@pytest.mark.parametrize(
+    ("raw", "default", "bounds"),
+    [
+        ("fifty", 50, {}),
+        ("2.5", 50, {}),  # an integer setting
+        ("-1", 50, {}),
+        ("0", 50, {"minimum": 1}),
+        ("0", 5.0, {"positive": True}),
+        ("-0.0", 5.0, {"positive": True}),
+        ("nan", 5.0, {}),
+        ("inf", 5.0, {}),
+        ("-inf", 5.0, {}),
+        ("1_000x", 50, {}),
+    ],
+)
+def test_anything_else_refuses_to_start_naming_the_setting(monkeypatch, raw, default, bounds):
+    monkeypatch.setenv(NAME, raw)
+    with pytest.raises(ImproperlyConfigured, match=NAME):
+        env_number(NAME, default, **bounds)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("GATEWAY_ADDRESS_POOL_BATCH", "0"),  # the pool top-up looped for ever on a batch of 0
+        ("GATEWAY_ADDRESS_POOL_SIZE", "-5"),
+        ("GATEWAY_SCAN_INTERVAL_S", "0"),  # the beat would schedule the scan without pause
+        ("GATEWAY_WEBHOOK_CONCURRENCY", "sixteen"),
+        ("DB_CONNECT_TIMEOUT_S", "0"),  # libpq waits for ever with 0
+    ],
+)
+def test_the_gateway_refuses_to_start_with_such_a_setting(name, raw):
+    result = manage("check", env=clean_environment(DJANGO_DEBUG="1", **{name: raw}))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and f"{name} must be" in result.stderr, result.stderr[
+        -2000:
+    ]
+    assert manage("check", env=clean_environment(DJANGO_DEBUG="1")).returncode == 0
