@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: create payment intents over HTTP, beside baselines measured in the same run.
 
-    .venv/bin/python bench/create_intents.py [--duration 15] [--clients 32] [--workers 4] [--worker-class sync] [--threads 1] [--rate 150]
+    .venv/bin/python bench/create_intents.py [--duration 15] [--clients 32] [--workers 4] [--worker-class sync] [--threads 1] [--rate 150] [--interleave 6]
 
 What it does (see docs/PERFORMANCE.md for a written-up run):
 
@@ -17,7 +17,9 @@ What it does (see docs/PERFORMANCE.md for a written-up run):
    server cannot hide queueing delay).
 4. Baselines in the same run, same machine, same PostgreSQL:
    - stack ceiling: a bare DRF view (this file, `bare_application`) that validates the same body and
-     does one INSERT, served by the same gunicorn settings, same closed loop;
+     does one INSERT, served by the same gunicorn settings, same closed loop, run in slices alternating
+     with the intents' closed loop (`--interleave`, 6 each; the address-pool keeper is paused during the
+     baseline's slices), so that the drift of a shared machine's speed reaches both alike;
    - database ceiling: single-row autocommit INSERTs through psycopg with the same concurrency.
 5. Queries per create, counted in-process with django.test.Client + CaptureQueriesContext.
 6. Prints a table, stops gunicorn and drops the bench database (also on Ctrl-C and errors).
@@ -47,6 +49,7 @@ VENV_BIN = Path(sys.executable).parent
 ETH_XPUB = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
 INTENT_PATH = "/api/v1/payment-intents"
 BARE_PATH = "/bench/bare"
+BARE_NAME = "bare DRF view + 1 INSERT, {clients} clients"
 TARGET_THROUGHPUT = 300.0
 TARGET_P99_MS = 50.0
 TARGET_RATIO = 0.6  # issue 15: of the bare DRF view's rate, measured in the same run
@@ -413,6 +416,31 @@ async def closed_loop(
     return result
 
 
+def merged(name: str, slices: list[PhaseResult]) -> PhaseResult:
+    """One closed-loop result from slices of it run at different times: counts and latencies added,
+    CPU shares and PostgreSQL activity averaged over the slices' time."""
+    result = PhaseResult(name=name, kind="closed")
+    for part in slices:
+        result.requests += part.requests
+        result.ok += part.ok
+        result.errors.update(part.errors)
+        result.elapsed += part.elapsed
+        result.latencies_ms += part.latencies_ms
+    for key in {k for part in slices for k in part.cpu}:
+        result.cpu[key] = sum(p.cpu.get(key, 0.0) * p.elapsed for p in slices) / result.elapsed
+    result.top_others = max(slices, key=lambda p: p.elapsed).top_others
+    sampled = [p.pg_activity for p in slices if p.pg_activity]
+    if sampled:
+        samples = sum(a["samples"] for a in sampled)
+        result.pg_activity = {"samples": samples} | {
+            k: round(sum(a[k] * a["samples"] for a in sampled) / samples, 2)
+            for k in sampled[0]
+            if k != "samples"
+        }
+    result.note = f"{len(slices)} slices of {slices[0].elapsed:.1f} s, alternating with the baseline's"
+    return result
+
+
 async def open_loop(client: Client, name: str, rate: float, duration: float, meter: CpuMeter | None):
     """Requests started on a fixed schedule whether or not earlier ones answered; latency counts from
     the scheduled start (no coordinated omission)."""
@@ -540,6 +568,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.gunicorn: subprocess.Popen | None = None
+        self.bare_gunicorn: subprocess.Popen | None = None  # the baseline's server, when interleaved
         self.bench_url: str | None = None
         self.admin_url: str | None = None
         self.db_created = False
@@ -706,18 +735,26 @@ class Bench:
         raise RuntimeError("gunicorn did not answer /healthz within 60 s")
 
     def stop_gunicorn(self) -> None:
-        proc, self.gunicorn = self.gunicorn, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """Stop the server (and the baseline's, if it runs beside)."""
+        procs = (self.gunicorn, self.bare_gunicorn)
+        self.gunicorn = self.bare_gunicorn = None
+        for proc in procs:
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def gunicorn_pids(self) -> list[int]:
-        return process_tree(self.gunicorn.pid if self.gunicorn else None)
+        """Both servers' processes when the baseline's runs beside (the idle one costs next to nothing)."""
+        return [
+            pid
+            for proc in (self.gunicorn, self.bare_gunicorn)
+            for pid in process_tree(proc.pid if proc else None)
+        ]
 
     def postgres_pids(self) -> list[int]:
         return process_tree(self.postmaster_pid)
@@ -782,7 +819,14 @@ class PoolKeeper:
             raise RuntimeError("the address pool keeper did not start")
         self.derived = 0
 
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()
         self.proc.send_signal(signal.SIGINT)
         out, _ = self.proc.communicate(timeout=30)
         self.derived = int(out.strip() or 0)
@@ -1002,7 +1046,9 @@ def _gc_pauses_watch() -> None:
     gc.callbacks.append(watch)
 
 
-async def run_load(bench: Bench, args, port: int, results: dict[str, PhaseResult]) -> list:
+async def run_load(
+    bench: Bench, args, port: int, results: dict[str, PhaseResult], keeper: PoolKeeper, bare_port: int | None
+) -> list:
     run_id = uuid.uuid4().hex[:8]
     client = Client("127.0.0.1", port, INTENT_PATH, bench.api_key, run_id)
     _gc_pauses_watch()
@@ -1015,15 +1061,40 @@ async def run_load(bench: Bench, args, port: int, results: dict[str, PhaseResult
         profilers = start_py_spy(
             [p for p in bench.gunicorn_pids() if p != bench.gunicorn.pid], Path(args.profile), args.duration
         )
-    log(f"closed loop: {args.clients} clients, {args.duration:g} s")
-    results["closed"] = await closed_loop(
-        client,
-        f"POST intents, closed loop, {args.clients} clients",
-        args.clients,
-        args.duration,
-        bench.meter(),
-        pg_url=bench.bench_url,
-    )
+    closed_name = f"POST intents, closed loop, {args.clients} clients"
+    if bare_port is None:
+        log(f"closed loop: {args.clients} clients, {args.duration:g} s")
+        results["closed"] = await closed_loop(
+            client, closed_name, args.clients, args.duration, bench.meter(), pg_url=bench.bench_url
+        )
+    else:
+        # The baseline's closed loop in slices alternating with this one's: a shared machine's speed
+        # drifts over minutes (seen here: one code 357/s then 493/s a few minutes later), and a ratio of
+        # phases run one after the other carries that drift.
+        bare = Client("127.0.0.1", bare_port, BARE_PATH, None, "bare")
+        await closed_loop(bare, "warm-up", args.clients, min(args.warmup, 2), None)
+        slice_s = args.duration / args.interleave
+        log(
+            f"closed loops, intents and the bare view alternating: {args.clients} clients, "
+            f"{args.interleave} x {slice_s:g} s each"
+        )
+        mine, theirs = [], []
+        for _ in range(args.interleave):
+            mine.append(
+                await closed_loop(client, closed_name, args.clients, slice_s, bench.meter(), bench.bench_url)
+            )
+            keeper.pause()  # the pool top-up is the creates' work: not during the baseline's slices
+            try:
+                theirs.append(
+                    await closed_loop(
+                        bare, BARE_NAME.format(clients=args.clients), args.clients, slice_s, bench.meter()
+                    )
+                )
+            finally:
+                keeper.resume()
+        results["closed"] = merged(closed_name, mine)
+        results["bare"] = merged(BARE_NAME.format(clients=args.clients), theirs)
+        client.error_samples += bare.error_samples
     for p in profilers:
         p.wait()
     if args.rate == "half":  # the issue's latency target: p99 at half the closed-loop rate
@@ -1058,7 +1129,7 @@ async def run_bare(bench: Bench, args, port: int, results: dict[str, PhaseResult
     log(f"stack baseline (bare DRF view + 1 INSERT): {args.clients} clients, {args.duration:g} s")
     results["bare"] = await closed_loop(
         client,
-        f"bare DRF view + 1 INSERT, {args.clients} clients",
+        BARE_NAME.format(clients=args.clients),
         args.clients,
         args.duration,
         bench.meter(),
@@ -1090,6 +1161,12 @@ def main() -> int:
         help="skip the extra open-loop phase at half the measured capacity (run when --rate exceeds 80%% of it)",
     )
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds (3)")
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=6,
+        help="run the intents' and the bare view's closed loops in this many alternating slices each (6; 1: one after the other)",
+    )
     parser.add_argument("--db-name", default="bench_gateway")
     parser.add_argument("--skip-baselines", action="store_true", help="only the intent phases")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the bench database at the end")
@@ -1111,19 +1188,25 @@ def main() -> int:
         queries = bench.count_queries()
         log(f"queries per create: {queries['per_create']}")
 
+        interleaved = not args.skip_baselines and args.interleave > 1
+        bare_port = None
+        if interleaved:  # both servers up; the one not loaded idles
+            bare_port = bench.start_gunicorn("create_intents:bare_application", args.workers)
+            bench.bare_gunicorn, bench.gunicorn = bench.gunicorn, None
         port = bench.start_gunicorn("gateway.wsgi:application", args.workers)
         log(f"gunicorn ({args.workers} {args.worker_class} workers) on 127.0.0.1:{port}")
         keeper = PoolKeeper(bench.bench_url)  # what Celery beat's top-up-address-pools does in production
         try:
-            bench.error_samples = asyncio.run(run_load(bench, args, port, results))
+            bench.error_samples = asyncio.run(run_load(bench, args, port, results, keeper, bare_port))
         finally:
             keeper.stop()
         log(f"address pools: {keeper.derived} addresses derived by the keeper during the run")
         bench.stop_gunicorn()
 
         if not args.skip_baselines:
-            port = bench.start_gunicorn("create_intents:bare_application", args.workers)
-            bench.error_samples += asyncio.run(run_bare(bench, args, port, results))
+            if not interleaved:
+                port = bench.start_gunicorn("create_intents:bare_application", args.workers)
+                bench.error_samples += asyncio.run(run_bare(bench, args, port, results))
             bench.stop_gunicorn()
             log(f"database baseline: psycopg INSERTs, {args.clients} connections, {args.duration:g} s")
             results["db"] = asyncio.run(

@@ -139,7 +139,24 @@ def parse_account_key(text: str) -> AccountKey:
 def _receive_child(key: AccountKey, index: int, *, change: int = 0) -> Bip32Secp256k1:
     if not 0 <= index < 2**31:
         raise ValueError("derivation index out of range")
-    return key.node.ChildKey(change).ChildKey(index)
+    return _chain_node(key, change).ChildKey(index)
+
+
+def _chain_node(key: AccountKey, change: int) -> Bip32Secp256k1:
+    """The account's receive (0) or change (1) chain node, derived once per key: a pool refill derives
+    many indexes of one chain, and each derivation is an elliptic-curve multiplication."""
+    cache_key = (key.text, change)
+    node = _chain_nodes.get(cache_key)
+    if node is None:
+        if len(_chain_nodes) >= _CHAIN_NODES_MAX:
+            _chain_nodes.clear()
+        node = _chain_nodes[cache_key] = key.node.ChildKey(change)
+    return node
+
+
+# (extended key text, change) -> chain node; public keys only, bounded by the wallets in use.
+_chain_nodes: dict[tuple[str, int], Bip32Secp256k1] = {}
+_CHAIN_NODES_MAX = 2048
 
 
 def derive_bech32_address(key: AccountKey, index: int, hrp: str, *, change: int = 0) -> str:

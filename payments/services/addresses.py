@@ -112,30 +112,41 @@ def address_pool_refill(
     only_if_empty: bool = False,
     skip_if_busy: bool = False,
 ) -> int:
-    """Derive the next `batch` addresses of the merchant's wallet for a network into its pool, under the
-    wallet's row lock (held to the end of the transaction, so two refills never derive one index; `NO
-    KEY UPDATE`, so the foreign-key checks of concurrent creates referencing the wallet do not wait).
-    With `only_if_empty`, derive nothing if the pool has a free address; with `skip_if_busy`, nothing
-    if another transaction holds the wallet. Returns how many were derived. Public keys only:
-    nothing here can spend."""
-    batch = batch or settings.GATEWAY_ADDRESS_POOL_BATCH
+    """Derive the next `batch` addresses of the merchant's wallet for a network into its pool. They are
+    derived before the wallet's row is locked (an elliptic-curve multiplication each, and a create that
+    finds the pool empty waits for that lock), then written under the lock, held to the end of the
+    transaction so that two refills never write one index (`NO KEY UPDATE`: the foreign-key checks of
+    concurrent creates referencing the wallet do not wait). If the pool was extended meanwhile, a
+    refill with `skip_if_busy` leaves it at that, another derives again from the new end. With
+    `only_if_empty`, nothing is written if the pool has a free address; with `skip_if_busy`, nothing if
+    another transaction holds the wallet. Returns how many were written. Public keys only: nothing
+    here can spend."""
+    batch = max(1, batch or settings.GATEWAY_ADDRESS_POOL_BATCH)
     scope, scope_params = _wallet_scope(network)
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    hrp = network.bech32_hrp or ""
+    with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w "
-            f"WHERE w.merchant_id = %s AND {scope} FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
+            f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w WHERE w.merchant_id = %s AND {scope}",
             [merchant_id, *scope_params],
         )
         row = cursor.fetchone()
-        if row is None and skip_if_busy:
+    if row is None:
+        if skip_if_busy:
             return 0
-        if row is None:
-            raise InvalidRequest(
-                f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
-                code="no_wallet_for_network",
-                param="network",
-            )
-        wallet_id, first, account_key = row
+        raise _no_wallet(network)
+    wallet_id, first, account_key = row
+    addresses = _derive(account_key, network.chain, hrp, first, batch)  # no lock held
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT w.next_index FROM payments_wallet w WHERE w.id = %s AND w.is_active "
+            f"FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
+            [wallet_id],
+        )
+        locked = cursor.fetchone()
+        if locked is None:
+            if skip_if_busy:
+                return 0
+            raise _no_wallet(network)  # deactivated meanwhile
         if only_if_empty:
             # A new statement, so a new snapshot: it sees the batch of a refill we waited for.
             cursor.execute(
@@ -144,8 +155,21 @@ def address_pool_refill(
             )
             if cursor.fetchone()[0]:
                 return 0
-        _pool_extend(cursor, wallet_id, first, account_key, network.chain, network.bech32_hrp, batch, now)
+        if locked[0] != first:
+            if skip_if_busy:
+                return 0  # another refill or the beat's top-up extended the pool meanwhile
+            first = locked[0]
+            addresses = _derive(account_key, network.chain, hrp, first, batch)  # rare: under the lock
+        _pool_insert(cursor, wallet_id, first, addresses, now)
     return batch
+
+
+def _no_wallet(network: Network) -> InvalidRequest:
+    return InvalidRequest(
+        f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
+        code="no_wallet_for_network",
+        param="network",
+    )
 
 
 def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:
@@ -201,14 +225,6 @@ def _wallet_top_up(wallet_id: int, size: int, now: datetime) -> int:
                 continue  # a create extended the pool meanwhile: derive from its new end
             _pool_insert(cursor, wallet_id, first, addresses, now)
         derived += count
-
-
-def _pool_extend(
-    cursor, wallet_id: int, first: int, account_key: str, chain: str, hrp: str, count: int, now: datetime
-) -> None:
-    """Derive indexes first .. first+count-1 into the pool and move `next_index` past them (the caller
-    holds the wallet's row lock)."""
-    _pool_insert(cursor, wallet_id, first, _derive(account_key, chain, hrp, first, count), now)
 
 
 def _derive(account_key: str, chain: str, hrp: str, first: int, count: int) -> list[str]:

@@ -140,6 +140,20 @@ def test_eth_account_xpub_derives_published_address():
     assert derive_evm_address(key, 0) == "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
 
 
+def test_receive_and_change_chains_of_several_keys_interleaved_derive_their_own_addresses():
+    """Each key's chain nodes are derived once and kept (a pool refill derives many indexes of one
+    chain): interleaving two keys and both chains must still give each the addresses of its own private
+    path, m/84'/0'/0'/0/i, m/84'/0'/0'/1/i and m/44'/60'/0'/0/i of the mnemonic."""
+    zpub, xpub = parse_account_key(BIP84_ZPUB), parse_account_key(ETH_ACCOUNT_XPUB)
+    account = Bip84.FromSeed(seed(), Bip84Coins.BITCOIN).Purpose().Coin().Account(0)
+    for index in (0, 1, 7):
+        internal = account.Change(Bip44Changes.CHAIN_INT).AddressIndex(index).PublicKey().ToAddress()
+        assert derive_bech32_address(zpub, index, "bc", change=1) == internal
+        assert derive_evm_address(xpub, index) == private_eth_address(index)
+        assert derive_bech32_address(zpub, index, "bc") == private_bip84_address(Bip84Coins.BITCOIN, index)
+        assert internal != private_bip84_address(Bip84Coins.BITCOIN, index)
+
+
 def test_surrounding_whitespace_is_ignored():
     key = parse_account_key(f"  {BIP84_ZPUB}\n")
     assert key.text == BIP84_ZPUB
