@@ -148,6 +148,13 @@ def test_concurrent_observations_produce_each_transition_and_event_once():
     assert len(sequences) == 1 + len(transitions)
 
 
+def wallet_lock_nowait(wallet_id: int) -> None:
+    """Take the wallet's row lock on this thread's own connection, or raise LockNotAvailable at once
+    (while a top-up or a refill holds it); released when the statement's transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM payments_wallet WHERE id = %s FOR NO KEY UPDATE NOWAIT", [wallet_id])
+
+
 def test_the_pool_top_up_derives_with_the_wallet_unlocked_and_writes_in_batches(monkeypatch):
     """A create that finds the pool empty waits for the wallet's row lock: the beat's top-up must not
     hold it while it derives (it once derived the whole pool under it, stalling every create of the
@@ -159,13 +166,7 @@ def test_the_pool_top_up_derives_with_the_wallet_unlocked_and_writes_in_batches(
     real_derive, batches = addresses._derive, []
 
     def derive(account_key, chain, hrp, first, count):
-        def lock_from_another_session():
-            with connection.cursor() as cursor:  # this thread's own connection
-                cursor.execute(
-                    "SELECT id FROM payments_wallet WHERE id = %s FOR NO KEY UPDATE NOWAIT", [wallet.pk]
-                )  # raises LockNotAvailable while the top-up holds the row
-
-        run_parallel(1, [None], lambda _: lock_from_another_session())
+        run_parallel(1, [None], lambda _: wallet_lock_nowait(wallet.pk))
         if chain == "evm":
             batches.append((first, count))
         return real_derive(account_key, chain, hrp, first, count)
@@ -196,10 +197,7 @@ def test_a_create_refilling_the_pool_derives_with_the_wallet_unlocked(monkeypatc
 
     def derive(account_key, chain, hrp, first, count):
         def in_another_session():
-            with connection.cursor() as cursor:  # this thread's own connection
-                cursor.execute(
-                    "SELECT id FROM payments_wallet WHERE id = %s FOR NO KEY UPDATE NOWAIT", [wallet.pk]
-                )  # raises LockNotAvailable while the refill holds the row
+            wallet_lock_nowait(wallet.pk)
             with monkeypatch.context() as inner:  # another refill lands while this one derives
                 inner.setattr(addresses, "_derive", real_derive)
                 addresses.address_pool_refill(
