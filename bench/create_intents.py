@@ -18,8 +18,8 @@ What it does (see docs/PERFORMANCE.md for a written-up run):
 4. Baselines in the same run, same machine, same PostgreSQL:
    - stack ceiling: a bare DRF view (this file, `bare_application`) that validates the same body and
      does one INSERT, served by the same gunicorn settings, same closed loop, run in slices alternating
-     with the intents' closed loop (`--interleave`, 6 each; the address-pool keeper is paused during the
-     baseline's slices), so that the drift of a shared machine's speed reaches both alike;
+     with the intents' closed loop (`--interleave`, 6 each, in ABBA order; the address-pool keeper is
+     paused during the baseline's slices), so that the drift of a shared machine's speed reaches both alike;
    - database ceiling: single-row autocommit INSERTs through psycopg with the same concurrency.
 5. Queries per create, counted in-process with django.test.Client + CaptureQueriesContext.
 6. Prints a table, stops gunicorn and drops the bench database (also on Ctrl-C and errors).
@@ -1058,8 +1058,10 @@ async def run_load(
         raise RuntimeError(f"warm-up: no 201 at all; samples {client.error_samples}")
     profilers = []
     if args.profile:
-        profilers = start_py_spy(
-            [p for p in bench.gunicorn_pids() if p != bench.gunicorn.pid], Path(args.profile), args.duration
+        profilers = start_py_spy(  # the intents' workers only, not the baseline's server beside them
+            [p for p in process_tree(bench.gunicorn.pid) if p != bench.gunicorn.pid],
+            Path(args.profile),
+            args.duration * (2 if bare_port is not None else 1),
         )
     closed_name = f"POST intents, closed loop, {args.clients} clients"
     if bare_port is None:
@@ -1079,10 +1081,13 @@ async def run_load(
             f"{args.interleave} x {slice_s:g} s each"
         )
         mine, theirs = [], []
-        for _ in range(args.interleave):
+
+        async def intents_slice() -> None:
             mine.append(
                 await closed_loop(client, closed_name, args.clients, slice_s, bench.meter(), bench.bench_url)
             )
+
+        async def bare_slice() -> None:
             keeper.pause()  # the pool top-up is the creates' work: not during the baseline's slices
             try:
                 theirs.append(
@@ -1092,6 +1097,13 @@ async def run_load(
                 )
             finally:
                 keeper.resume()
+
+        # ABBA: each side runs first in half the pairs, so neither gains from a steady drift or from work
+        # the other leaves behind (autovacuum, checkpoints, the WAL writer).
+        for i in range(args.interleave):
+            first, second = (intents_slice, bare_slice) if i % 2 == 0 else (bare_slice, intents_slice)
+            await first()
+            await second()
         results["closed"] = merged(closed_name, mine)
         results["bare"] = merged(BARE_NAME.format(clients=args.clients), theirs)
         client.error_samples += bare.error_samples

@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gateway.env import env_number
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_ENV = {
     "DJANGO_DEBUG": "1",
@@ -62,7 +64,7 @@ def main() -> int:
     development_environment_use()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
     host = os.environ.get("GATEWAY_DEMO_HOST", "127.0.0.1")
-    port = int(os.environ.get("GATEWAY_DEMO_PORT", "8000"))
+    port = env_number("GATEWAY_DEMO_PORT", 8000, minimum=1, maximum=65535)
     os.environ.setdefault("GATEWAY_PUBLIC_URL", f"http://{host}:{port}")
 
     import django
@@ -164,7 +166,7 @@ def _demo_setup(state_dir: Path) -> tuple[str, str, str]:
     return merchant.pk, secret, password
 
 
-DEMO_CHAIN_PORT = int(os.environ.get("GATEWAY_DEMO_CHAIN_PORT", "8545"))
+DEMO_CHAIN_PORT = env_number("GATEWAY_DEMO_CHAIN_PORT", 8545, minimum=1, maximum=65535)
 
 
 def _demo_chain(state_dir: Path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gateway.env import env_number
+
 _state = Path(os.environ.get("GATEWAY_STATE_DIR", Path(__file__).resolve().parent.parent / ".state"))
 # The same directory the settings give the metrics files, set before any worker imports prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_state / "metrics"))
@@ -17,14 +19,14 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 wsgi_app = "gateway.wsgi:application"
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8000").split(",")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
+workers = env_number("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1)
 worker_class = os.environ.get("GATEWAY_WEB_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GATEWAY_WEB_THREADS", "4"))
-timeout = int(os.environ.get("GATEWAY_WEB_TIMEOUT_S", "60"))
-graceful_timeout = int(os.environ.get("GATEWAY_WEB_GRACEFUL_TIMEOUT_S", "30"))
+threads = env_number("GATEWAY_WEB_THREADS", 4, minimum=1)
+timeout = env_number("GATEWAY_WEB_TIMEOUT_S", 60)  # 0: none (gunicorn)
+graceful_timeout = env_number("GATEWAY_WEB_GRACEFUL_TIMEOUT_S", 30)
 keepalive = 5
 # Recycle workers now and then (jittered so they do not restart together): bounds any slow leak.
-max_requests = int(os.environ.get("GATEWAY_WEB_MAX_REQUESTS", "20000"))
+max_requests = env_number("GATEWAY_WEB_MAX_REQUESTS", 20000)  # 0: never recycled (gunicorn)
 max_requests_jitter = max_requests // 10
 # The workers' heartbeat files, under the state directory like every file the gateway writes.
 worker_tmp_dir = str(_state / "tmp")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
+from gateway.env import env_number
+
 DEFAULT_CONCURRENCY = 2
 
 
@@ -45,7 +47,7 @@ def command(
         )
     if concurrency is None:
         concurrency = max(
-            int(os.environ.get(f"GATEWAY_WORKER_CONCURRENCY_{q.upper()}", DEFAULT_CONCURRENCY))
+            env_number(f"GATEWAY_WORKER_CONCURRENCY_{q.upper()}", DEFAULT_CONCURRENCY, minimum=1)
             for q in queues
         )
     argv = [python, "-m", "celery", "-A", "gateway", "worker"]

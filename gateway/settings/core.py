@@ -3,11 +3,12 @@ middleware, templates, languages and static files."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+
+from gateway.env import env_number  # noqa: F401  (the settings modules import it from here)
 
 # The repository root (this file is gateway/settings/core.py).
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -26,28 +27,6 @@ def env_bool(name: str, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_number(
-    name: str, default: int | float, *, minimum: int | float = 0, positive: bool = False
-) -> int | float:
-    """A numeric setting: an integer if `default` is one, else a finite number, at least `minimum` (above
-    0 with `positive`). Anything else stops the process at start with the setting's name: a typo, a
-    negative count or a zero interval would otherwise show up later as a loop, a stall or a guard that
-    silently does nothing. Unset or empty: `default`."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    kind = int if isinstance(default, int) else float
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < minimum or (positive and value <= 0):
-        expected = "an integer" if kind is int else "a number"
-        bound = "above 0" if positive else f"at least {minimum}"
-        raise ImproperlyConfigured(f"{name} must be {expected} {bound}, not {raw!r}")
-    return value
 
 
 def env_list(name: str, default: str = "") -> list[str]:

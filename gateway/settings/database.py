@@ -3,6 +3,7 @@
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .core import STATE_DIR, env_number
 
@@ -28,4 +29,11 @@ if os.environ.get("DB_SERVER_SIDE_BINDING", "1") == "1":
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "connect_timeout", env_number("DB_CONNECT_TIMEOUT_S", 5, minimum=1)
 )
+if not str(DATABASES["default"]["OPTIONS"]["connect_timeout"]).strip().isdigit() or not int(
+    DATABASES["default"]["OPTIONS"]["connect_timeout"]
+):
+    # a connect_timeout in DATABASE_URL's query wins over DB_CONNECT_TIMEOUT_S; libpq waits for ever on 0
+    raise ImproperlyConfigured(
+        "connect_timeout in DATABASE_URL must be a whole number of seconds, at least 1"
+    )
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME", "test_gateway")

@@ -10,7 +10,7 @@ from .core import env_number
 GATEWAY_VALUATION_POLL_S = env_number("GATEWAY_VALUATION_POLL_S", 30.0, positive=True)
 # A payment the rate source could not value within this many seconds of being paid stays unvalued (a later
 # rate would not be the rate when paid).
-GATEWAY_VALUATION_MAX_DELAY_S = env_number("GATEWAY_VALUATION_MAX_DELAY_S", 3600.0)
+GATEWAY_VALUATION_MAX_DELAY_S = env_number("GATEWAY_VALUATION_MAX_DELAY_S", 3600.0, positive=True)
 # A reconciliation CSV of at least GATEWAY_EXPORT_PARALLEL_MIN_ROWS payments is written by this many
 # PostgreSQL backends at once, each a slice of the rows in one shared snapshot (reconciliation/csvcopy.py):
 # about the number of cores the database may spend on one download.

@@ -3,6 +3,8 @@ and purge beat entries: queues.py)."""
 
 import os
 
+from gateway.env import env_int_list
+
 from .core import env_bool, env_number
 
 # Webhooks (payments/webhooks). URLs must be https and public unless the operator allows plain http or
@@ -14,12 +16,9 @@ GATEWAY_WEBHOOK_ALLOWED_NETWORKS = [
 GATEWAY_WEBHOOK_TIMEOUT_S = env_number("GATEWAY_WEBHOOK_TIMEOUT_S", 10.0, positive=True)
 # Delay before each attempt, counted from the previous one: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
 # 10 h, 14 h, 24 h (10 attempts over about 2.7 days).
-GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [
-    int(s)
-    for s in os.environ.get(
-        "GATEWAY_WEBHOOK_RETRY_SCHEDULE_S", "0,5,300,1800,7200,18000,36000,36000,50400,86400"
-    ).split(",")
-]
+GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = env_int_list(
+    "GATEWAY_WEBHOOK_RETRY_SCHEDULE_S", "0,5,300,1800,7200,18000,36000,36000,50400,86400"
+)
 # An endpoint with no success for this long (and still failing) is disabled and flagged in the admin.
 GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS = env_number("GATEWAY_WEBHOOK_DISABLE_AFTER_HOURS", 120.0, positive=True)
 # Attempts in flight per worker process (threads), and how long one drain task runs at most.

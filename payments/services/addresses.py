@@ -77,7 +77,7 @@ def address_claim(
             cursor.execute(sql, params)
             address_id, wallet_id, index, address, next_index, tiers = cursor.fetchone()
         if address_id is not None:
-            if next_index - index <= settings.GATEWAY_ADDRESS_POOL_BATCH // 2:
+            if next_index - index <= max(1, settings.GATEWAY_ADDRESS_POOL_BATCH // 2):
                 # Top the pool up before it runs dry, unless another create is doing it right now.
                 address_pool_refill(
                     merchant_id=merchant_id, network=network_asset.network, now=now, skip_if_busy=True
@@ -112,41 +112,35 @@ def address_pool_refill(
     only_if_empty: bool = False,
     skip_if_busy: bool = False,
 ) -> int:
-    """Derive the next `batch` addresses of the merchant's wallet for a network into its pool. They are
-    derived before the wallet's row is locked (an elliptic-curve multiplication each, and a create that
-    finds the pool empty waits for that lock), then written under the lock, held to the end of the
-    transaction so that two refills never write one index (`NO KEY UPDATE`: the foreign-key checks of
-    concurrent creates referencing the wallet do not wait). If the pool was extended meanwhile, a
-    refill with `skip_if_busy` leaves it at that, another derives again from the new end. With
-    `only_if_empty`, nothing is written if the pool has a free address; with `skip_if_busy`, nothing if
-    another transaction holds the wallet. Returns how many were written. Public keys only: nothing
-    here can spend."""
+    """Derive the next `batch` addresses of the merchant's wallet for a network into its pool, under the
+    wallet's row lock (held to the end of the transaction, so two refills never derive one index; `NO
+    KEY UPDATE`, so the foreign-key checks of concurrent creates referencing the wallet do not wait).
+    With `only_if_empty`, derive nothing if the pool has a free address; with `skip_if_busy`, nothing
+    if another transaction holds the wallet. Returns how many were derived. Public keys only:
+    nothing here can spend.
+
+    The lock comes first, the derivation after (unlike the beat's top-up, which derives a whole pool): the
+    creates that find the pool empty need this batch and wait for it either way, and a refill that derived
+    before locking had every create racing it derive a batch of its own, all but one thrown away. With
+    each key's chain node kept (`wallets._chain_node`), a batch of 50 EVM addresses takes about 4.5 ms."""
     batch = max(1, batch or settings.GATEWAY_ADDRESS_POOL_BATCH)
     scope, scope_params = _wallet_scope(network)
-    hrp = network.bech32_hrp or ""
-    with connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w WHERE w.merchant_id = %s AND {scope}",
+            f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w "
+            f"WHERE w.merchant_id = %s AND {scope} FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
             [merchant_id, *scope_params],
         )
         row = cursor.fetchone()
-    if row is None:
-        if skip_if_busy:
+        if row is None and skip_if_busy:
             return 0
-        raise _no_wallet(network)
-    wallet_id, first, account_key = row
-    addresses = _derive(account_key, network.chain, hrp, first, batch)  # no lock held
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT w.next_index FROM payments_wallet w WHERE w.id = %s AND w.is_active "
-            f"FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
-            [wallet_id],
-        )
-        locked = cursor.fetchone()
-        if locked is None:
-            if skip_if_busy:
-                return 0
-            raise _no_wallet(network)  # deactivated meanwhile
+        if row is None:
+            raise InvalidRequest(
+                f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
+                code="no_wallet_for_network",
+                param="network",
+            )
+        wallet_id, first, account_key = row
         if only_if_empty:
             # A new statement, so a new snapshot: it sees the batch of a refill we waited for.
             cursor.execute(
@@ -155,21 +149,9 @@ def address_pool_refill(
             )
             if cursor.fetchone()[0]:
                 return 0
-        if locked[0] != first:
-            if skip_if_busy:
-                return 0  # another refill or the beat's top-up extended the pool meanwhile
-            first = locked[0]
-            addresses = _derive(account_key, network.chain, hrp, first, batch)  # rare: under the lock
+        addresses = _derive(account_key, network.chain, network.bech32_hrp or "", first, batch)
         _pool_insert(cursor, wallet_id, first, addresses, now)
     return batch
-
-
-def _no_wallet(network: Network) -> InvalidRequest:
-    return InvalidRequest(
-        f"the merchant has no {network.chain} wallet for {network.code}; add one with add_wallet",
-        code="no_wallet_for_network",
-        param="network",
-    )
 
 
 def address_pools_top_up(*, now: datetime, size: int | None = None) -> int:

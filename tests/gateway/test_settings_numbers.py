@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway.settings.core import env_number
+from gateway.env import env_int_list, env_number
 from tests.gateway.test_settings_production import clean_environment, manage
 
 NAME = "GATEWAY_TEST_NUMBER"
@@ -65,6 +65,10 @@ def test_anything_else_refuses_to_start_naming_the_setting(monkeypatch, raw, def
         ("GATEWAY_SCAN_INTERVAL_S", "0"),  # the beat would schedule the scan without pause
         ("GATEWAY_WEBHOOK_CONCURRENCY", "sixteen"),
         ("DB_CONNECT_TIMEOUT_S", "0"),  # libpq waits for ever with 0
+        ("GATEWAY_READY_TIMEOUT_S", "0.0004"),  # 0 ms of statement_timeout: no timeout at all
+        ("GATEWAY_VALUATION_MAX_DELAY_S", "0"),  # every valuation "not valued" before a price is asked
+        ("GATEWAY_WEBHOOK_RETRY_SCHEDULE_S", "0,5,"),
+        ("GATEWAY_WEBHOOK_RETRY_SCHEDULE_S", "0,-5,300"),
     ],
 )
 def test_the_gateway_refuses_to_start_with_such_a_setting(name, raw):
@@ -91,3 +95,58 @@ def test_the_defaults_and_every_zero_the_docs_give_a_meaning_start():
     }
     result = manage("check", env=clean_environment(DJANGO_DEBUG="1", **zeros))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, [0, 5, 300]), ("", [0, 5, 300]), ("1", [1]), (" 0, 2 ,4 ", [0, 2, 4])]
+)
+def test_integer_lists_are_read(monkeypatch, raw, expected):
+    if raw is None:
+        monkeypatch.delenv(NAME, raising=False)
+    else:
+        monkeypatch.setenv(NAME, raw)
+    assert env_int_list(NAME, "0,5,300") == expected
+
+
+@pytest.mark.parametrize("raw", ["0,5,", ",", "0.5", "1,-1", "a,b", "nan"])
+def test_other_lists_refuse_to_start_naming_the_setting(monkeypatch, raw):
+    monkeypatch.setenv(NAME, raw)
+    with pytest.raises(ImproperlyConfigured, match=NAME):
+        env_int_list(NAME, "0,5,300")
+
+
+def test_a_maximum_is_kept(monkeypatch):
+    monkeypatch.setenv(NAME, "65536")
+    with pytest.raises(ImproperlyConfigured, match="at most 65535"):
+        env_number(NAME, 8000, minimum=1, maximum=65535)
+    monkeypatch.setenv(NAME, "65535")
+    assert env_number(NAME, 8000, minimum=1, maximum=65535) == 65535
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["connect_timeout=0", "connect_timeout=soon"])
+def test_a_connect_timeout_in_the_database_url_is_checked_too(query):
+    env = clean_environment(DJANGO_DEBUG="1")
+    env["DATABASE_URL"] += ("&" if "?" in env["DATABASE_URL"] else "?") + query
+    result = manage("check", env=env)
+    assert result.returncode != 0 and "connect_timeout in DATABASE_URL" in result.stderr, result.stderr[
+        -2000:
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "raw"),
+    [
+        ("gateway.gunicorn", "WEB_CONCURRENCY", "0"),  # gunicorn starts with no worker at all
+        ("gateway.gunicorn", "GATEWAY_WEB_THREADS", "four"),
+    ],
+)
+def test_the_web_process_configuration_refuses_such_a_setting_too(module, name, raw):
+    import subprocess
+    import sys
+
+    env = clean_environment(**{name: raw})
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and f"{name} must be" in result.stderr, result.stderr[-2000:]

@@ -180,45 +180,30 @@ def test_the_pool_top_up_derives_with_the_wallet_unlocked_and_writes_in_batches(
     assert sorted(pool.values_list("derivation_index", flat=True)) == list(range(10))
 
 
-@pytest.mark.parametrize("skip_if_busy", [True, False])
-def test_a_create_refilling_the_pool_derives_with_the_wallet_unlocked(monkeypatch, skip_if_busy):
-    """A create that finds the pool low or empty derives a batch itself: with the wallet's row lock free
-    (creates that find the pool empty wait for it), then writes it under the lock. When another refill
-    extends the pool meanwhile, a low-pool refill leaves it at that and an empty-pool one derives again
-    from the new end: either way the pool stays one run of indexes, each address once."""
-    from payments.models import Network
+def test_creates_that_find_the_pool_empty_together_derive_only_what_they_write(monkeypatch):
+    """Creates that find the pool empty at once: one refills it under the wallet's lock, the others wait
+    for that batch and claim from it. Every address derived is written (a refill that derived before it
+    locked had each racing create derive a batch of its own, all but one thrown away: a review counted
+    10 batches derived for 1 written)."""
     from payments.services import addresses
 
+    monkeypatch.setattr(settings, "GATEWAY_ADDRESS_POOL_BATCH", 20)
     merchant = make_merchant()
     wallet = merchant.wallets.get(chain="evm")
-    network = Network.objects.get(code="ethereum")
-    start = wallet.next_index
-    real_derive, derivations = addresses._derive, []
+    PaymentAddress.objects.filter(wallet=wallet, claimed_at__isnull=True).update(claimed_at=timezone.now())
+    start = Wallet.objects.get(pk=wallet.pk).next_index
+    real_derive, derived = addresses._derive, []
 
     def derive(account_key, chain, hrp, first, count):
-        def in_another_session():
-            wallet_lock_nowait(wallet.pk)
-            with monkeypatch.context() as inner:  # another refill lands while this one derives
-                inner.setattr(addresses, "_derive", real_derive)
-                addresses.address_pool_refill(
-                    merchant_id=merchant.pk, network=network, now=timezone.now(), batch=2
-                )
-
-        if not derivations:  # the second derivation (the pool moved meanwhile) is under the lock
-            run_parallel(1, [None], lambda _: in_another_session())
-        derivations.append((first, count))
+        derived.append(count)
         return real_derive(account_key, chain, hrp, first, count)
 
     monkeypatch.setattr(addresses, "_derive", derive)
-    written = services.address_pool_refill(
-        merchant_id=merchant.pk, network=network, now=timezone.now(), batch=3, skip_if_busy=skip_if_busy
+    _, secret = make_api_key(merchant)
+    responses = run_parallel(
+        8, list(range(8)), lambda _: client_for(secret).post("/api/v1/payment-intents", BODY, format="json")
     )
+    assert [r.status_code for r in responses] == [201] * 8, [r.content[:200] for r in responses]
+    assert len({r.json()["address"] for r in responses}) == 8
     wallet.refresh_from_db()
-    if skip_if_busy:
-        assert written == 0 and derivations == [(start, 3)]
-        assert wallet.next_index == start + 2
-    else:
-        assert written == 3 and derivations == [(start, 3), (start + 2, 3)]
-        assert wallet.next_index == start + 5
-    indexes = sorted(PaymentAddress.objects.filter(wallet=wallet).values_list("derivation_index", flat=True))
-    assert indexes == list(range(wallet.next_index))
+    assert derived and sum(derived) == wallet.next_index - start

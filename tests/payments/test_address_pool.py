@@ -58,6 +58,19 @@ def test_creates_claim_in_index_order_and_top_the_pool_up_before_it_runs_dry():
     assert PaymentAddress.objects.filter(claimed_at__isnull=True).count() == 5
 
 
+def test_a_batch_of_one_still_tops_the_pool_up_before_it_runs_dry(settings):
+    # half a batch of 1 is 0 addresses: the create that takes the last free one refills (it waited for
+    # an empty pool before)
+    settings.GATEWAY_ADDRESS_POOL_BATCH = 1
+    merchant = make_merchant()
+    derived = []
+    for _ in range(3):
+        new_intent(merchant)
+        derived.append(evm_wallet(merchant).next_index)
+    assert derived == [2, 3, 4]
+    assert PaymentAddress.objects.filter(wallet=evm_wallet(merchant), claimed_at__isnull=True).count() == 1
+
+
 def test_an_address_claimed_by_a_create_that_rolls_back_goes_back_to_the_pool():
     merchant = make_merchant()
     first = new_intent(merchant)
