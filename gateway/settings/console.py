@@ -1,7 +1,9 @@
 """The support console: audit log checkpoints, support cases, four-eyes approvals (their beat entries:
 queues.py)."""
 
-from .core import env_list, env_number
+from gateway.env import env_number
+
+from .core import env_list
 
 # The audit log's checkpoints (support/audit.py): HMAC keys, comma-separated, the first signs and all
 # verify (list a new key first, keep the old while its checkpoints matter); without them a key derived from

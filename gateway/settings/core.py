@@ -8,8 +8,6 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway.env import env_number  # noqa: F401  (the settings modules import it from here)
-
 # The repository root (this file is gateway/settings/core.py).
 BASE_DIR = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("GATEWAY_STATE_DIR", BASE_DIR / ".state"))

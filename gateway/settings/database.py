@@ -5,7 +5,9 @@ import os
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .core import STATE_DIR, env_number
+from gateway.env import env_number
+
+from .core import STATE_DIR
 
 if os.environ.get("DATABASE_URL"):
     DATABASE_URL = os.environ["DATABASE_URL"]

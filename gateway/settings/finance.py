@@ -3,7 +3,7 @@ beat entries: queues.py)."""
 
 import os
 
-from .core import env_number
+from gateway.env import env_number
 
 # Finance (reconciliation/valuations.py): newly paid payments are valued at the rate source's rate every
 # GATEWAY_VALUATION_POLL_S seconds (so the "rate when paid" is at most that much, plus any outage, late).

@@ -4,7 +4,7 @@ admin login lockouts (django-axes)."""
 import os
 from datetime import timedelta
 
-from .core import env_number
+from gateway.env import env_number
 
 # Public checkout pages (page, QR, choice) per client address and minute; 0: no limit. Behind reverse
 # proxies, list their addresses or networks in GATEWAY_TRUSTED_PROXIES.

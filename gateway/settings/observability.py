@@ -5,7 +5,9 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .core import env_list, env_number
+from gateway.env import env_number
+
+from .core import env_list
 from .queues import GATEWAY_SCAN_INTERVAL_S
 
 # Health and metrics (gateway/health.py, gateway/metrics.py; docs/OPERATIONS.md). /readyz fails (503) when a

@@ -2,7 +2,9 @@
 
 import os
 
-from .core import env_bool, env_number
+from gateway.env import env_number
+
+from .core import env_bool
 
 # Gateway policy defaults (a merchant's own policy overrides them).
 GATEWAY_IDEMPOTENCY_TTL_HOURS = env_number("GATEWAY_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)

@@ -5,8 +5,10 @@ import os
 
 from celery.schedules import crontab
 
+from gateway.env import env_number
+
 from .console import GATEWAY_AUDIT_CHECKPOINT_S, GATEWAY_CASES_POLL_S
-from .core import STATE_DIR, env_bool, env_number
+from .core import STATE_DIR, env_bool
 from .finance import GATEWAY_CLOSE_AT, GATEWAY_REVERIFY_AT, GATEWAY_VALUATION_POLL_S
 
 # Celery: production uses Redis or RabbitMQ; the demo uses a broker that needs no server.

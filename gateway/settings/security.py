@@ -8,7 +8,9 @@ import os
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from .core import DEBUG, SECRET_KEY, env_bool, env_list, env_number
+from gateway.env import env_number
+
+from .core import DEBUG, SECRET_KEY, env_bool, env_list
 
 # Keys for secrets at rest (webhook signing secrets; payments/encryption.py): comma-separated Fernet keys,
 # the first encrypts, all decrypt. Required outside DEBUG, like the secret key; in DEBUG a key derived

@@ -3,9 +3,9 @@ and purge beat entries: queues.py)."""
 
 import os
 
-from gateway.env import env_int_list
+from gateway.env import env_int_list, env_number
 
-from .core import env_bool, env_number
+from .core import env_bool
 
 # Webhooks (payments/webhooks). URLs must be https and public unless the operator allows plain http or
 # some private networks (comma-separated CIDRs; the tests and the demo allow 127.0.0.0/8 and ::1).
