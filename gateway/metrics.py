@@ -62,6 +62,11 @@ OBSERVATIONS_RECORDED = Counter(
 WEBHOOK_ATTEMPTS = Counter(
     "gateway_webhook_attempts", "Webhook delivery attempts by outcome (succeeded, failed, lost)", ["outcome"]
 )
+WEBHOOK_LOST_ANSWERED = Counter(
+    "gateway_webhook_lost_attempts_answered",
+    "Attempts counted lost (their worker's lease ran out) whose result arrived after all and replaced the "
+    "lost row; they are counted under their outcome too, so lost minus these is the attempts never heard of",
+)
 WEBHOOK_ATTEMPT_SECONDS = Histogram(
     "gateway_webhook_attempt_seconds",
     "Time from sending a webhook to its endpoint's answer (or the attempt's failure)",
@@ -72,6 +77,7 @@ _COUNTED = (
     INTENT_CREATE_SECONDS,
     OBSERVATIONS_RECORDED,
     WEBHOOK_ATTEMPTS,
+    WEBHOOK_LOST_ANSWERED,
     WEBHOOK_ATTEMPT_SECONDS,
 )
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 
-from gateway.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS
+from gateway.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS, WEBHOOK_LOST_ANSWERED
 from payments.models import WebhookAttempt, WebhookEndpoint
 
 from .claims import Claim, retry_schedule
@@ -97,9 +97,9 @@ def results_record(
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     disabled = _endpoints_health(outcome_health, now=now, health=health)
-    applied = _deliveries_update(columns)
+    applied, lost_answered = _deliveries_update(columns)
     counted = [(o, ms) for i, o, ms in zip(columns[0], columns[8], columns[7], strict=True) if i in applied]
-    transaction.on_commit(partial(_attempts_count, counted))
+    transaction.on_commit(partial(_attempts_count, counted, lost_answered))
     return Recorded(applied, disabled)
 
 
@@ -109,10 +109,10 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
+def _deliveries_update(columns: tuple[list, ...]) -> tuple[set[int], int]:
     """Apply results whose lease is still ours (same attempt number, still pending) and write their
     attempt rows, in one statement (a lost attempt before one was logged by its claim). Returns the ids
-    of the deliveries updated."""
+    of the deliveries updated, and how many of their attempt rows replaced one logged lost."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -144,15 +144,19 @@ def _deliveries_update(columns: tuple[list, ...]) -> set[int]:
                     status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
                     response_excerpt = EXCLUDED.response_excerpt
                 WHERE payments_webhookattempt.outcome = 'lost'
+                RETURNING xmax <> 0 AS replaced  -- 0 for a row inserted, the updating transaction's id else
             )
-            SELECT id FROM applied
+            SELECT id, (SELECT count(*) FROM attempts WHERE replaced) FROM applied
             """,
             list(columns),
         )
-        return {row[0] for row in cursor.fetchall()}
+        rows = cursor.fetchall()
+        return {row[0] for row in rows}, rows[0][1] if rows else 0
 
 
-def _attempts_count(counted: list[tuple[str, int | None]]) -> None:
+def _attempts_count(counted: list[tuple[str, int | None]], lost_answered: int = 0) -> None:
+    if lost_answered:
+        WEBHOOK_LOST_ANSWERED.inc(lost_answered)
     outcomes: dict[str, int] = {}
     for outcome, latency_ms in counted:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from payments.models import WebhookAttempt, WebhookDelivery
+from payments.models import Merchant, WebhookAttempt, WebhookDelivery
 from payments.webhooks import endpoints
 from payments.webhooks.claims import LOST_GRACE, Claim, claims_release, claims_take, lease
 from payments.webhooks.delivery import _send, _shared, deliver_due, deliveries_drain, events_dispatch
@@ -307,3 +307,48 @@ def test_deliver_due_goes_on_past_a_delivery_that_fails_in_the_claim(receiver, s
     first.refresh_from_db()
     assert first.state == "failed"
     assert (made, second.state) == (1, "delivered"), f"deliver_due made {made}; the second is {second.state}"
+
+
+def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(receiver):
+    """The attempt is counted `lost` when the takeover logs it, and `succeeded` when its result replaces
+    that row: gateway_webhook_lost_attempts_answered says so, so lost minus answered is what was never
+    heard of (a dashboard reading `lost` alone saw a delivered webhook as lost). A result written as a
+    new attempt row is not counted there."""
+    from django.db import connection
+
+    from gateway.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LOST_ANSWERED
+
+    def moved():
+        now = (
+            WEBHOOK_ATTEMPTS.labels("lost")._value.get(),
+            WEBHOOK_ATTEMPTS.labels("succeeded")._value.get(),
+            WEBHOOK_LOST_ANSWERED._value.get(),
+        )
+        return [a - b for a, b in zip(now, before, strict=True)]
+
+    def commit_callbacks():  # inside the test's transaction: run them the way a commit would
+        for _, callback, *_ in list(connection.run_on_commit):
+            callback()
+        connection.run_on_commit.clear()
+
+    t = one_delivery_due(receiver)
+    new_intent(Merchant.objects.get())  # a second delivery to the same endpoint
+    events_dispatch(now=t)
+    before = (
+        WEBHOOK_ATTEMPTS.labels("lost")._value.get(),
+        WEBHOOK_ATTEMPTS.labels("succeeded")._value.get(),
+        WEBHOOK_LOST_ANSWERED._value.get(),
+    )
+    first, second = sorted(claims_take(now=t, limit=10), key=lambda c: c.delivery_id)
+    second.started_at = t
+    results_record([(second, Result(200, 5))], now=t)  # in its lease: a new attempt row
+    commit_callbacks()
+    assert moved() == [0, 1, 0]
+    (takeover,) = claims_take(now=t + lease(), limit=10)  # logs the first's attempt 1 lost
+    assert takeover.delivery_id == first.delivery_id and claims_release([takeover]) == 1
+    commit_callbacks()
+    assert moved() == [1, 1, 0]
+    first.started_at = t
+    results_record([(first, Result(200, 12))], now=t + lease())  # its answer arrives after all
+    commit_callbacks()
+    assert moved() == [1, 2, 1]
