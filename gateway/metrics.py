@@ -64,8 +64,9 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 WEBHOOK_LOST_ANSWERED = Counter(
     "gateway_webhook_lost_attempts_answered",
-    "Attempts counted lost (their worker's lease ran out) whose result arrived after all and replaced the "
-    "lost row; they are counted under their outcome too, so lost minus these is the attempts never heard of",
+    "Attempts counted lost (their worker's lease ran out) whose answer was recorded after all, replacing "
+    "the lost row (counted under their outcome too); summed over every process, lost minus this is the "
+    "lost attempts whose answer was never recorded",
 )
 WEBHOOK_ATTEMPT_SECONDS = Histogram(
     "gateway_webhook_attempt_seconds",

@@ -144,7 +144,7 @@ def _deliveries_update(columns: tuple[list, ...]) -> tuple[set[int], int]:
                     status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
                     response_excerpt = EXCLUDED.response_excerpt
                 WHERE payments_webhookattempt.outcome = 'lost'
-                RETURNING xmax <> 0 AS replaced  -- 0 for a row inserted, the updating transaction's id else
+                RETURNING xmax <> 0 AS replaced  -- 0 for a row inserted; the row lock the update took, else
             )
             SELECT id, (SELECT count(*) FROM attempts WHERE replaced) FROM applied
             """,

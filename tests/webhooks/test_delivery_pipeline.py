@@ -311,9 +311,9 @@ def test_deliver_due_goes_on_past_a_delivery_that_fails_in_the_claim(receiver, s
 
 def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(receiver):
     """The attempt is counted `lost` when the takeover logs it, and `succeeded` when its result replaces
-    that row: gateway_webhook_lost_attempts_answered says so, so lost minus answered is what was never
-    heard of (a dashboard reading `lost` alone saw a delivered webhook as lost). A result written as a
-    new attempt row is not counted there."""
+    that row: gateway_webhook_lost_attempts_answered says so, so lost minus answered is the lost attempts
+    whose answer was never recorded (a dashboard reading `lost` alone saw a delivered webhook as lost). A
+    result written as a new attempt row is not counted there."""
     from django.db import connection
 
     from gateway.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LOST_ANSWERED
