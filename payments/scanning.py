@@ -247,7 +247,10 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         if end >= start:
             spends = spend_watch(network=network, watched=payments_to)
             # The batch's last block before and after reading it: a reorg in between would leave what was
-            # read from the old chain recorded under the new chain's hash, where no later scan finds a fork
+            # read from the old chain recorded under the new chain's hash, where no later scan finds a fork.
+            # And the block the batch follows (the cursor's), after reading: a reorg after the fork check
+            # that replaced it would leave what it held recorded, the cursor moved past the fork for good.
+            parent = (scan_cursor.height, scan_cursor.block_hash)
             end_ref = backend.block_ref(end)
             blocks: dict[int, str] = {}  # the blocks the batch's activity came from, as it named them
             for item in backend.activity(watched, spends, start, end):
@@ -265,6 +268,11 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
                 raise ChainMovedError(
                     f"{network.code}: block {end} changed while blocks {start}-{end} were read (a reorg); "
                     "nothing of them is recorded, the next scan reads them again"
+                )
+            if backend.block_ref(parent[0]).hash.lower() != parent[1].lower():
+                raise ChainMovedError(
+                    f"{network.code}: block {parent[0]}, which blocks {start}-{end} follow, was replaced "
+                    "after the fork check (a reorg); nothing of them is recorded, the next scan rewinds"
                 )
             scan_cursor.height, scan_cursor.block_hash = end_ref.height, end_ref.hash
             ScannedBlock.objects.update_or_create(

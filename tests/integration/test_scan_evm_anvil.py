@@ -3,6 +3,7 @@ into observations, and the payment's state path and events follow."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -137,6 +138,45 @@ def test_a_reorg_while_a_batch_is_read_records_nothing_of_it(local_usdc):
     assert not ChainObservation.objects.exists(), "what was read from the old chain is not recorded"
     scan(backend)  # reads the new chain
     assert not ChainObservation.objects.exists()
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "awaiting_payment"
+
+
+class ReorgBeforeTheBatch(EvmBackend):
+    """The node reorganises after the scanner found its cursor's block still on the chain and before it
+    reads the next batch: the chain under the cursor changes where the fork check has already looked."""
+
+    def __init__(self, node: AnvilNode, url: str, *, at_height: int, depth: int):
+        super().__init__("evm-local", url)
+        self.node, self.at_height, self.depth = node, at_height, depth
+
+    def block_ref(self, height: int):
+        if self.depth and height == self.at_height:  # the batch's first read of its last block
+            self.node.reorg(self.depth)
+            self.depth = 0
+        return super().block_ref(height)
+
+
+def test_a_reorg_after_the_fork_check_and_before_the_batch_drops_what_it_replaced(local_usdc):
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    scan(backend)
+    tx = token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(1)
+    scan(backend)
+    assert ChainObservation.objects.get().canonical
+    mined_in = node.w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    node.mine(1)  # the next batch: one block past the cursor
+    tip = node.block_number()
+    racing = ReorgBeforeTheBatch(node, node.url, at_height=tip, depth=tip - mined_in + 1)
+    with contextlib.suppress(ChainMovedError):
+        scan(racing)
+    assert racing.depth == 0, "the reorg happened inside the scan"
+    scan(backend)
+    node.mine(1)
+    scan(backend)
+    assert not node.w3.eth.get_block(mined_in)["transactions"], "the payment's transaction is gone"
+    observation = ChainObservation.objects.get()
+    assert not observation.canonical, "a transfer the chain no longer has is not evidence"
     assert PaymentIntent.objects.get(pk=intent.pk).state == "awaiting_payment"
 
 
