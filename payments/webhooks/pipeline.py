@@ -111,9 +111,12 @@ class Pipeline:
                 self._completed[endpoint_id] += 1
                 if len(self._results) >= FLUSH_N:
                     self.wake.set()
-            self._mark_ready(endpoint_id)
+            # No thread is woken for the slot this frees: this one takes the next claim itself (`serve`
+            # wakes another only if more is ready than it takes). Waking one here woke a sender for every
+            # attempt, to find nothing and sleep again, at the cost of a context switch and the GIL.
+            self._mark_ready(endpoint_id, notify=False)
 
-    def _mark_ready(self, endpoint_id: str) -> None:
+    def _mark_ready(self, endpoint_id: str, *, notify: bool = True) -> None:
         if (
             endpoint_id not in self._is_ready
             and self._queued.get(endpoint_id)
@@ -121,7 +124,8 @@ class Pipeline:
         ):
             self._ready.append(endpoint_id)
             self._is_ready.add(endpoint_id)
-            self._cond.notify()
+            if notify:
+                self._cond.notify()
 
     # --- the database thread ------------------------------------------------------------------------
 
