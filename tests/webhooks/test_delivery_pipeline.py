@@ -295,7 +295,9 @@ def test_a_late_result_after_a_released_takeover_keeps_its_real_attempt_row(rece
     assert log == [(1, "succeeded", 200)], f"attempt log of a delivered delivery: {log}"
 
 
-def test_a_lost_attempt_is_logged_and_counted_once_across_claim_release_claim(receiver, settings):
+def test_a_lost_attempt_is_logged_and_counted_once_across_claim_release_claim(
+    receiver, settings, django_capture_on_commit_callbacks
+):
     """(checked fine) claim -> release -> claim -> release -> record: one lost row, one `lost` count."""
     from gateway.metrics import WEBHOOK_ATTEMPTS
 
@@ -305,23 +307,20 @@ def test_a_lost_attempt_is_logged_and_counted_once_across_claim_release_claim(re
     settings.GATEWAY_WEBHOOK_RETRY_SCHEDULE_S = [0, 5]
     t = one_delivery_due(receiver)
     before = lost_count()
-    claims_take(now=t, limit=10)  # attempt 1: its worker dies
-    for i in (1, 2):
-        (c,) = claims_take(now=t + i * lease(), limit=10)
-        assert c.attempt == 2 and claims_release([c]) == 1
-    (c,) = claims_take(now=t + 3 * lease(), limit=10)
-    c.started_at = c.claimed_at
-    results_record([(c, Result(500, 3, error="HTTP 500"))], now=t + 3 * lease())
+    # inside the test's transaction, the counters' on-commit callbacks run as a commit would run them
+    with django_capture_on_commit_callbacks(execute=True):
+        claims_take(now=t, limit=10)  # attempt 1: its worker dies
+        for i in (1, 2):
+            (c,) = claims_take(now=t + i * lease(), limit=10)
+            assert c.attempt == 2 and claims_release([c]) == 1
+        (c,) = claims_take(now=t + 3 * lease(), limit=10)
+        c.started_at = c.claimed_at
+        results_record([(c, Result(500, 3, error="HTTP 500"))], now=t + 3 * lease())
     # the schedule's last attempt was sent and failed: failed, no grace
     d = WebhookDelivery.objects.get()
     assert (d.state, d.attempts) == ("failed", 2)
     rows = list(WebhookAttempt.objects.order_by("number").values_list("number", "outcome"))
     assert rows == [(1, "lost"), (2, "failed")]
-    # on_commit inside the test transaction: run the callbacks the way a commit would
-    from django.db import connection
-
-    for _, callback, *_ in list(connection.run_on_commit):
-        callback()
     assert lost_count() - before == 1
 
 
@@ -345,13 +344,13 @@ def test_deliver_due_goes_on_past_a_delivery_that_fails_in_the_claim(receiver, s
     assert (made, second.state) == (1, "delivered"), f"deliver_due made {made}; the second is {second.state}"
 
 
-def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(receiver):
+def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(
+    receiver, django_capture_on_commit_callbacks
+):
     """The attempt is counted `lost` when the takeover logs it, and `succeeded` when its result replaces
     that row: gateway_webhook_lost_attempts_answered says so, so lost minus answered is the lost attempts
     whose answer was never recorded (a dashboard reading `lost` alone saw a delivered webhook as lost). A
     result written as a new attempt row is not counted there."""
-    from django.db import connection
-
     from gateway.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LOST_ANSWERED
 
     def moved():
@@ -361,11 +360,6 @@ def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(re
             WEBHOOK_LOST_ANSWERED._value.get(),
         )
         return [a - b for a, b in zip(now, before, strict=True)]
-
-    def commit_callbacks():  # inside the test's transaction: run them the way a commit would
-        for _, callback, *_ in list(connection.run_on_commit):
-            callback()
-        connection.run_on_commit.clear()
 
     t = one_delivery_due(receiver)
     new_intent(Merchant.objects.get())  # a second delivery to the same endpoint
@@ -377,14 +371,15 @@ def test_a_lost_attempt_whose_answer_arrives_after_all_is_counted_as_answered(re
     )
     first, second = sorted(claims_take(now=t, limit=10), key=lambda c: c.delivery_id)
     second.started_at = t
-    results_record([(second, Result(200, 5))], now=t)  # in its lease: a new attempt row
-    commit_callbacks()
+    # inside the test's transaction: each step's on-commit callbacks run as its commit would run them
+    with django_capture_on_commit_callbacks(execute=True):
+        results_record([(second, Result(200, 5))], now=t)  # in its lease: a new attempt row
     assert moved() == [0, 1, 0]
-    (takeover,) = claims_take(now=t + lease(), limit=10)  # logs the first's attempt 1 lost
-    assert takeover.delivery_id == first.delivery_id and claims_release([takeover]) == 1
-    commit_callbacks()
+    with django_capture_on_commit_callbacks(execute=True):
+        (takeover,) = claims_take(now=t + lease(), limit=10)  # logs the first's attempt 1 lost
+        assert takeover.delivery_id == first.delivery_id and claims_release([takeover]) == 1
     assert moved() == [1, 1, 0]
     first.started_at = t
-    results_record([(first, Result(200, 12))], now=t + lease())  # its answer arrives after all
-    commit_callbacks()
+    with django_capture_on_commit_callbacks(execute=True):
+        results_record([(first, Result(200, 12))], now=t + lease())  # its answer arrives after all
     assert moved() == [1, 2, 1]
