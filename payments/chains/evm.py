@@ -357,12 +357,15 @@ class EvmBackend:
         )
 
     def _block_time(self, height: int, block_hash: str) -> tuple[str, datetime]:
+        """The hash a log or receipt names (not the chain's block at its height now: a log read from a
+        block a reorg has since replaced must say so, for the scan's check to roll its batch back),
+        with the time of the block at that height."""
         cached = self._block_times.get(height)
         if cached is None or cached[0] != block_hash:
             ref = self.block_ref(height)
             cached = (ref.hash, ref.time)
             self._remember_block(height, cached)
-        return cached
+        return block_hash, cached[1]
 
     def _remember_block(self, height: int, entry: tuple[str, datetime]) -> None:
         if len(self._block_times) >= BLOCK_TIME_CACHE:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.test import Client
 from django.utils import timezone
+from hexbytes import HexBytes
 from web3 import Web3
 
 from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
@@ -178,6 +179,32 @@ def test_a_reorg_after_the_fork_check_and_before_the_batch_drops_what_it_replace
     observation = ChainObservation.objects.get()
     assert not observation.canonical, "a transfer the chain no longer has is not evidence"
     assert PaymentIntent.objects.get(pk=intent.pk).state == "awaiting_payment"
+
+
+class LogsFromAReplacedBlock(EvmBackend):
+    """A node that answers `eth_getLogs` from a block the chain has since replaced at the same height (a
+    load-balanced provider whose nodes disagree for a moment, or a reorg between the two calls)."""
+
+    def __init__(self, url: str):
+        super().__init__("evm-local", url)
+        get_logs = self.w3.eth.get_logs
+        self.w3.eth.get_logs = lambda query: [
+            dict(log, blockHash=HexBytes(b"\x11" * 32)) for log in get_logs(query)
+        ]
+
+
+def test_a_token_transfer_read_from_a_replaced_block_is_not_recorded(local_usdc):
+    """A log names its block: the transfer carries that hash, not the chain's block at its height now, so
+    the scan's check sees the difference and rolls the batch back."""
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    scan(backend)
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    with pytest.raises(ChainMovedError):
+        scan(LogsFromAReplacedBlock(node.url))
+    assert not ChainObservation.objects.exists()
+    scan(backend)
+    assert ChainObservation.objects.get().block_hash == node.w3.eth.get_block("latest")["hash"].to_0x_hex()
 
 
 def test_underpayment_then_top_up_to_paid(local_usdc):
