@@ -113,23 +113,29 @@ def test_the_cap_bounds_attempts_in_flight_not_claims_queued(receiver):
     events_dispatch(now=t)
     claims = claims_take(now=t, limit=100, wants={endpoints.WebhookEndpoint.objects.get().pk: 50})
     assert len(claims) == 20
-    lock, busy, most = threading.Lock(), [0], [0]
-
-    def send(claim):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        time.sleep(0.02)
-        with lock:
-            busy[0] -= 1
-        return Result(200, 20)
-
-    pipeline = Pipeline(cap=3, send=send, clock=lambda: t, attempt_s=10, rates={})
+    sender = CountingSender(0.02)
+    pipeline = Pipeline(cap=3, send=sender.send, clock=lambda: t, attempt_s=10, rates={})
     pipeline.add(claims)
     run(pipeline, threads=16)
     results, expired = pipeline.take_done()
     assert len(results) == 20 and expired == []
-    assert most[0] == 3
+    assert sender.most == 3
+
+
+class CountingSender:
+    """Sends in `seconds`, counting the attempts in flight at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.lock, self.busy, self.most = seconds, threading.Lock(), 0, 0
+
+    def send(self, claim) -> Result:
+        with self.lock:
+            self.busy += 1
+            self.most = max(self.most, self.busy)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.busy -= 1
+        return Result(200, round(self.seconds * 1000))
 
 
 class CountingCondition(type(threading.Condition())):
@@ -147,23 +153,13 @@ def test_a_sender_that_finishes_takes_the_next_claim_itself_without_waking_anoth
     free them. Waking an idle sender for every finished attempt (to find nothing and sleep again) cost a
     context switch and the GIL per delivery: with one endpoint, a quarter of the worker's rate."""
     t = timezone.now()
-    lock, busy, most = threading.Lock(), [0], [0]
-
-    def send(claim):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        time.sleep(0.002)
-        with lock:
-            busy[0] -= 1
-        return Result(200, 2)
-
-    pipeline = Pipeline(cap=2, send=send, clock=lambda: t, attempt_s=10, rates={})
+    sender = CountingSender(0.002)
+    pipeline = Pipeline(cap=2, send=sender.send, clock=lambda: t, attempt_s=10, rates={})
     pipeline._cond = CountingCondition()
     pipeline.add([queued_claim(i, t) for i in range(200)])
     run(pipeline, threads=16)
     results, expired = pipeline.take_done()
-    assert len(results) == 200 and expired == [] and most[0] == 2
+    assert len(results) == 200 and expired == [] and sender.most == 2
     wakes = pipeline._cond.notified - 1  # `close` wakes every sender (one notify_all) to let them end
     assert wakes < 200 // 4, f"{wakes} senders woken for 200 attempts"
 
