@@ -213,25 +213,22 @@ def _scan_failure_record(*, network: Network, exc: Exception, now: datetime) -> 
 def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500) -> ScanReport:
     """Scan the next batch of blocks of one network (see the module docstring)."""
     network = Network.objects.get(code=backend.network_code)
+    if not ScanCursor.objects.filter(network=network).exists():
+        # The first scan places the cursor in a transaction of its own: a first batch that failed took
+        # it with it, and a network without a start height then started again from a newer tip, the
+        # blocks between never read.
+        with transaction.atomic():
+            if _scan_lock(network):
+                _cursor_place(network=network, backend=backend)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [SCAN_LOCK_NAMESPACE, network.pk])
-            (locked,) = cursor.fetchone()
-        if not locked:
+        if not _scan_lock(network):
             return ScanReport(network.code, locked_out=True)
         tip = backend.tip()
         # The tip first, so that what this batch records is settled with today's confirmations.
         ChainTip.objects.update_or_create(
             network=network, defaults={"height": tip.height, "block_hash": tip.hash}
         )
-        scan_cursor = ScanCursor.objects.filter(network=network).first()
-        if scan_cursor is None:
-            first = network.scan_start_height if network.scan_start_height is not None else tip.height
-            start_ref = backend.block_ref(max(first - 1, 0))
-            scan_cursor = ScanCursor.objects.create(
-                network=network, height=start_ref.height, block_hash=start_ref.hash
-            )
-            ScannedBlock.objects.create(network=network, height=start_ref.height, block_hash=start_ref.hash)
+        scan_cursor = _cursor_place(network=network, backend=backend)
         fork = _fork_point(network=network, backend=backend, cursor=scan_cursor)
         if fork is not None:
             _rewind(network=network, fork=fork, now=now)
@@ -312,6 +309,27 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         f", reorg back to {report.reorg_fork}" if fork else "",
     )
     return report
+
+
+def _scan_lock(network: Network) -> bool:
+    """The network's scan lock for this transaction, if no other scanner holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [SCAN_LOCK_NAMESPACE, network.pk])
+        (locked,) = cursor.fetchone()
+    return locked
+
+
+def _cursor_place(*, network: Network, backend: ChainBackend) -> ScanCursor:
+    """The network's cursor; placed, if it has none, before its start height (else before today's tip)."""
+    scan_cursor = ScanCursor.objects.filter(network=network).first()
+    if scan_cursor is None:
+        first = network.scan_start_height
+        start_ref = backend.block_ref(max((backend.tip().height if first is None else first) - 1, 0))
+        scan_cursor = ScanCursor.objects.create(
+            network=network, height=start_ref.height, block_hash=start_ref.hash
+        )
+        ScannedBlock.objects.create(network=network, height=start_ref.height, block_hash=start_ref.hash)
+    return scan_cursor
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from web3 import Web3
 from devchain.anvil import AnvilNode, deploy_token, mint, send_eth, token_transfer, token_units
 from devchain.pay import main as pay_uri
 from payments import services
+from payments.chains.base import ChainNodeError
 from payments.chains.evm import EvmBackend
 from payments.models import Asset, ChainObservation, Network, NetworkAsset, PaymentIntent
 from payments.scanning import ChainMovedError, network_scan
@@ -205,6 +206,34 @@ def test_a_token_transfer_read_from_a_replaced_block_is_not_recorded(local_usdc)
     assert not ChainObservation.objects.exists()
     scan(backend)
     assert ChainObservation.objects.get().block_hash == node.w3.eth.get_block("latest")["hash"].to_0x_hex()
+
+
+class FailsOnce(EvmBackend):
+    """A node that fails the first batch's read (a timeout, a restart)."""
+
+    failed = False
+
+    def activity(self, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise ChainNodeError("evm-local: eth_getLogs timed out")
+        return super().activity(*args, **kwargs)
+
+
+def test_a_failed_first_scan_keeps_its_start_and_misses_nothing_after_it(local_usdc):
+    """A network watched from today's tip (no start height): its first batch fails; a payment is mined
+    before the next scan, in blocks under the tip that scan finds. It is seen."""
+    node, token, _ = local_usdc
+    Network.objects.filter(code="evm-local").update(scan_start_height=None)
+    intent = new_intent("10")
+    failing = FailsOnce("evm-local", node.url)
+    with pytest.raises(ChainNodeError):
+        scan(failing)
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"))
+    node.mine(2)
+    scan(failing)
+    assert ChainObservation.objects.get().amount_base_units == 10_000_000
+    assert PaymentIntent.objects.get(pk=intent.pk).state == "paid"
 
 
 def test_underpayment_then_top_up_to_paid(local_usdc):
