@@ -218,8 +218,9 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         # it with it, and a network without a start height then started again from a newer tip, the
         # blocks between never read.
         with transaction.atomic():
-            if _scan_lock(network):
-                _cursor_place(network=network, backend=backend)
+            if not _scan_lock(network):
+                return ScanReport(network.code, locked_out=True)  # another scanner is placing it
+            _cursor_place(network=network, backend=backend)
     with transaction.atomic():
         if not _scan_lock(network):
             return ScanReport(network.code, locked_out=True)
@@ -249,23 +250,31 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
             # that replaced it would leave what it held recorded, the cursor moved past the fork for good.
             parent = (scan_cursor.height, scan_cursor.block_hash)
             end_ref = backend.block_ref(end)
-            blocks: dict[int, str] = {}  # the blocks the batch's activity came from, as it named them
+            # the blocks the batch's activity came from, as it named them: every hash named at a height
+            # (a log read from a replaced block and a transaction of the chain's block there both count)
+            blocks: dict[int, set[str]] = {}
             for item in backend.activity(watched, spends, start, end):
                 height, block_hash = getattr(item, "block_height", None), getattr(item, "block_hash", "")
                 if height is not None and block_hash:
-                    blocks[height] = block_hash
+                    blocks.setdefault(height, set()).add(block_hash.lower())
                 if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
                     outflows += 1
-            if backend.block_ref(end).hash != end_ref.hash or any(
-                backend.block_ref(height).hash.lower() != block_hash.lower()
-                for height, block_hash in blocks.items()
-            ):
+            if backend.block_ref(end).hash != end_ref.hash:
                 raise ChainMovedError(
                     f"{network.code}: block {end} changed while blocks {start}-{end} were read (a reorg); "
                     "nothing of them is recorded, the next scan reads them again"
                 )
+            for height, hashes in sorted(blocks.items()):
+                chain_hash = backend.block_ref(height).hash.lower()
+                if hashes != {chain_hash}:
+                    raise ChainMovedError(
+                        f"{network.code}: blocks {start}-{end} were read with activity from block "
+                        f"{', '.join(sorted(hashes - {chain_hash}))} at height {height}, where the chain has "
+                        f"{chain_hash} (a reorg, or a node behind the others); nothing of them is recorded, "
+                        "the next scan reads them again"
+                    )
             if backend.block_ref(parent[0]).hash.lower() != parent[1].lower():
                 raise ChainMovedError(
                     f"{network.code}: block {parent[0]}, which blocks {start}-{end} follow, was replaced "

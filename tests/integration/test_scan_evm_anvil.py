@@ -208,6 +208,24 @@ def test_a_token_transfer_read_from_a_replaced_block_is_not_recorded(local_usdc)
     assert ChainObservation.objects.get().block_hash == node.w3.eth.get_block("latest")["hash"].to_0x_hex()
 
 
+def test_a_replaced_blocks_log_is_caught_beside_a_transaction_of_the_chains_block_at_its_height(local_usdc):
+    """The log from the replaced block and an ETH payment read from the chain's block at the same height:
+    both hashes are checked, not the last one read (which let the log through)."""
+    node, token, backend = local_usdc
+    intent = new_intent("10")
+    scan(backend)
+    node.rpc("evm_setAutomine", [False])
+    token_transfer(node.w3, token, node.accounts[1], intent.address.address, token_units("10"), wait=False)
+    send_eth(node.w3, node.accounts[2], intent.address.address, 10**15, wait=False)
+    node.mine(1)
+    node.rpc("evm_setAutomine", [True])
+    with pytest.raises(ChainMovedError, match="at height"):
+        scan(LogsFromAReplacedBlock(node.url))
+    assert not ChainObservation.objects.exists()
+    scan(backend)
+    assert ChainObservation.objects.count() == 2
+
+
 class FailsOnce(EvmBackend):
     """A node that fails the first batch's read (a timeout, a restart)."""
 
