@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from devchain.anvil import token_transfer, token_units
-from payments.models import ChainObservation, PaymentIntent, ScanCursor, StateTransition
+from payments.models import ChainObservation, Network, PaymentIntent, ScanCursor, StateTransition
+from payments.scanning import SCAN_LOCK_NAMESPACE
 from tests.factories import make_merchant
 from tests.integration.test_scan_evm_anvil import local_usdc, new_intent  # noqa: F401 (fixture)
 
@@ -42,6 +44,26 @@ def test_rescan_from_height_finds_earlier_payments(local_usdc):  # noqa: F811
     call_command("rescan", "--network", "evm-local", "--from-height", str(before))
     assert ChainObservation.objects.count() == 1
     assert StateTransition.objects.filter(intent=intent).count() == 2
+
+
+def test_rescan_waits_for_a_running_scan_before_moving_the_cursor(local_usdc):  # noqa: F811
+    """A batch holding the network's scan lock would save its own cursor over the rescan's: the rescan
+    waits for it (here: gives up after the lock timeout, the cursor where the batch left it)."""
+    node, _, _ = local_usdc
+    node.mine(3)
+    network = Network.objects.get(code="evm-local")
+    tip = node.w3.eth.get_block("latest")
+    # where a scan left it (placed here: a scan in this test's transaction would hold the lock itself)
+    ScanCursor.objects.create(network=network, height=tip["number"], block_hash=tip["hash"].to_0x_hex())
+    height = tip["number"]
+    with psycopg.connect(_database_url(), autocommit=True) as scanner:
+        scanner.execute("SET lock_timeout = '5s'")
+        scanner.execute("SELECT pg_advisory_lock(%s, %s)", [SCAN_LOCK_NAMESPACE, network.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '300ms'")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            call_command("rescan", "--network", "evm-local", "--from-height", "1")
+    assert ScanCursor.objects.get(network=network).height == height
 
 
 def _database_url() -> str:

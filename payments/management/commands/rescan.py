@@ -1,11 +1,11 @@
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from payments.models import ScanCursor, ScannedBlock
-from payments.scanning import network_scan
+from payments.scanning import SCAN_LOCK_NAMESPACE, network_scan
 
 from ._network_option import network_and_backend
 
@@ -29,6 +29,9 @@ class Command(BaseCommand):
             raise CommandError(f"--from-height must be between 0 and the tip ({tip})")
         before = backend.block_ref(max(start - 1, 0))
         with transaction.atomic():
+            # The scanners' lock, waited for: a batch running now would save its cursor over this one.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SCAN_LOCK_NAMESPACE, network.pk])
             ScanCursor.objects.update_or_create(
                 network=network, defaults={"height": before.height, "block_hash": before.hash}
             )
