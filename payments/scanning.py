@@ -12,27 +12,24 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models import F
 
 from . import services
-from .chains.base import ChainBackend, ChainNodeError, Spend, SpendWatch, Transfer
+from .chains.base import ChainBackend, ChainNodeError, Spend, Transfer
 from .chains.redaction import redact_text, redact_url
 from .models import (
     ChainObservation,
     ChainTip,
     Network,
-    Outflow,
     OutflowTransaction,
-    PaymentAddress,
-    PaymentState,
-    Refund,
     ScanCursor,
     ScannedBlock,
     ScanStatus,
 )
+from .scan_watch import refund_destinations, spend_watch, watched_addresses
 
 logger = logging.getLogger(__name__)
 
@@ -59,59 +56,6 @@ class ScanReport:
     @property
     def lag(self) -> int | None:
         return None if self.tip is None or self.end is None else self.tip - self.end
-
-
-def watched_addresses(*, network: Network, now: datetime) -> list[str]:
-    """Addresses whose intents may still receive funds worth seeing: within their late-payment window,
-    or waiting on confirmations. EVM: every EVM address (the same address on another network is how
-    wrong-network funds are recognised); Bitcoin-family: the wallets of this network."""
-    addresses = PaymentAddress.objects.filter(intent__isnull=False)
-    if network.chain == "evm":
-        addresses = addresses.filter(wallet__chain="evm")
-    else:
-        addresses = addresses.filter(wallet__network=network)
-    monitored_until = ExpressionWrapper(
-        F("intent__expires_at") + F("intent__late_payment_window_minutes") * Value(timedelta(minutes=1)),
-        output_field=DateTimeField(),
-    )
-    waiting = Q(intent__state__in=[PaymentState.DETECTED, PaymentState.CONFIRMING])
-    addresses = addresses.annotate(monitored_until=monitored_until)
-    return list(addresses.filter(Q(monitored_until__gt=now) | waiting).values_list("address", flat=True))
-
-
-def refund_destinations(*, network: Network, now: datetime) -> list[str]:
-    """Refunds' destinations on this network: a payment to one is expected, or (confirmed within the last
-    day) may still be reorged away. Watched for transfers in; never for outflows (they are customers')."""
-    refunds = Refund.objects.filter(network_asset__network=network).filter(
-        Q(state__in=[Refund.State.AWAITING_PAYMENT, Refund.State.DETECTED])
-        | Q(state=Refund.State.CONFIRMED, updated_at__gt=now - timedelta(days=1))
-    )
-    return sorted(set(refunds.values_list("destination", flat=True)))
-
-
-def spend_watch(*, network: Network, watched: list[str]) -> SpendWatch:
-    """The outflows a scan of `network` looks for. Bitcoin-family: every output the gateway credited that
-    no canonical outflow in a block spends yet (a spend seen in the mempool is found again in its block;
-    an output spent by a transaction a reorg dropped is watched again).
-    EVM: every payment address that received anything on this network, and the addresses being watched
-    (funds may arrive and leave within one batch). A refund's destination is the customer's: not watched."""
-    if network.chain == "evm":
-        funded = ChainObservation.objects.filter(network=network, intent__isnull=False).values_list(
-            "address", flat=True
-        )
-        return SpendWatch(senders=frozenset(funded.distinct()) | frozenset(a.lower() for a in watched))
-    spent = Outflow.objects.filter(
-        network=network,
-        transaction__canonical=True,
-        transaction__block_height__isnull=False,
-        spent_observation__isnull=False,
-    ).values("spent_observation_id")
-    unspent = (
-        ChainObservation.objects.filter(network=network, canonical=True, intent__isnull=False)
-        .exclude(pk__in=spent)
-        .values_list("tx_hash", "output_index", "address", "amount_base_units")
-    )
-    return SpendWatch(outpoints={(tx, n): (address, int(amount)) for tx, n, address, amount in unspent})
 
 
 def _record(item: Transfer | Spend, *, now: datetime, outflow_txs: set[int]) -> bool:

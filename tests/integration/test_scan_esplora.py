@@ -356,7 +356,7 @@ def test_payment_and_its_spend_in_one_range(litecoind, esplora):
 
 
 def test_payment_and_its_spend_in_one_range_from_an_empty_spend_watch(litecoind, esplora):
-    """What `scanning.spend_watch` gives a network with nothing credited yet: SpendWatch(outpoints={}). It
+    """What `scan_watch.spend_watch` gives a network with nothing credited yet: SpendWatch(outpoints={}). It
     still tracks spends (unlike NO_SPENDS): the payment's output joins the watch as the scan credits it."""
     node = litecoind
     backend = EsploraBackend(NETWORK, esplora.url, hrp=REGTEST_HRP)
