@@ -188,42 +188,34 @@ def network_scan(*, backend: ChainBackend, now: datetime, max_blocks: int = 500)
         ]
         if end >= start:
             spends = spend_watch(network=network, watched=payments_to)
-            # The batch's last block before and after reading it: a reorg in between would leave what was
-            # read from the old chain recorded under the new chain's hash, where no later scan finds a fork.
-            # And the block the batch follows (the cursor's), after reading: a reorg after the fork check
-            # that replaced it would leave what it held recorded, the cursor moved past the fork for good.
-            parent = (scan_cursor.height, scan_cursor.block_hash)
+            # After reading, the chain must still have every block the batch rests on, each hash as it was
+            # read: its last block (read before the activity: a reorg in between would leave the old
+            # chain's transfers recorded under the new chain's hash, where no later scan finds a fork),
+            # every block its activity names (all hashes named at a height: a log from a replaced block
+            # beside a transaction of the chain's block there), and the block it follows (a reorg after
+            # the fork check that replaced it would leave what it held recorded, the cursor past the fork).
             end_ref = backend.block_ref(end)
-            # the blocks the batch's activity came from, as it named them: every hash named at a height
-            # (a log read from a replaced block and a transaction of the chain's block there both count)
-            blocks: dict[int, set[str]] = {}
+            read: dict[int, set[str]] = {
+                end: {end_ref.hash.lower()},
+                scan_cursor.height: {scan_cursor.block_hash.lower()},
+            }
             for item in backend.activity(watched, spends, start, end):
                 height, block_hash = getattr(item, "block_height", None), getattr(item, "block_hash", "")
                 if height is not None and block_hash:
-                    blocks.setdefault(height, set()).add(block_hash.lower())
+                    read.setdefault(height, set()).add(block_hash.lower())
                 if _record(item, now=now, outflow_txs=outflow_txs):
                     count += 1
                 else:
                     outflows += 1
-            if backend.block_ref(end).hash != end_ref.hash:
-                raise ChainMovedError(
-                    f"{network.code}: block {end} changed while blocks {start}-{end} were read (a reorg); "
-                    "nothing of them is recorded, the next scan reads them again"
-                )
-            for height, hashes in sorted(blocks.items()):
+            for height, hashes in sorted(read.items()):
                 chain_hash = backend.block_ref(height).hash.lower()
                 if hashes != {chain_hash}:
                     raise ChainMovedError(
-                        f"{network.code}: blocks {start}-{end} were read with activity from block "
-                        f"{', '.join(sorted(hashes - {chain_hash}))} at height {height}, where the chain has "
-                        f"{chain_hash} (a reorg, or a node behind the others); nothing of them is recorded, "
-                        "the next scan reads them again"
+                        f"{network.code}: the chain changed while blocks {start}-{end} were read (a reorg, or a "
+                        f"node behind the others): at height {height} it has {chain_hash}, the batch read "
+                        f"{', '.join(sorted(hashes - {chain_hash}))}; nothing of them is recorded, the next "
+                        "scan reads them again"
                     )
-            if backend.block_ref(parent[0]).hash.lower() != parent[1].lower():
-                raise ChainMovedError(
-                    f"{network.code}: block {parent[0]}, which blocks {start}-{end} follow, was replaced "
-                    "after the fork check (a reorg); nothing of them is recorded, the next scan rewinds"
-                )
             scan_cursor.height, scan_cursor.block_hash = end_ref.height, end_ref.hash
             ScannedBlock.objects.update_or_create(
                 network=network, height=end_ref.height, defaults={"block_hash": end_ref.hash}
