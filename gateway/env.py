@@ -45,7 +45,7 @@ def env_int_list(name: str, default: str, *, minimum: int = 0) -> list[int]:
     """A comma-separated list of integers, each at least `minimum`, at least one (same refusal)."""
     raw = os.environ.get(name, "").strip() or default
     values = [_number(int, part.strip()) for part in raw.split(",")]
-    if not values or any(v is None or v < minimum for v in values):
+    if any(v is None or v < minimum for v in values):  # split gives at least one part
         raise ImproperlyConfigured(
             f"{name} must be integers of at least {minimum} separated by commas, not {raw!r}"
         )

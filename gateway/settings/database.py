@@ -31,9 +31,8 @@ if os.environ.get("DB_SERVER_SIDE_BINDING", "1") == "1":
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "connect_timeout", env_number("DB_CONNECT_TIMEOUT_S", 5, minimum=1)
 )
-if not str(DATABASES["default"]["OPTIONS"]["connect_timeout"]).strip().isdigit() or not int(
-    DATABASES["default"]["OPTIONS"]["connect_timeout"]
-):
+_connect_timeout = str(DATABASES["default"]["OPTIONS"]["connect_timeout"]).strip()
+if not _connect_timeout.isdigit() or int(_connect_timeout) < 1:
     # a connect_timeout in DATABASE_URL's query wins over DB_CONNECT_TIMEOUT_S; libpq waits for ever on 0
     raise ImproperlyConfigured(
         "connect_timeout in DATABASE_URL must be a whole number of seconds, at least 1"
