@@ -65,11 +65,15 @@ class _KeyTaken(Exception):
     """The key has a record already: roll this request back and answer with the record."""
 
 
-_INSERT = (
-    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
-    "response_status, response_body) VALUES (%s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
-)
+def _insert_with_body(body_sql: str) -> str:
+    return (
+        "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+        f"response_status, response_body) VALUES (%s, %s, %s, %s, %s, {body_sql}) "
+        "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
+    )
+
+
+_INSERT = _insert_with_body("%s")
 
 
 @dataclass
@@ -90,9 +94,12 @@ class RecordSlot:
         self.status = status
         return self
 
-    def insert_sql(self, representation: dict[str, Any]) -> tuple[str, list[Any]]:
-        body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(representation), connection)
-        return _INSERT, [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status, body]
+    def insert_sql(self, representation: dict[str, Any], representation_sql: str) -> tuple[str, list[Any]]:
+        keys = [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status]
+        stored = _body_to_store(representation)
+        if stored is representation:  # stored as it is: the statement's own jsonb of it, not a copy
+            return _insert_with_body(representation_sql), keys
+        return _INSERT, [*keys, _RESPONSE_BODY.get_db_prep_save(stored, connection)]
 
     def inserted(self, row_id: int | None) -> None:
         self.written = row_id is not None

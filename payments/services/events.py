@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..models import (
@@ -55,3 +56,23 @@ def event_row(
         transition=transition,
         payload=snapshot | {"sequence": sequence},
     )
+
+
+def event_values(
+    intent: PaymentIntent, type: str, sequence: int, dedupe_key: str | None, created_at: datetime
+) -> dict[str, Any]:
+    """An event's row as `rows.insert_values_cte` writes it, but for its payload and transition (and its
+    dedupe key when None), which the statement writing it gives as SQL (the create's events share one
+    snapshot parameter)."""
+    values = {
+        "id": Event._meta.pk.get_default(),
+        "merchant_id": intent.merchant_id,
+        "intent_id": intent.pk,
+        "type": type,
+        "sequence": sequence,
+        "created_at": created_at,
+        "position": None,
+    }
+    if dedupe_key is not None:
+        values["dedupe_key"] = dedupe_key
+    return values

@@ -11,10 +11,12 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
+from psycopg.types.json import Jsonb
 
 from .. import policy
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..models import (
+    Event,
     Merchant,
     NetworkAsset,
     PaymentIntent,
@@ -38,10 +40,10 @@ from ..selectors import (
     transactions_representation,
 )
 from .addresses import address_claim
-from .events import event_row, events_write
+from .events import event_values, events_write
 from .evidence import payment_settle
 from .reference import default_rate_source
-from .rows import Sql, insert_cte
+from .rows import Sql, insert_cte, insert_values_cte
 
 # --- inputs -----------------------------------------------------------------------------------------
 
@@ -64,9 +66,13 @@ class IntentInput:
 class RowBesideIntent(Protocol):
     """One more row the create's statement writes beside the intent, made from its representation (the
     API's idempotency record with the response): `insert_sql` gives an `INSERT ... RETURNING id` and
-    its parameters, `inserted` is told the id written, or None when its INSERT wrote nothing."""
+    its parameters (`representation_sql` is an SQL expression with the representation as jsonb, for a
+    row that stores it unchanged), `inserted` is told the id written, or None when its INSERT wrote
+    nothing."""
 
-    def insert_sql(self, representation: dict[str, Any]) -> tuple[str, list[Any]]: ...
+    def insert_sql(
+        self, representation: dict[str, Any], representation_sql: str
+    ) -> tuple[str, list[Any]]: ...
 
     def inserted(self, row_id: int | None) -> None: ...
 
@@ -122,42 +128,48 @@ def payment_intent_create(
         intent.transition_method(verdict.state)()
         intent.event_sequence = 2
         intent.created_at = intent.updated_at = now
-        transition = StateTransition(
-            intent=intent,
-            from_state=PaymentState.CREATED,
-            to_state=verdict.state,
-            cause=hashlib.sha256(f"0:{verdict.fingerprint}".encode()).hexdigest(),
-            reason=verdict.reason[:200],
-            verdict=verdict.as_dict(),
-            created_at=now,
-        )
         # a new intent has no resolutions: its deadline is its expiry
         snapshot = intent_representation(intent, transactions=[], deadline=intent.expires_at)
-        created = event_row(
-            intent, "payment.created", 1, "created", None, snapshot | {"state": PaymentState.CREATED}
-        )
-        moved = event_row(intent, f"payment.{verdict.state}", 2, "", None, snapshot)
-        created.created_at = moved.created_at = now
+        transition = {
+            "intent_id": intent.pk,
+            "from_state": PaymentState.CREATED,
+            "to_state": verdict.state,
+            "cause": hashlib.sha256(f"0:{verdict.fingerprint}".encode()).hexdigest(),
+            "reason": verdict.reason[:200],
+            "verdict": verdict.as_dict(),
+            "created_at": now,
+        }
         # Quote, intent, transition and both events in one statement (the foreign keys between them
-        # are checked at commit): a fraction of the cost of five ORM inserts.
-        parts = []
+        # are checked at commit): a fraction of the cost of five ORM inserts. The snapshot is one
+        # parameter, which both events' payloads (with their sequence) and the `beside` row use.
+        parts: list[tuple[str, list[Any]]] = [(f"{SNAPSHOT} AS (SELECT %s::jsonb AS j)", [Jsonb(snapshot)])]
         if intent.quote is not None:
             parts.append(insert_cte("q", intent.quote, "id"))
             parts.append(insert_cte("i", intent, quote_id=Sql("(SELECT id FROM q)")))
         else:
             parts.append(insert_cte("i", intent))
-        parts.append(insert_cte("t", transition, "id"))
-        parts.append(insert_cte("e1", created))
+        parts.append(insert_values_cte("t", StateTransition, transition, "id"))
         parts.append(
-            insert_cte(
+            insert_values_cte(
+                "e1",
+                Event,
+                event_values(intent, "payment.created", 1, "created", now),
+                transition_id=Sql("NULL"),
+                payload=Sql(_payload_sql(1, state=PaymentState.CREATED)),
+            )
+        )
+        parts.append(
+            insert_values_cte(
                 "e2",
-                moved,
+                Event,
+                event_values(intent, f"payment.{verdict.state}", 2, None, now),
                 transition_id=Sql("(SELECT id FROM t)"),
                 dedupe_key=Sql("'transition:' || (SELECT id FROM t)"),
+                payload=Sql(_payload_sql(2)),
             )
         )
         if beside is not None:
-            sql, params = beside.insert_sql(snapshot)
+            sql, params = beside.insert_sql(snapshot, f"(SELECT j FROM {SNAPSHOT})")
             parts.append((f"b AS ({sql})", params))
         quote_select = "(SELECT id FROM q)" if intent.quote is not None else "NULL"
         beside_select = "(SELECT id FROM b)" if beside is not None else "NULL"
@@ -165,10 +177,10 @@ def payment_intent_create(
             cursor.execute(
                 "WITH "
                 + ", ".join(sql for sql, _ in parts)
-                + f" SELECT {quote_select}, (SELECT id FROM t), {beside_select}",
+                + f" SELECT {quote_select}, {beside_select}",
                 [param for _, params in parts for param in params],
             )
-            quote_pk, transition.pk, beside_pk = cursor.fetchone()
+            quote_pk, beside_pk = cursor.fetchone()
         if beside is not None:
             beside.inserted(beside_pk)
         if intent.quote is not None:
@@ -176,6 +188,16 @@ def payment_intent_create(
         intent._state.adding = False
         intent.representation = snapshot
     return intent
+
+
+SNAPSHOT = "s"  # the create statement's CTE holding the snapshot, as `j`
+
+
+def _payload_sql(sequence: int, state: str | None = None) -> str:
+    """An event's payload in the create statement: the snapshot with its sequence (and, for
+    `payment.created`, the state it was created in), as `event_row` builds it for other events."""
+    extra = f"'sequence', {int(sequence)}" + (f", 'state', '{PaymentState(state).value}'" if state else "")
+    return f"(SELECT j FROM {SNAPSHOT}) || jsonb_build_object({extra})"
 
 
 def payment_intent_select_asset(

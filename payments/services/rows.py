@@ -121,14 +121,39 @@ def insert_cte(name: str, obj: models.Model, returning: str = "", **overrides: S
     parameter. Column values are the instance's, as the ORM would insert them (defaults were applied
     when it was built; `auto_now` fields are the caller's to set; an unset auto primary key is left
     to the database), except `overrides`: {column: SQL}."""
+    shape = _shape_for(type(obj), name, obj.pk is not None, returning, overrides)
+    row = {column: convert(getattr(obj, attname)) for column, attname, convert in shape.values}
+    return shape.sql, [Jsonb(row)]
+
+
+def insert_values_cte(
+    name: str, model: type[models.Model], values: dict[str, Any], returning: str = "", **overrides: Sql
+) -> tuple[str, list[Any]]:
+    """`insert_cte` for a row given as {attname: value} rather than a model instance (building an instance
+    costs more than the row's SQL: the create writes several). Every column not in `overrides` must
+    have its value here, defaults included: a missing one is an error, never a silent NULL. The
+    primary key may be left out when the database gives it."""
+    pk = model._meta.pk.attname
+    shape = _shape_for(model, name, pk in values, returning, overrides)
+    try:
+        row = {column: convert(values[attname]) for column, attname, convert in shape.values}
+    except KeyError as missing:
+        raise TypeError(f"{model._meta.db_table}: no value for {missing}") from None
+    extra = set(values) - {attname for _, attname, _ in shape.values} - {pk}
+    if extra:
+        raise TypeError(f"{model._meta.db_table}: {sorted(extra)} are not written (overridden or unknown)")
+    return shape.sql, [Jsonb(row)]
+
+
+def _shape_for(
+    model: type[models.Model], name: str, with_pk: bool, returning: str, overrides: dict[str, Sql]
+) -> _Shape:
     if not all(isinstance(sql, Sql) for sql in overrides.values()):
-        raise TypeError("overrides are SQL (rows.Sql); other values go in the instance")
-    shape = _shape(
-        type(obj),
+        raise TypeError("overrides are SQL (rows.Sql); other values go in the row")
+    return _shape(
+        model,
         name,
-        obj.pk is not None,
+        with_pk,
         tuple(sorted((column, str(sql)) for column, sql in overrides.items())),
         returning,
     )
-    row = {column: convert(getattr(obj, attname)) for column, attname, convert in shape.values}
-    return shape.sql, [Jsonb(row)]

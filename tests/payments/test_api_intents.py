@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from payments import services
 from payments.chains.base import Transfer
-from payments.models import Event, PaymentIntent, StateTransition
+from payments.models import Event, IdempotencyRecord, PaymentIntent, StateTransition
 from tests.factories import BIP84_FIRST_ADDRESS, ETH_FIRST_ADDRESS, make_api_key, make_merchant
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +46,34 @@ def test_create_crypto_priced_intent_assigns_address_and_awaits_payment(api):
     # the answer is the snapshot of the latest event, and what a retrieve shows
     assert body == intent.events.get(sequence=2).payload
     assert api.get(f"/api/v1/payment-intents/{intent.pk}").json() == body
+
+
+def test_a_create_stores_its_events_transition_and_answer_as_the_services_write_them_later(api, merchant):
+    """The create writes its rows in one statement, its events' payloads from one snapshot parameter:
+    each reads back as `event_row` and `events_write` build them for every later event."""
+    response = api.post(
+        "/api/v1/payment-intents",
+        {"amount": "0.001", "currency": "BTC", "asset": "BTC", "network": "bitcoin", "metadata": {"k": [1]}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="rows-1",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    intent = PaymentIntent.objects.get(pk=body["id"])
+    created, moved = intent.events.order_by("sequence")
+    assert created.payload == body | {"state": "created", "sequence": 1}
+    assert moved.payload == body | {"sequence": 2}
+    assert (created.type, created.dedupe_key, created.transition_id) == ("payment.created", "created", None)
+    transition = intent.transitions.get()
+    assert (moved.type, moved.transition_id) == ("payment.awaiting_payment", transition.pk)
+    assert moved.dedupe_key == f"transition:{transition.pk}"
+    assert created.merchant_id == moved.merchant_id == merchant.pk
+    assert created.created_at == moved.created_at == transition.created_at == intent.created_at
+    assert created.position is None and moved.position is None  # not yet dispatched
+    assert transition.verdict["state"] == "awaiting_payment" and transition.reason
+    assert len(transition.cause) == 64
+    record = IdempotencyRecord.objects.get(merchant=merchant, key="rows-1")
+    assert (record.response_status, record.response_body) == (201, body)
 
 
 def test_erc20_intent_has_eip681_transfer_uri(api):

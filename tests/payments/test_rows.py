@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payments.models import Event, NetworkAsset, Quote
-from payments.services.rows import Sql, insert_cte
+from payments.services.events import event_values
+from payments.services.rows import Sql, insert_cte, insert_values_cte
 from tests.payments.test_services_settle import new_intent
 
 pytestmark = pytest.mark.django_db
@@ -151,6 +152,37 @@ def test_overrides_are_sql_and_name_a_column(intent):
     with connection.cursor() as cursor:
         cursor.execute(f"WITH {sql} SELECT (SELECT id FROM x)", params)
     assert Event.objects.get(pk=event.pk).dedupe_key == "given in SQL"
+
+
+def test_a_row_given_as_values_reads_back_as_the_same_instance_written(intent):
+    """`insert_values_cte` (the create's events and transition, no model instance built) writes what
+    `insert_cte` writes for the instance with those values."""
+    values = event_values(intent, "payment.t", 7, "v7", intent.created_at) | {
+        "payload": {"a": [1, "b"]},
+        "transition_id": None,
+    }
+    instance = Event(**(values | {"id": Event._meta.pk.get_default(), "sequence": 8, "dedupe_key": "v8"}))
+    _write(insert_values_cte("x", Event, values, "id"))
+    _write(insert_cte("x", instance, "id"))
+    ours, theirs = (Event.objects.filter(pk=pk).values().get() for pk in (values["id"], instance.pk))
+    for row in (ours, theirs):
+        row.pop("id"), row.pop("sequence"), row.pop("dedupe_key")
+    assert ours == theirs and ours["payload"] == {"a": [1, "b"]} and ours["position"] is None
+
+
+def test_a_row_given_as_values_names_every_column_it_writes_and_no_other(intent):
+    values = event_values(intent, "payment.t", 9, "v9", intent.created_at) | {
+        "payload": {},
+        "transition_id": None,
+    }
+    with pytest.raises(TypeError, match="no value for 'payload'"):  # never a silent NULL
+        insert_values_cte("x", Event, {k: v for k, v in values.items() if k != "payload"})
+    with pytest.raises(TypeError, match="not written"):  # given twice: as a value and as SQL
+        insert_values_cte("x", Event, values, payload=Sql("'{}'::jsonb"))
+    with pytest.raises(TypeError, match="not written"):
+        insert_values_cte("x", Event, values | {"colour": "red"})
+    with pytest.raises(TypeError, match="overrides are SQL"):
+        insert_values_cte("x", Event, values, dedupe_key="plain text")
 
 
 def test_a_field_it_cannot_write_exactly_is_refused():
