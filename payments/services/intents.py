@@ -175,9 +175,7 @@ def payment_intent_create(
         beside_select = "(SELECT id FROM b)" if beside is not None else "NULL"
         with connection.cursor() as cursor:
             cursor.execute(
-                "WITH "
-                + ", ".join(sql for sql, _ in parts)
-                + f" SELECT {quote_select}, {beside_select}",
+                "WITH " + ", ".join(sql for sql, _ in parts) + f" SELECT {quote_select}, {beside_select}",
                 [param for _, params in parts for param in params],
             )
             quote_pk, beside_pk = cursor.fetchone()
