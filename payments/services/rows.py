@@ -139,7 +139,7 @@ def insert_values_cte(
         row = {column: convert(values[attname]) for column, attname, convert in shape.values}
     except KeyError as missing:
         raise TypeError(f"{model._meta.db_table}: no value for {missing}") from None
-    extra = set(values) - {attname for _, attname, _ in shape.values} - {pk}
+    extra = set(values) - {attname for _, attname, _ in shape.values}
     if extra:
         raise TypeError(f"{model._meta.db_table}: {sorted(extra)} are not written (overridden or unknown)")
     return shape.sql, [Jsonb(row)]

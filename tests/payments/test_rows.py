@@ -183,6 +183,8 @@ def test_a_row_given_as_values_names_every_column_it_writes_and_no_other(intent)
         insert_values_cte("x", Event, values | {"colour": "red"})
     with pytest.raises(TypeError, match="overrides are SQL"):
         insert_values_cte("x", Event, values, dedupe_key="plain text")
+    with pytest.raises(TypeError, match="not written"):  # the primary key too
+        insert_values_cte("x", Event, values | {"id": "evt_x"}, id=Sql("'evt_from_sql'"))
 
 
 def test_a_field_it_cannot_write_exactly_is_refused():
