@@ -45,8 +45,12 @@ def request_fingerprint(request: Request) -> str:
 _SECRET, _SECRET_ENCRYPTED = "secret", "secret_encrypted_for_replay"
 
 
+def _shows_secret(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get(_SECRET), str)
+
+
 def _body_to_store(data: Any) -> Any:
-    if isinstance(data, dict) and isinstance(data.get(_SECRET), str):
+    if _shows_secret(data):
         stored = {k: v for k, v in data.items() if k != _SECRET}
         stored[_SECRET_ENCRYPTED] = secret_encrypt(data[_SECRET])
         return stored
@@ -96,10 +100,10 @@ class RecordSlot:
 
     def insert_sql(self, representation: dict[str, Any], representation_sql: str) -> tuple[str, list[Any]]:
         keys = [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status]
-        stored = _body_to_store(representation)
-        if stored is representation:  # stored as it is: the statement's own jsonb of it, not a copy
+        if not _shows_secret(representation):  # stored as it is: the statement's own jsonb of it
             return _insert_with_body(representation_sql), keys
-        return _INSERT, [*keys, _RESPONSE_BODY.get_db_prep_save(stored, connection)]
+        body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(representation), connection)
+        return _INSERT, [*keys, body]
 
     def inserted(self, row_id: int | None) -> None:
         self.written = row_id is not None

@@ -87,3 +87,18 @@ def test_an_expired_record_frees_its_key(api, settings):
     assert again.status_code == 201 and "Idempotent-Replayed" not in again
     assert again.json()["id"] != first.json()["id"]
     assert IdempotencyRecord.objects.filter(key="old").count() == 1
+
+
+def test_a_record_written_in_the_create_statement_never_stores_a_secret_in_the_clear():
+    """The record takes the statement's own snapshot only when it is stored as it is; an answer that shows
+    a secret once is stored with it encrypted, as every other record is."""
+    from django.utils import timezone
+
+    from payments.api.idempotency import RecordSlot
+
+    slot = RecordSlot("mer_x", "k", "f" * 64, timezone.now()).answering(201)
+    sql, params = slot.insert_sql({"id": "pi_x"}, "(SELECT j FROM s)")
+    assert "(SELECT j FROM s)" in sql and params == ["mer_x", "k", "f" * 64, slot.created_at, 201]
+    sql, params = slot.insert_sql({"id": "we_x", "secret": "whsec_plain"}, "(SELECT j FROM s)")
+    assert "(SELECT j FROM s)" not in sql and len(params) == 6
+    assert "whsec_plain" not in str(params[5].obj) and "secret_encrypted_for_replay" in params[5].obj
