@@ -190,16 +190,25 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
 
 def asset_payment_uri(na: NetworkAsset, address: str, amount: int) -> str:
     """BIP21 or EIP-681 for `amount` base units of an asset to `address` (EVM: EIP-55 checksummed)."""
+    shown = to_checksum_address(address) if na.network.chain == "evm" else address
+    return payment_uri_template(na, amount).replace(ADDRESS_SLOT, shown)
+
+
+ADDRESS_SLOT = "<address>"  # where a payment URI template takes the address; never in a URI itself
+
+
+def payment_uri_template(na: NetworkAsset, amount: int) -> str:
+    """`asset_payment_uri` with ADDRESS_SLOT for the address as shown (a create fills it in the statement
+    that claims the address)."""
     network = na.network
     if network.chain == "evm":
-        address = to_checksum_address(address)
         if na.is_native:
-            return f"ethereum:{address}@{network.chain_id}?value={amount}"
+            return f"ethereum:{ADDRESS_SLOT}@{network.chain_id}?value={amount}"
         return (
             f"ethereum:{to_checksum_address(na.contract_address)}@{network.chain_id}/transfer"
-            f"?address={address}&uint256={amount}"
+            f"?address={ADDRESS_SLOT}&uint256={amount}"
         )
-    return f"{network.uri_scheme}:{address}?amount={format_amount(amount, na.decimals)}"
+    return f"{network.uri_scheme}:{ADDRESS_SLOT}?amount={format_amount(amount, na.decimals)}"
 
 
 def amount_remaining(intent: PaymentIntent) -> int | None:

@@ -1,14 +1,14 @@
 """`Idempotency-Key` on POST, with Stripe's semantics.
 
-The record (key, request fingerprint, response) is inserted once, at the end of the request's own
-transaction (`INSERT ... ON CONFLICT DO NOTHING`), so a key maps to exactly one committed outcome and a
-request writes its record with one statement. When the key is taken, by a request committed earlier or
-by a concurrent one (the insert waits on the unique index until that one commits), this request's
-effects roll back and the stored outcome answers: the same body gets the stored response replayed,
-another body a 422. A request that fails looks for a record before answering, so a replay is answered
-even where running the request again would fail (a cancel already done, a rate source down), and a key
-reused with another body is a 422 whatever that body holds. A failed request stores nothing: its key
-may be retried. Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
+The record (key, request fingerprint, response) is inserted once, in the request's own transaction
+(at its end, `INSERT ... ON CONFLICT DO NOTHING`; or, for a create, in the statement that writes the
+intent, where a taken key fails that statement), so a key maps to exactly one committed outcome. When
+the key is taken, by a request committed earlier or by a concurrent one (the insert waits on the unique
+index until that one commits), this request's effects roll back and the stored outcome answers: the
+same body gets the stored response replayed, another body a 422. A request that fails looks for a
+record before answering, so a replay is answered even where running the request again would fail (a
+cancel already done, a rate source down), and a key reused with another body is a 422 whatever that
+body holds. A failed request stores nothing: its key may be retried. Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
 """
 
 from __future__ import annotations
@@ -69,23 +69,18 @@ class _KeyTaken(Exception):
     """The key has a record already: roll this request back and answer with the record."""
 
 
-def _insert_with_body(body_sql: str) -> str:
-    return (
-        "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
-        f"response_status, response_body) VALUES (%s, %s, %s, %s, %s, {body_sql}) "
-        "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
-    )
-
-
-_INSERT = _insert_with_body("%s")
+_INSERT = (
+    "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+    "response_status, response_body) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id"
+)
 
 
 @dataclass
 class RecordSlot:
-    """The request's record, for a handler whose service can write it in its own statement (a
+    """The request's record, for a handler whose service writes it in its own transaction (a
     `services.RowBesideIntent`): `answering(status)` gives the row for the response the handler will
-    return, whose body is the representation the service writes. `written`: None until it is written
-    that way (then the record is inserted after the handler), True, or False when the key was taken."""
+    return, whose body is the representation the service writes. `written` is True once it is."""
 
     merchant_id: str
     key: str
@@ -98,27 +93,40 @@ class RecordSlot:
         self.status = status
         return self
 
-    def insert_sql(self, representation: dict[str, Any], representation_sql: str) -> tuple[str, list[Any]]:
+    def insert_sql(
+        self, representation: dict[str, Any], representation_sql: str, condition: str = "TRUE"
+    ) -> tuple[str, list[Any]]:
+        """`INSERT ... RETURNING id` of the record if `condition` (SQL) holds, which fails with an
+        IntegrityError when the key is taken (the whole statement with it)."""
         keys = [self.merchant_id, self.key, self.fingerprint, self.created_at, self.status]
-        if not _shows_secret(representation):  # stored as it is: the statement's own jsonb of it
-            return _insert_with_body(representation_sql), keys
-        body = _RESPONSE_BODY.get_db_prep_save(_body_to_store(representation), connection)
-        return _INSERT, [*keys, body]
+        if _shows_secret(representation):  # the statement's snapshot would store the secret in the clear
+            raise ValueError(
+                "a response showing a secret is stored encrypted: not from a statement's snapshot"
+            )
+        return (
+            "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+            f"response_status, response_body) SELECT %s, %s, %s, %s, %s, {representation_sql} "
+            f"WHERE {condition} RETURNING id",
+            keys,
+        )
 
-    def inserted(self, row_id: int | None) -> None:
-        self.written = row_id is not None
+    def inserted(self, row_id: int) -> None:
+        self.written = True
 
 
 def idempotent(
     request: Request, merchant: Merchant, handler: Callable[..., Response], *, slot: bool = False
 ) -> Response:
     """Run `handler` once per Idempotency-Key (see above). With `slot`, the handler is called with the
-    `RecordSlot` (None without a key), to have its service write the record in its own statement."""
+    `RecordSlot` (None without a key), outside any transaction: its service writes the record with its
+    own writes, in a transaction (or a single statement) of its own."""
     key = request.headers.get("Idempotency-Key")
     wants_slot = slot
     if key is None:
+        if wants_slot:
+            return handler(None)
         with transaction.atomic():
-            return handler(None) if wants_slot else handler()
+            return handler()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
@@ -129,23 +137,21 @@ def idempotent(
     ttl = timedelta(hours=settings.GATEWAY_IDEMPOTENCY_TTL_HOURS)
     for _ in range(2):  # a second round only after dropping an expired record
         try:
+            if wants_slot:
+                record = RecordSlot(merchant.pk, key, fingerprint, now)
+                response = handler(record)
+                if not record.written:
+                    raise RuntimeError("the handler answered without writing the Idempotency-Key's record")
+                return response
             with transaction.atomic():
-                if wants_slot:
-                    record = RecordSlot(merchant.pk, key, fingerprint, now)
-                    response = handler(record)
-                    written = record.written
-                else:
-                    response = handler()
-                    written = None
-                if written is None:
-                    written = _record_insert(merchant, key, fingerprint, now, response)
-                if written:
+                response = handler()
+                if _record_insert(merchant, key, fingerprint, now, response):
                     return response
                 raise _KeyTaken
         except (_KeyTaken, GatewayError, APIException, IntegrityError) as exc:
             record = IdempotencyRecord.objects.filter(merchant=merchant, key=key).first()
             if record is None:
-                if isinstance(exc, _KeyTaken):
+                if isinstance(exc, _KeyTaken) or _on_the_key(exc):
                     continue  # its record was purged meanwhile: run the request again
                 raise  # the request's own error: no earlier outcome to answer with
             if record.created_at < now - ttl:
@@ -161,6 +167,15 @@ def idempotent(
                 headers={"Idempotent-Replayed": "true"},
             )
     raise InvalidRequest("could not claim the Idempotency-Key", code="invalid_idempotency_key")
+
+
+_KEY_CONSTRAINT = "idempotency_merchant_key_unique"
+
+
+def _on_the_key(exc: Exception) -> bool:
+    """Whether an error is the record's key found taken (a create's statement fails on it)."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return isinstance(exc, IntegrityError) and getattr(diag, "constraint_name", None) == _KEY_CONSTRAINT
 
 
 def _record_insert(merchant: Merchant, key: str, fingerprint: str, now, response: Response) -> bool:

@@ -176,6 +176,11 @@ class PaymentAddress(models.Model):
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="addresses", db_index=False)
     derivation_index = models.PositiveIntegerField()
     address = models.CharField(max_length=100, unique=True, help_text="lower case for EVM")
+    # The form a payer is shown, so that a create writes its answer without deriving it again: EIP-55
+    # checksummed for EVM, the address itself for Bitcoin-family. Empty for addresses claimed before it
+    # existed (and, until a create's refill fills it in, for one derived by the version before it during
+    # an upgrade: creates claim only addresses that have it).
+    display_address = models.CharField(max_length=100, blank=True, db_default="", default="")
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
 
@@ -183,6 +188,12 @@ class PaymentAddress(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["wallet", "derivation_index"], name="address_wallet_index_unique"
+            ),
+            # a customer is never shown an address nobody watches
+            models.CheckConstraint(
+                condition=models.Q(display_address="")
+                | models.Q(address__iexact=models.F("display_address")),
+                name="address_shown_is_the_address",
             ),
         ]
         indexes = [

@@ -1,5 +1,5 @@
 """The only code that writes intents, observations, transitions and events, split by noun: reference data,
-intents, addresses, evidence and settling, outflows, settlements, refunds (and their checks), events.
+intents (their create apart), addresses, evidence and settling, outflows, settlements, refunds (and their checks), events.
 Callers import from here (`from payments import services`); the modules import each other only for what
 they share."""
 
@@ -12,11 +12,9 @@ from .evidence import (
     observations_set_canonical,
     payment_settle,
 )
+from .intent_create import IntentInput, RowBesideIntent, payment_intent_create
 from .intents import (
-    IntentInput,
-    RowBesideIntent,
     payment_intent_cancel,
-    payment_intent_create,
     payment_intent_fulfil,
     payment_intent_select_asset,
     price_validate,

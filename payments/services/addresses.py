@@ -3,6 +3,7 @@ nothing here can spend), and the pools topped up."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from functools import lru_cache
@@ -10,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from eth_utils import to_checksum_address
 
 from ..errors import Conflict, InvalidRequest
 from ..models import (
@@ -35,17 +37,19 @@ def _wallet_scope(network: Network) -> tuple[str, list[Any]]:
     return "w.chain = %s AND w.is_active AND w.network_id = %s", [network.chain, network.pk]
 
 
-def claim_statement(*, merchant_id: str, network_asset: NetworkAsset, now: datetime) -> tuple[str, list[Any]]:
-    """The claim's statement and parameters (see `address_claim`): one row of (address id, wallet id,
-    derivation index, address, the wallet's next index, the confirmation tiers as JSON), the address
-    columns NULL when the pool has no free address this transaction can lock."""
+def claim_cte(
+    name: str, *, merchant_id: str, network_asset: NetworkAsset, now: datetime, condition: str = "TRUE"
+) -> tuple[str, list[Any]]:
+    """`name AS (UPDATE ... RETURNING id, wallet_id, derivation_index, address, display_address)`: the
+    lowest free address of the merchant's pool for the network that this transaction can lock, marked
+    claimed at `now`, if `condition` (SQL, whose parameters follow those returned) holds. No row when
+    the pool has none. (`display_address` is empty for an address derived before that column existed.)"""
     scope, scope_params = _wallet_scope(network_asset.network)
     # The wallet is a scalar subquery (one active wallet per merchant, chain and network), not a join:
     # with a join the planner cannot know the rows come in derivation order, and sorted the whole free
     # pool (1,000 rows by default) for every claim. This way the claim reads the pool's index from its
     # lowest free entry and stops at the first it can lock.
-    sql = f"""
-        WITH claimed AS (
+    sql = f"""{name} AS (
             UPDATE payments_paymentaddress SET claimed_at = %s
             WHERE id = (
                 SELECT a.id FROM payments_paymentaddress a
@@ -53,14 +57,40 @@ def claim_statement(*, merchant_id: str, network_asset: NetworkAsset, now: datet
                     AND a.claimed_at IS NULL
                 ORDER BY a.derivation_index LIMIT 1
                 FOR UPDATE SKIP LOCKED)
-            RETURNING id, wallet_id, derivation_index, address)
+                AND {condition}
+            RETURNING id, wallet_id, derivation_index, address, display_address)"""
+    return sql, [now, merchant_id, *scope_params]
+
+
+def tiers_sql(merchant_id: str, network_asset: NetworkAsset) -> tuple[str, list[Any]]:
+    """The merchant's confirmation tiers for the asset as JSON text, `[[min_amount_text, confirmations],
+    ...]` in a fixed order, `[]` for none: equal texts are equal tiers."""
+    return (
+        "(SELECT COALESCE(json_agg(json_build_array(r.min_amount_base_units::text, r.confirmations) "
+        "ORDER BY r.min_amount_base_units, r.confirmations)::text, '[]') FROM payments_confirmationrule r "
+        "WHERE r.merchant_id = %s AND r.network_asset_id = %s)",
+        [merchant_id, network_asset.pk],
+    )
+
+
+def tiers_parse(text: str) -> list[tuple[int, int]]:
+    """`tiers_sql`'s text as (min_amount_base_units, confirmations) pairs."""
+    return [(int(amount), int(confirmations)) for amount, confirmations in json.loads(text)]
+
+
+def claim_statement(*, merchant_id: str, network_asset: NetworkAsset, now: datetime) -> tuple[str, list[Any]]:
+    """The claim's statement and parameters (see `address_claim`): one row of (address id, wallet id,
+    derivation index, address, the wallet's next index, the confirmation tiers as `tiers_sql` text),
+    the address columns NULL when the pool has no free address this transaction can lock."""
+    claim, claim_params = claim_cte("claimed", merchant_id=merchant_id, network_asset=network_asset, now=now)
+    tiers, tiers_params = tiers_sql(merchant_id, network_asset)
+    sql = f"""
+        WITH {claim}
         SELECT c.id, c.wallet_id, c.derivation_index, c.address,
-            (SELECT next_index FROM payments_wallet WHERE id = c.wallet_id),
-            (SELECT json_agg(json_build_array(r.min_amount_base_units::text, r.confirmations))
-             FROM payments_confirmationrule r WHERE r.merchant_id = %s AND r.network_asset_id = %s)
+            (SELECT next_index FROM payments_wallet WHERE id = c.wallet_id), {tiers}
         FROM (SELECT 1) AS one LEFT JOIN claimed c ON TRUE
     """
-    return sql, [now, merchant_id, *scope_params, merchant_id, network_asset.pk]
+    return sql, [*claim_params, *tiers_params]
 
 
 def address_claim(
@@ -77,13 +107,11 @@ def address_claim(
             cursor.execute(sql, params)
             address_id, wallet_id, index, address, next_index, tiers = cursor.fetchone()
         if address_id is not None:
-            if next_index - index <= max(1, settings.GATEWAY_ADDRESS_POOL_BATCH // 2):
+            if pool_low(index, next_index):
                 # Top the pool up before it runs dry, unless another create is doing it right now.
                 address_pool_refill(
                     merchant_id=merchant_id, network=network_asset.network, now=now, skip_if_busy=True
                 )
-            # psycopg decodes json itself: a list of [min_amount_text, confirmations] pairs, or NULL.
-            tiers = [(int(amount), confirmations) for amount, confirmations in tiers or ()]
             return (
                 PaymentAddress(
                     pk=address_id,
@@ -92,7 +120,7 @@ def address_claim(
                     address=address,
                     claimed_at=now,
                 ),
-                tiers,
+                tiers_parse(tiers),
             )
         # Many creates can find the pool empty at once: the first refills it, the others wait for its
         # commit on the wallet row and then claim from its batch instead of deriving one each.
@@ -103,6 +131,12 @@ def address_claim(
     raise Conflict("could not claim an address; try again", code="address_pool_exhausted")
 
 
+def pool_low(claimed_index: int, next_index: int) -> bool:
+    """Whether a pool is due a top-up after its address `claimed_index` was claimed (at most half a batch
+    left beyond it)."""
+    return next_index - claimed_index <= max(1, settings.GATEWAY_ADDRESS_POOL_BATCH // 2)
+
+
 def address_pool_refill(
     *,
     merchant_id: str,
@@ -111,12 +145,16 @@ def address_pool_refill(
     batch: int | None = None,
     only_if_empty: bool = False,
     skip_if_busy: bool = False,
+    only_from: int | None = None,
 ) -> int:
     """Derive the next `batch` addresses of the merchant's wallet for a network into its pool, under the
     wallet's row lock (held to the end of the transaction, so two refills never derive one index; `NO
     KEY UPDATE`, so the foreign-key checks of concurrent creates referencing the wallet do not wait).
-    With `only_if_empty`, derive nothing if the pool has a free address; with `skip_if_busy`, nothing
-    if another transaction holds the wallet. Returns how many were derived. Public keys only:
+    With `only_if_empty`, derive nothing if the pool has a free address (first giving any free address
+    derived without its shown form, by the version before an upgrade, that form: a create claims only
+    addresses that have it); with `skip_if_busy`, nothing
+    if another transaction holds the wallet; with `only_from`, nothing if the pool no longer ends there (a
+    refill since the caller looked extended it). Returns how many were derived. Public keys only:
     nothing here can spend.
 
     The lock comes first, the derivation after (unlike the beat's top-up, which derives a whole pool): the
@@ -141,7 +179,10 @@ def address_pool_refill(
                 param="network",
             )
         wallet_id, first, account_key = row
+        if only_from is not None and first != only_from:
+            return 0
         if only_if_empty:
+            _fill_shown(cursor, wallet_id, network.chain)
             # A new statement, so a new snapshot: it sees the batch of a refill we waited for.
             cursor.execute(
                 "SELECT EXISTS (SELECT 1 FROM payments_paymentaddress WHERE wallet_id = %s AND claimed_at IS NULL)",
@@ -209,22 +250,48 @@ def _wallet_top_up(wallet_id: int, size: int, now: datetime) -> int:
         derived += count
 
 
-def _derive(account_key: str, chain: str, hrp: str, first: int, count: int) -> list[str]:
-    """The addresses of indexes first .. first+count-1 (EVM: lower case). Public keys only."""
+def _derive(account_key: str, chain: str, hrp: str, first: int, count: int) -> list[tuple[str, str]]:
+    """The addresses of indexes first .. first+count-1, each as stored (EVM: lower case) and as a payer
+    is shown it (EVM: EIP-55 checksummed). Public keys only."""
     key = _account_key(account_key)
     if chain == "evm":
-        return [derive_evm_address(key, index).lower() for index in range(first, first + count)]
-    return [derive_bech32_address(key, index, hrp) for index in range(first, first + count)]
+        shown = [derive_evm_address(key, index) for index in range(first, first + count)]
+        return [(address.lower(), address) for address in shown]
+    return [(a, a) for a in (derive_bech32_address(key, index, hrp) for index in range(first, first + count))]
 
 
-def _pool_insert(cursor, wallet_id: int, first: int, addresses: list[str], now: datetime) -> None:
-    """Write derived addresses from index `first` into the pool and move `next_index` past them (the
-    caller holds the wallet's row lock and has checked `next_index` is still `first`)."""
+def _fill_shown(cursor, wallet_id: int, chain: str) -> int:
+    """Give the wallet's free addresses that have no shown form (derived by the version before an
+    upgrade, after its migration) that form. Returns how many there were."""
+    cursor.execute(
+        "SELECT id, address FROM payments_paymentaddress "
+        "WHERE wallet_id = %s AND claimed_at IS NULL AND display_address = ''",
+        [wallet_id],
+    )
+    rows = cursor.fetchall()
+    if rows:
+        cursor.execute(
+            "UPDATE payments_paymentaddress a SET display_address = u.d "
+            "FROM unnest(%s::bigint[], %s::text[]) AS u(id, d) WHERE a.id = u.id",
+            [[row_id for row_id, _ in rows], [shown_address(chain, address) for _, address in rows]],
+        )
+    return len(rows)
+
+
+def shown_address(chain: str, address: str) -> str:
+    """A stored address as a payer is shown it: EIP-55 checksummed for EVM."""
+    return to_checksum_address(address) if chain == "evm" else address
+
+
+def _pool_insert(cursor, wallet_id: int, first: int, addresses: list[tuple[str, str]], now: datetime) -> None:
+    """Write derived addresses (as `_derive` gives them) from index `first` into the pool and move
+    `next_index` past them (the caller holds the wallet's row lock and has checked `next_index` is
+    still `first`)."""
     indexes = list(range(first, first + len(addresses)))
     cursor.execute(
-        "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, created_at) "
-        "SELECT %s, i, a, %s FROM unnest(%s::integer[], %s::text[]) AS u(i, a)",
-        [wallet_id, now, indexes, addresses],
+        "INSERT INTO payments_paymentaddress (wallet_id, derivation_index, address, display_address, "
+        "created_at) SELECT %s, i, a, d, %s FROM unnest(%s::integer[], %s::text[], %s::text[]) AS u(i, a, d)",
+        [wallet_id, now, indexes, [a for a, _ in addresses], [d for _, d in addresses]],
     )
     cursor.execute(
         "UPDATE payments_wallet SET next_index = %s WHERE id = %s", [first + len(addresses), wallet_id]

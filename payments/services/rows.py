@@ -92,6 +92,7 @@ def _shape(
     with_pk: bool,
     overrides: tuple[tuple[str, str], ...],
     returning: str,
+    where: str,
 ) -> _Shape:
     table = model._meta.db_table
     overridden = dict(overrides)
@@ -108,7 +109,7 @@ def _shape(
     unknown = set(overridden) - {f.column for f in model._meta.concrete_fields}
     if unknown:
         raise ValueError(f"{table} has no column {sorted(unknown)}")
-    tail = f" RETURNING {returning}" if returning else ""
+    tail = (f" WHERE {where}" if where else "") + (f" RETURNING {returning}" if returning else "")
     sql = (
         f"{name} AS (INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(expressions)} "
         f"FROM jsonb_populate_record(NULL::{table}, %s) AS r{tail})"
@@ -116,25 +117,33 @@ def _shape(
     return _Shape(sql, tuple(values))
 
 
-def insert_cte(name: str, obj: models.Model, returning: str = "", **overrides: Sql) -> tuple[str, list[Any]]:
-    """`name AS (INSERT INTO <table> ... [RETURNING ...])` for one unsaved instance, with its one
-    parameter. Column values are the instance's, as the ORM would insert them (defaults were applied
-    when it was built; `auto_now` fields are the caller's to set; an unset auto primary key is left
-    to the database), except `overrides`: {column: SQL}."""
-    shape = _shape_for(type(obj), name, obj.pk is not None, returning, overrides)
+def insert_cte(
+    name: str, obj: models.Model, returning: str = "", where: Sql | None = None, **overrides: Sql
+) -> tuple[str, list[Any]]:
+    """`name AS (INSERT INTO <table> ... [WHERE where] [RETURNING ...])` for one unsaved instance, with
+    its one parameter. Column values are the instance's, as the ORM would insert them (defaults were
+    applied when it was built; `auto_now` fields are the caller's to set; an unset auto primary key is
+    left to the database), except `overrides`: {column: SQL}. With `where` (SQL), the row is written
+    only if it holds."""
+    shape = _shape_for(type(obj), name, obj.pk is not None, returning, overrides, where)
     row = {column: convert(getattr(obj, attname)) for column, attname, convert in shape.values}
     return shape.sql, [Jsonb(row)]
 
 
 def insert_values_cte(
-    name: str, model: type[models.Model], values: dict[str, Any], returning: str = "", **overrides: Sql
+    name: str,
+    model: type[models.Model],
+    values: dict[str, Any],
+    returning: str = "",
+    where: Sql | None = None,
+    **overrides: Sql,
 ) -> tuple[str, list[Any]]:
     """`insert_cte` for a row given as {attname: value} rather than a model instance (building an instance
     costs more than the row's SQL: the create writes several). Every column not in `overrides` must
     have its value here, defaults included: a missing one is an error, never a silent NULL. The
     primary key may be left out when the database gives it."""
     pk = model._meta.pk.attname
-    shape = _shape_for(model, name, pk in values, returning, overrides)
+    shape = _shape_for(model, name, pk in values, returning, overrides, where)
     try:
         row = {column: convert(values[attname]) for column, attname, convert in shape.values}
     except KeyError as missing:
@@ -146,14 +155,22 @@ def insert_values_cte(
 
 
 def _shape_for(
-    model: type[models.Model], name: str, with_pk: bool, returning: str, overrides: dict[str, Sql]
+    model: type[models.Model],
+    name: str,
+    with_pk: bool,
+    returning: str,
+    overrides: dict[str, Sql],
+    where: Sql | None,
 ) -> _Shape:
     if not all(isinstance(sql, Sql) for sql in overrides.values()):
         raise TypeError("overrides are SQL (rows.Sql); other values go in the row")
+    if where is not None and not isinstance(where, Sql):
+        raise TypeError("where is SQL (rows.Sql)")
     return _shape(
         model,
         name,
         with_pk,
         tuple(sorted((column, str(sql)) for column, sql in overrides.items())),
         returning,
+        str(where or ""),
     )

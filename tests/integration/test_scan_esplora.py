@@ -20,8 +20,7 @@ from payments.chains.bitcoin_rpc import BitcoinCoreBackend, to_satoshi
 from payments.chains.esplora import PAGE_SIZE, EsploraBackend, EsploraError
 from payments.models import Network, NetworkAsset
 from payments.scanning import network_scan
-from payments.services import payment_intent_create
-from payments.services.intents import IntentInput
+from payments.services import IntentInput, payment_intent_create
 from reconciliation.close import close_day
 from tests.factories import make_merchant
 from tests.integration.test_scan_litecoin import NETWORK, mempool_then_blocks_then_reorg_and_back

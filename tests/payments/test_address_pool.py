@@ -164,3 +164,131 @@ def test_a_claim_reads_one_entry_of_the_pool_however_large_the_pool(network):
         n for n in nodes if n.get("Relation Name") == "payments_paymentaddress" and "Scan" in n["Node Type"]
     ]
     assert pool_reads and all(n["Actual Rows"] == 1 for n in pool_reads), pool_reads
+
+
+def test_the_pool_keeps_each_address_as_a_payer_is_shown_it():
+    """EVM: stored lower case, shown EIP-55 checksummed (eth_utils, not the code that derived it);
+    Bitcoin-family: shown as stored."""
+    from eth_utils import to_checksum_address
+
+    merchant = make_merchant()
+    new_intent(merchant)
+    new_intent(merchant, asset="LTC", network="litecoin-regtest", amount="0.5")
+    rows = list(PaymentAddress.objects.select_related("wallet"))
+    assert {row.wallet.chain for row in rows} == {"evm", "litecoin"}
+    for row in rows:
+        if row.wallet.chain == "evm":
+            assert row.address == row.address.lower()
+            assert row.display_address == to_checksum_address(row.address) != row.address
+        else:
+            assert row.display_address == row.address
+
+
+@pytest.mark.parametrize(
+    ("asset", "network", "amount"),
+    [("USDC", "ethereum", "10"), ("ETH", "ethereum", "0.01"), ("LTC", "litecoin-regtest", "0.5")],
+)
+def test_a_creates_answer_and_events_show_the_address_as_every_later_read_does(asset, network, amount):
+    """The create's statement fills in the address it claims (in `address` and the payment URI): what
+    it answered and stored is what the selectors make of the stored intent."""
+    from payments.models import Event, PaymentIntent
+    from payments.selectors import INTENT_RELATED, intent_representation
+
+    intent = new_intent(make_merchant(), asset=asset, network=network, amount=amount)
+    stored = PaymentIntent.objects.select_related(*INTENT_RELATED).get(pk=intent.pk)
+    later = intent_representation(stored)
+    assert intent.representation == later
+    assert later["address"] in later["payment_uri"]
+    payloads = (
+        Event.objects.filter(intent_id=intent.pk).order_by("sequence").values_list("payload", flat=True)
+    )
+    assert [p["address"] for p in payloads] == [later["address"]] * 2
+    assert [p["payment_uri"] for p in payloads] == [later["payment_uri"]] * 2
+
+
+def test_an_address_derived_without_its_shown_form_gets_it_before_it_is_claimed():
+    """(Derived by the version before, still serving during an upgrade.) The create's statement claims
+    only an address with its shown form; finding one without, it refills, which gives the pool's free
+    addresses theirs, and the create shows it checksummed like every later read."""
+    from eth_utils import to_checksum_address
+
+    from payments.models import Event, PaymentIntent
+    from payments.selectors import INTENT_RELATED, intent_representation
+
+    merchant = make_merchant()
+    new_intent(merchant)
+    PaymentAddress.objects.filter(claimed_at__isnull=True).update(display_address="")
+    intent = new_intent(merchant)
+    assert intent.address.derivation_index == 1 and evm_wallet(merchant).next_index == 4  # nothing derived
+    shown = to_checksum_address(intent.address.address)
+    assert intent.representation["address"] == shown != intent.address.address
+    stored = PaymentIntent.objects.select_related(*INTENT_RELATED).get(pk=intent.pk)
+    assert intent.representation == intent_representation(stored)
+    assert {
+        p["address"] for p in Event.objects.filter(intent_id=intent.pk).values_list("payload", flat=True)
+    } == {shown}
+    assert not PaymentAddress.objects.filter(claimed_at__isnull=True, display_address="").exists()
+
+
+def test_the_migration_fills_in_the_shown_form_of_the_pools_free_addresses():
+    import importlib
+
+    from django.apps import apps
+    from eth_utils import to_checksum_address
+
+    migration = importlib.import_module("payments.migrations.0028_paymentaddress_display_address_fill")
+    merchant = make_merchant()
+    new_intent(merchant)
+    new_intent(merchant, asset="LTC", network="litecoin-regtest", amount="0.5")
+    PaymentAddress.objects.update(display_address="")
+    migration.fill_free_addresses(apps, None)
+    rows = list(PaymentAddress.objects.select_related("wallet"))
+    assert [row.display_address for row in rows if row.claimed_at is not None] == ["", ""]
+    for row in rows:
+        if row.claimed_at is None:
+            shown = to_checksum_address(row.address) if row.wallet.chain == "evm" else row.address
+            assert row.display_address == shown
+
+
+def test_an_address_is_never_shown_as_another():
+    from django.db import IntegrityError
+
+    merchant = make_merchant()
+    intent = new_intent(merchant)
+    other = PaymentAddress.objects.filter(claimed_at__isnull=True).first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PaymentAddress.objects.filter(pk=other.pk).update(display_address=intent.representation["address"])
+    PaymentAddress.objects.filter(pk=other.pk).update(display_address=other.address.upper())  # same address
+
+
+def test_a_top_up_derives_nothing_if_the_pool_grew_since_its_create_looked():
+    """A create tops the pool up after its statement, seeing where the pool ended then; a refill since
+    (another create's, the beat's) makes its top-up pointless."""
+    merchant = make_merchant()
+    new_intent(merchant)
+    network = Network.objects.get(code="ethereum")
+    seen = evm_wallet(merchant).next_index
+    assert services.address_pool_refill(merchant_id=merchant.pk, network=network, now=timezone.now()) == 4
+    assert (
+        services.address_pool_refill(
+            merchant_id=merchant.pk, network=network, now=timezone.now(), only_from=seen
+        )
+        == 0
+    )
+    assert evm_wallet(merchant).next_index == seen + 4
+    now_seen = seen + 4
+    assert (
+        services.address_pool_refill(
+            merchant_id=merchant.pk, network=network, now=timezone.now(), only_from=now_seen
+        )
+        == 4
+    )
+
+
+def test_a_create_that_finds_the_pool_empty_refills_it_and_claims_from_the_refill():
+    merchant = make_merchant()
+    new_intent(merchant)
+    PaymentAddress.objects.filter(claimed_at__isnull=True).update(claimed_at=timezone.now())
+    intent = new_intent(merchant)
+    assert intent.address.derivation_index == 4
+    assert evm_wallet(merchant).next_index == 8

@@ -1,5 +1,5 @@
-"""Idempotency-Key: the record written once, with the response, at the end of the request's transaction;
-the stored outcome answers every later request with the key, whatever running it again would do."""
+"""Idempotency-Key: the record written once, with the response, in the request's transaction (a create's
+single statement); the stored outcome answers every later request with the key, whatever running it again would do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from payments.models import Event, IdempotencyRecord, PaymentAddress, PaymentIntent
 
@@ -21,24 +20,51 @@ def post(api, path, body, key):
     return api.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def test_a_create_writes_its_record_in_its_own_statement(api):
-    post(api, INTENTS, BODY, "warm")  # the first request of a process also reads reference data
-    with CaptureQueriesContext(connection) as queries:
-        first = post(api, INTENTS, BODY, "once")
+class _Statements:
+    """Every statement the connection runs, with whether it ran as a transaction of its own (autocommit,
+    outside any atomic block): what PostgreSQL is sent, not what the ORM logs."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, bool]] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        alone = connection.get_autocommit() and not connection.in_atomic_block
+        self.seen.append((sql, alone))
+        return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_is_one_statement_its_own_transaction_and_a_replay_writes_nothing(api):
+    body = BODY | {"currency": "USD"}  # with a quote
+    post(api, INTENTS, body, "warm")  # the first request of a process also reads the tiers and reference data
+    statements = _Statements()
+    with connection.execute_wrapper(statements):
+        first = post(api, INTENTS, body, "once")
     assert first.status_code == 201
-    # the address claim, then the quote, intent, transition, events and idempotency record in one statement
-    # (the test's own transaction makes the request's a savepoint: left out with BEGIN and COMMIT)
-    statements = [
-        q["sql"] for q in queries if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
-    ]
-    assert len(statements) == 2, statements
-    assert "payments_paymentaddress" in statements[0]
-    assert "payments_paymentintent" in statements[1] and "payments_idempotencyrecord" in statements[1]
+    # the connection's health check is not the create's: the claim, quote, intent, transition, events and
+    # record are one statement, sent in autocommit (no BEGIN, no COMMIT)
+    creates = [(sql, alone) for sql, alone in statements.seen if "payments_paymentintent" in sql]
+    assert len(statements.seen) == 1 and len(creates) == 1, statements.seen
+    sql, alone = creates[0]
+    assert alone
+    for table in ("paymentaddress", "quote", "statetransition", "event", "idempotencyrecord"):
+        assert f"payments_{table}" in sql
     record = IdempotencyRecord.objects.get(key="once")
     assert (record.response_status, record.response_body) == (201, first.json())
+    stored = Event.objects.filter(intent_id=first.json()["id"]).order_by("sequence")
+    assert [e.payload | {"sequence": None, "state": None} for e in stored] == [
+        first.json() | {"sequence": None, "state": None}
+    ] * 2
+    claimed = PaymentAddress.objects.filter(claimed_at__isnull=False).count()
+    again = post(api, INTENTS, body, "once")  # its statement fails on the record's key: the claim with it
+    assert (
+        again.status_code == 201 and again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    )
+    assert PaymentAddress.objects.filter(claimed_at__isnull=False).count() == claimed
+    assert PaymentIntent.objects.count() == 2 and Event.objects.count() == 4
 
 
-def test_a_create_without_an_asset_writes_its_record_after_it(api):
+def test_a_create_without_an_asset_writes_its_record_in_its_transaction(api):
     response = post(api, INTENTS, {"amount": "10.00", "currency": "USD"}, "no-asset")
     assert response.status_code == 201 and response.json()["state"] == "created"
     record = IdempotencyRecord.objects.get(key="no-asset")
@@ -90,15 +116,41 @@ def test_an_expired_record_frees_its_key(api, settings):
 
 
 def test_a_record_written_in_the_create_statement_never_stores_a_secret_in_the_clear():
-    """The record takes the statement's own snapshot only when it is stored as it is; an answer that shows
-    a secret once is stored with it encrypted, as every other record is."""
+    """The record takes the statement's own snapshot, stored as it is: an answer that shows a secret once
+    (stored encrypted by every other path) is refused rather than written from it."""
     from django.utils import timezone
 
     from payments.api.idempotency import RecordSlot
 
     slot = RecordSlot("mer_x", "k", "f" * 64, timezone.now()).answering(201)
-    sql, params = slot.insert_sql({"id": "pi_x"}, "(SELECT j FROM s)")
-    assert "(SELECT j FROM s)" in sql and params == ["mer_x", "k", "f" * 64, slot.created_at, 201]
-    sql, params = slot.insert_sql({"id": "we_x", "secret": "whsec_plain"}, "(SELECT j FROM s)")
-    assert "(SELECT j FROM s)" not in sql and len(params) == 6
-    assert "whsec_plain" not in str(params[5].obj) and "secret_encrypted_for_replay" in params[5].obj
+    sql, params = slot.insert_sql({"id": "pi_x"}, "(SELECT j FROM s)", "EXISTS (SELECT 1 FROM c)")
+    assert "(SELECT j FROM s)" in sql and "WHERE EXISTS (SELECT 1 FROM c)" in sql
+    assert "ON CONFLICT" not in sql  # a taken key fails the statement, and everything it wrote
+    assert params == ["mer_x", "k", "f" * 64, slot.created_at, 201]
+    with pytest.raises(ValueError):
+        slot.insert_sql({"id": "we_x", "secret": "whsec_plain"}, "(SELECT j FROM s)")
+
+
+def test_a_create_that_finds_its_key_taken_knows_it_from_the_error():
+    """A create's statement fails on the record's key when the key is taken; if that record is purged
+    (expired) before it is read, the request runs again rather than answering a 500."""
+    from django.db import IntegrityError, transaction
+    from django.utils import timezone
+
+    from payments.api.idempotency import _on_the_key
+    from tests.factories import make_merchant
+
+    merchant = make_merchant()
+    row = [merchant.pk, "k", "f" * 64, timezone.now(), 201]
+    insert = (
+        "INSERT INTO payments_idempotencyrecord (merchant_id, key, request_fingerprint, created_at, "
+        "response_status, response_body) VALUES (%s, %s, %s, %s, %s, '{}')"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(insert, row)
+    with pytest.raises(IntegrityError) as taken, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(insert, row)
+    assert _on_the_key(taken.value)
+    with pytest.raises(IntegrityError) as other, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO payments_idempotencyrecord (merchant_id) VALUES ('mer_none')")
+    assert not _on_the_key(other.value)

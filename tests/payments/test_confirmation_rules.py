@@ -195,3 +195,24 @@ def test_staff_who_may_only_view_see_the_tier_in_asset_units(client, merchant):
     page = client.get(f"/admin/payments/merchant/{merchant.pk}/change/")
     assert page.status_code == 200
     assert b"0.500000000000000000" in page.content
+
+
+def test_tiers_changed_after_a_create_hold_for_the_next_create(api, merchant):
+    """A create computes the confirmations from the tiers its process last read and its statement
+    writes only if they are still the merchant's: a tier set or removed elsewhere (the admin, another
+    web process) holds for the very next create, as when every create read them."""
+    eth = local("ETH")
+    assert create(api, "0.25")["required_confirmations"] == eth.default_confirmations  # read and kept
+    ConfirmationRule.objects.create(merchant=merchant, network_asset=eth, confirmations=7)
+    ConfirmationRule.objects.create(
+        merchant=merchant, network_asset=eth, confirmations=9, min_amount_base_units=10**18
+    )
+    small, large = create(api, "0.25"), create(api, "2")
+    assert (small["required_confirmations"], large["required_confirmations"]) == (7, 9)
+    stored = PaymentIntent.objects.get(pk=large["id"])
+    assert stored.required_confirmations == 9
+    assert stored.transitions.get().verdict["required_confirmations"] == 9
+    assert stored.events.order_by("sequence").last().payload["required_confirmations"] == 9
+    ConfirmationRule.objects.filter(merchant=merchant, confirmations=7).delete()
+    assert create(api, "0.25")["required_confirmations"] == eth.default_confirmations
+    assert create(api, "2")["required_confirmations"] == 9

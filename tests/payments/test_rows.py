@@ -187,6 +187,20 @@ def test_a_row_given_as_values_names_every_column_it_writes_and_no_other(intent)
         insert_values_cte("x", Event, values | {"id": "evt_x"}, id=Sql("'evt_from_sql'"))
 
 
+def test_a_row_with_a_condition_is_written_only_when_it_holds(intent):
+    """(The create writes every row only if its statement claimed an address.)"""
+    values = event_values(intent, "payment.t", 11, "v11", intent.created_at) | {
+        "payload": {},
+        "transition_id": None,
+    }
+    with pytest.raises(TypeError, match="where is SQL"):
+        insert_values_cte("x", Event, values, "id", where="FALSE")
+    assert _write(insert_values_cte("x", Event, values, "id", where=Sql("1 = 2"))) == (None,)
+    assert not Event.objects.filter(pk=values["id"]).exists()
+    (written,) = _write(insert_values_cte("x", Event, values, "id", where=Sql("1 = 1")))
+    assert written == values["id"] and Event.objects.filter(pk=written, sequence=11).exists()
+
+
 def test_a_field_it_cannot_write_exactly_is_refused():
     class WithBytes(models.Model):
         blob = models.BinaryField()
