@@ -91,3 +91,29 @@ def test_input_that_spells_the_address_slot_stays_as_it_was_given(api):
     for payload in Event.objects.filter(intent_id=answer["id"]).values_list("payload", flat=True):
         assert {name: payload[name] for name in given} == given
         assert (payload["address"], payload["payment_uri"]) == (answer["address"], answer["payment_uri"])
+
+
+def test_the_create_statement_is_parsed_once_per_process(api, monkeypatch):
+    """psycopg keeps the conversion of a statement's placeholders only for texts up to a length the
+    create's statement passes (services/rows.py raises it): else it is parsed again at every create."""
+    from psycopg import _queries
+
+    parsed: list[int] = []
+    uncached = _queries._query2pg_nocache
+
+    def parse(query, encoding):
+        parsed.append(len(query))
+        return uncached(query, encoding)
+
+    def create(key: str):  # the longest statement: with a quote and the idempotency record
+        body = BODY | {"currency": "USD"}
+        assert api.post(INTENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key).status_code == 201
+
+    create("warm")
+    statements: list[str] = []
+    monkeypatch.setattr(_queries, "_query2pg_nocache", parse)
+    with create_statements(statements):
+        for key in "abc":
+            create(key)
+    assert len(statements) == 3 and len(statements[0].encode()) > 4096  # longer than psycopg's own limit
+    assert parsed == []
