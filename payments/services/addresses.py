@@ -262,17 +262,18 @@ def _derive(account_key: str, chain: str, hrp: str, first: int, count: int) -> l
 
 def _fill_shown(cursor, wallet_id: int, chain: str) -> int:
     """Give the wallet's free addresses that have no shown form (derived by the version before an
-    upgrade, after its migration) that form. Returns how many there were."""
+    upgrade, after its migration) that form, in id order like migration 0028 (two of them never wait on
+    each other's rows in a cycle). Returns how many there were."""
     cursor.execute(
         "SELECT id, address FROM payments_paymentaddress "
-        "WHERE wallet_id = %s AND claimed_at IS NULL AND display_address = ''",
+        "WHERE wallet_id = %s AND claimed_at IS NULL AND display_address = '' ORDER BY id",
         [wallet_id],
     )
     rows = cursor.fetchall()
     if rows:
         cursor.execute(
             "UPDATE payments_paymentaddress a SET display_address = u.d "
-            "FROM unnest(%s::bigint[], %s::text[]) AS u(id, d) WHERE a.id = u.id",
+            "FROM unnest(%s::bigint[], %s::text[]) AS u(id, d) WHERE a.id = u.id AND a.claimed_at IS NULL",
             [[row_id for row_id, _ in rows], [shown_address(chain, address) for _, address in rows]],
         )
     return len(rows)

@@ -24,8 +24,9 @@ from psycopg.types.json import Jsonb
 # psycopg turns a query's %s placeholders into $n once per distinct text and keeps the result, but only for
 # texts up to MAX_CACHED_STATEMENT_LENGTH (4,096 bytes): a longer one is parsed again at every execution.
 # The create's statement is about 4.6 KB, and parsing it cost 0.15-0.3 ms of every create. The limit is
-# raised to cover it (the cache keeps at most 128 texts: 2 MB at most). Not a documented setting of
-# psycopg's: tests/payments/test_intent_create.py checks that the statement is parsed once.
+# raised to cover it (the cache keeps at most 128 texts, each with its conversion: a few MB at most).
+# Not a documented setting of psycopg's: tests/payments/test_intent_create.py checks that the statement
+# is parsed once (with server-side binding, the default; DB_SERVER_SIDE_BINDING=0 uses another cache).
 psycopg._queries.MAX_CACHED_STATEMENT_LENGTH = max(
     getattr(psycopg._queries, "MAX_CACHED_STATEMENT_LENGTH", 0), 16_384
 )
