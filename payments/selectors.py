@@ -45,6 +45,11 @@ def _checksummed(address: str) -> str:
     return _to_checksum_address(address)
 
 
+def shown_address(chain: str, address: str) -> str:
+    """A stored address as a payer is shown it: EIP-55 checksummed for EVM, as stored otherwise."""
+    return to_checksum_address(address) if chain == "evm" else address
+
+
 def intent_queryset() -> QuerySet[PaymentIntent]:
     return PaymentIntent.objects.select_related(*INTENT_RELATED)
 
@@ -190,8 +195,7 @@ def payment_uri(intent: PaymentIntent, amount: int | None = None) -> str | None:
 
 def asset_payment_uri(na: NetworkAsset, address: str, amount: int) -> str:
     """BIP21 or EIP-681 for `amount` base units of an asset to `address` (EVM: EIP-55 checksummed)."""
-    shown = to_checksum_address(address) if na.network.chain == "evm" else address
-    return payment_uri_template(na, amount).replace(ADDRESS_SLOT, shown)
+    return payment_uri_template(na, amount).replace(ADDRESS_SLOT, shown_address(na.network.chain, address))
 
 
 ADDRESS_SLOT = "<address>"  # where a payment URI template takes the address; never in a URI itself
@@ -255,9 +259,8 @@ def payment_options(merchant: Merchant, price_currency: str) -> list[NetworkAsse
 def display_address(intent: PaymentIntent) -> str | None:
     if intent.address is None:
         return None
-    if intent.network_asset and intent.network_asset.network.chain == "evm":
-        return to_checksum_address(intent.address.address)
-    return intent.address.address
+    chain = intent.network_asset.network.chain if intent.network_asset else ""
+    return shown_address(chain, intent.address.address)
 
 
 def _transfer_kind(o: policy.ObservationFacts) -> str:

@@ -8,7 +8,8 @@ index until that one commits), this request's effects roll back and the stored o
 same body gets the stored response replayed, another body a 422. A request that fails looks for a
 record before answering, so a replay is answered even where running the request again would fail (a
 cancel already done, a rate source down), and a key reused with another body is a 422 whatever that
-body holds. A failed request stores nothing: its key may be retried. Responses are kept for GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
+body holds. A failed request stores nothing: its key may be retried. Responses are kept for
+GATEWAY_IDEMPOTENCY_TTL_HOURS (24 h by default).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The only code that writes intents, observations, transitions and events, split by noun: reference data,
-intents (their create apart), addresses, evidence and settling, outflows, settlements, refunds (and their checks), events.
+intents (their create apart), addresses, evidence and settling, outflows, settlements, refunds (and their
+checks), events.
 Callers import from here (`from payments import services`); the modules import each other only for what
 they share."""
 

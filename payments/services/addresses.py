@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from eth_utils import to_checksum_address
 
 from ..errors import Conflict, InvalidRequest
 from ..models import (
@@ -19,6 +18,7 @@ from ..models import (
     NetworkAsset,
     PaymentAddress,
 )
+from ..selectors import shown_address
 from ..wallets import AccountKey, derive_bech32_address, derive_evm_address, parse_account_key
 
 logger = logging.getLogger(__name__)
@@ -152,10 +152,10 @@ def address_pool_refill(
     KEY UPDATE`, so the foreign-key checks of concurrent creates referencing the wallet do not wait).
     With `only_if_empty`, derive nothing if the pool has a free address (first giving any free address
     derived without its shown form, by the version before an upgrade, that form: a create claims only
-    addresses that have it); with `skip_if_busy`, nothing
-    if another transaction holds the wallet; with `only_from`, nothing if the pool no longer ends there (a
-    refill since the caller looked extended it). Returns how many were derived. Public keys only:
-    nothing here can spend.
+    addresses that have it); with `skip_if_busy`, nothing if another transaction holds the wallet; with
+    `only_from`, nothing if the pool no longer ends there (a refill since the caller looked extended it).
+    Inside a caller's transaction, a savepoint: a refill that fails leaves that transaction usable.
+    Returns how many were derived. Public keys only: nothing here can spend.
 
     The lock comes first, the derivation after (unlike the beat's top-up, which derives a whole pool): the
     creates that find the pool empty need this batch and wait for it either way, and a refill that derived
@@ -163,7 +163,7 @@ def address_pool_refill(
     each key's chain node kept (`wallets._chain_node`), a batch of 50 EVM addresses takes about 4.5 ms."""
     batch = max(1, batch or settings.GATEWAY_ADDRESS_POOL_BATCH)
     scope, scope_params = _wallet_scope(network)
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"SELECT w.id, w.next_index, w.account_key FROM payments_wallet w "
             f"WHERE w.merchant_id = %s AND {scope} FOR NO KEY UPDATE{' SKIP LOCKED' if skip_if_busy else ''}",
@@ -277,11 +277,6 @@ def _fill_shown(cursor, wallet_id: int, chain: str) -> int:
             [[row_id for row_id, _ in rows], [shown_address(chain, address) for _, address in rows]],
         )
     return len(rows)
-
-
-def shown_address(chain: str, address: str) -> str:
-    """A stored address as a payer is shown it: EIP-55 checksummed for EVM."""
-    return to_checksum_address(address) if chain == "evm" else address
 
 
 def _pool_insert(cursor, wallet_id: int, first: int, addresses: list[tuple[str, str]], now: datetime) -> None:

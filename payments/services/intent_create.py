@@ -134,10 +134,9 @@ def payment_intent_create(
             return intent
         if _TIERS.get(key) != tiers:
             continue  # the statement found other tiers: compute the create again with them
-        with transaction.atomic():  # a savepoint inside a caller's transaction, like the statement's
-            address_pool_refill(
-                merchant_id=merchant.pk, network=data.network_asset.network, now=now, only_if_empty=True
-            )
+        address_pool_refill(
+            merchant_id=merchant.pk, network=data.network_asset.network, now=now, only_if_empty=True
+        )
     raise Conflict("could not claim an address; try again", code="address_pool_exhausted")
 
 
@@ -336,14 +335,13 @@ def _top_up(intent: PaymentIntent, now: datetime, seen_end: int) -> None:
     the statement saw the pool end at `seen_end`. The create is written already: a failure here is
     logged, not answered (the beat tops pools up too)."""
     try:
-        with transaction.atomic():
-            address_pool_refill(
-                merchant_id=intent.merchant_id,
-                network=intent.network_asset.network,
-                now=now,
-                skip_if_busy=True,
-                only_from=seen_end,
-            )
+        address_pool_refill(
+            merchant_id=intent.merchant_id,
+            network=intent.network_asset.network,
+            now=now,
+            skip_if_busy=True,
+            only_from=seen_end,
+        )
     except Exception:  # the create is committed: whatever failed here, it stands
         logger.exception("topping up the address pool of %s after a create failed", intent.merchant_id)
 
